@@ -1,0 +1,108 @@
+// Package problem is Perch's error vocabulary on the wire: RFC 9457 problem details with a
+// stable machine-readable code. Edges answer every failed request with one, and the core sends
+// them back inside write outcomes and read replies, so a client sees the same problem whichever
+// part of the system decided it.
+package problem
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// ContentType is the media type of a problem body (RFC 9457 §3).
+const ContentType = "application/problem+json"
+
+// Code is a stable identifier of a kind of problem. Clients switch on it; it never changes
+// meaning once published.
+type Code string
+
+// The codes Perch answers with. Each maps to one HTTP status, see Status.
+const (
+	BadJSON              Code = "bad_json"
+	NotObject            Code = "not_object"
+	BadRequest           Code = "bad_request"
+	BadCursor            Code = "bad_cursor"
+	BadName              Code = "bad_name"
+	TooLarge             Code = "body_too_large"
+	NotFound             Code = "not_found"
+	RouteNotFound        Code = "route_not_found"
+	MethodNotAllowed     Code = "method_not_allowed"
+	PreconditionFailed   Code = "precondition_failed"
+	PreconditionRequired Code = "precondition_required"
+	UnsupportedMedia     Code = "unsupported_media_type"
+	IdempotencyMismatch  Code = "idempotency_key_reused"
+	IdempotencyInFlight  Code = "idempotency_key_in_flight"
+	Unavailable          Code = "unavailable"
+	Internal             Code = "internal"
+	AlreadyExists        Code = "already_exists"
+)
+
+var statuses = map[Code]int{
+	BadJSON:              http.StatusBadRequest,
+	NotObject:            http.StatusBadRequest,
+	BadRequest:           http.StatusBadRequest,
+	BadCursor:            http.StatusBadRequest,
+	BadName:              http.StatusBadRequest,
+	TooLarge:             http.StatusRequestEntityTooLarge,
+	NotFound:             http.StatusNotFound,
+	RouteNotFound:        http.StatusNotFound,
+	MethodNotAllowed:     http.StatusMethodNotAllowed,
+	PreconditionFailed:   http.StatusPreconditionFailed,
+	PreconditionRequired: http.StatusPreconditionRequired,
+	UnsupportedMedia:     http.StatusUnsupportedMediaType,
+	IdempotencyMismatch:  http.StatusUnprocessableEntity,
+	IdempotencyInFlight:  http.StatusConflict,
+	Unavailable:          http.StatusServiceUnavailable,
+	Internal:             http.StatusInternalServerError,
+	AlreadyExists:        http.StatusConflict,
+}
+
+// Status is the HTTP status that goes with c; 500 for a code Perch does not know.
+func (c Code) Status() int {
+	if s, ok := statuses[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Problem is an RFC 9457 problem details object. It is also an error, so that it can travel
+// up a call stack and be rendered once at the edge.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   Code   `json:"code"`
+}
+
+// New returns the problem for code with a human-readable detail. The type URI is derived from
+// the code so that it is stable and resolvable in the docs.
+func New(code Code, detail string) *Problem {
+	status := code.Status()
+	return &Problem{
+		Type:   "urn:perch:problem:" + string(code),
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+		Code:   code,
+	}
+}
+
+// Newf is New with a formatted detail.
+func Newf(code Code, format string, args ...any) *Problem {
+	return New(code, fmt.Sprintf(format, args...))
+}
+
+func (p *Problem) Error() string {
+	if p.Detail == "" {
+		return string(p.Code)
+	}
+	return string(p.Code) + ": " + p.Detail
+}
+
+// JSON renders p. It cannot fail: every field is a plain string or int.
+func (p *Problem) JSON() []byte {
+	b, _ := json.Marshal(p)
+	return b
+}

@@ -1,0 +1,329 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/perchhq/perch/internal/problem"
+)
+
+// Stream and subject names. See the package doc for who publishes on which.
+const (
+	WriteStream          = "PERCH_WRITES"
+	WriteSubjectPrefix   = "perch.writes."
+	OutcomeSubjectPrefix = "perch.outcomes."
+	ChangeSubjectPrefix  = "perch.changes."
+	ReadSubject          = "perch.read"
+	// CoreQueue is the queue group of the core's read service: each read request is answered
+	// by one core.
+	CoreQueue = "perch-core"
+	// DefaultPartitions is the number of write partitions. Every edge and core of a fleet must
+	// agree on it; the core records it in the database on first start and refuses another.
+	DefaultPartitions = 16
+)
+
+// WriteSubject is the subject that carries the write batches of partition p.
+func WriteSubject(p int) string { return WriteSubjectPrefix + strconv.Itoa(p) }
+
+// OutcomeSubject is the subject on which edge receives the outcomes of its writes.
+func OutcomeSubject(edge string) string { return OutcomeSubjectPrefix + edge }
+
+// ChangeSubject is the subject of the change events of collection.
+func ChangeSubject(collection string) string { return ChangeSubjectPrefix + collection }
+
+// Partition maps a document to its write partition: FNV-1a of "collection/id" mod n. All writes
+// to one document go through one partition, so they are applied in the order they were
+// published.
+func Partition(collection, id string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(collection))
+	h.Write([]byte{'/'})
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Op is the kind of a write command.
+type Op string
+
+// The write operations of the document API.
+const (
+	OpPut    Op = "put"    // create or replace
+	OpPatch  Op = "patch"  // RFC 7396 merge patch of an existing document
+	OpCreate Op = "create" // create with a server-made id; fails if the id exists
+	OpDelete Op = "delete" // leave a tombstone
+)
+
+// Command is one write as the edge validated it. Data is a JSON object: the document for put and
+// create, the merge patch for patch, empty for delete.
+type Command struct {
+	WriteID    string          `json:"write_id"`
+	Op         Op              `json:"op"`
+	Collection string          `json:"collection"`
+	ID         string          `json:"id"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	// IfMatch, when not zero, is the version the document must have for the write to apply.
+	IfMatch int64 `json:"if_match,omitempty"`
+	// IdemKey is the client's Idempotency-Key, already scoped to the caller; Fingerprint is a
+	// digest of the request it came with. Both are empty without a key.
+	IdemKey     string `json:"idem_key,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Batch is one JetStream message: the commands an edge gathered for one partition in a short
+// window. Its ID is the message's Nats-Msg-Id. Commands are applied in order; each has its own
+// outcome, so one failing command does not fail the others.
+type Batch struct {
+	ID        string    `json:"id"`
+	Partition int       `json:"partition"`
+	Edge      string    `json:"edge"`
+	Commands  []Command `json:"commands"`
+}
+
+// Limits on what a decoded Batch may hold, so that a hostile or corrupt message cannot make
+// the core allocate without bound.
+const (
+	MaxBatchCommands = 4096
+	MaxNameLen       = 128
+	// MaxIdemKeyLen bounds a scoped Idempotency-Key: the app's key and the client's key.
+	MaxIdemKeyLen = 512
+)
+
+// Validate reports whether b is well-formed for partitions partitions.
+func (b *Batch) Validate(partitions int) error {
+	if b.ID == "" {
+		return errors.New("batch without id")
+	}
+	if b.Partition < 0 || b.Partition >= partitions {
+		return fmt.Errorf("batch partition %d out of range [0,%d)", b.Partition, partitions)
+	}
+	if len(b.Commands) == 0 || len(b.Commands) > MaxBatchCommands {
+		return fmt.Errorf("batch with %d commands", len(b.Commands))
+	}
+	for i := range b.Commands {
+		c := &b.Commands[i]
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("command %d: %w", i, err)
+		}
+		if p := Partition(c.Collection, c.ID, partitions); p != b.Partition {
+			return fmt.Errorf("command %d belongs to partition %d, not %d", i, p, b.Partition)
+		}
+	}
+	return nil
+}
+
+// Validate reports whether c is a well-formed command.
+func (c *Command) Validate() error {
+	if c.WriteID == "" || len(c.WriteID) > MaxNameLen {
+		return errors.New("bad write id")
+	}
+	if !ValidCollection(c.Collection) || !ValidName(c.ID) {
+		return errors.New("bad collection or id")
+	}
+	if len(c.IdemKey) > MaxIdemKeyLen || len(c.Fingerprint) > MaxNameLen {
+		return errors.New("idempotency key or fingerprint too long")
+	}
+	switch c.Op {
+	case OpPut, OpPatch, OpCreate:
+		if len(c.Data) == 0 || c.Data[0] != '{' || !json.Valid(c.Data) {
+			return errors.New("data is not a JSON object")
+		}
+	case OpDelete:
+	default:
+		return fmt.Errorf("unknown op %q", c.Op)
+	}
+	if c.IfMatch < 0 {
+		return errors.New("negative if_match")
+	}
+	return nil
+}
+
+// ValidName reports whether s may name a collection or a document: 1 to MaxNameLen characters
+// from [A-Za-z0-9._~-], and not "." or "..". Such names need no escaping in a URL path, a NATS
+// subject token or SQL.
+func ValidName[T string | []byte](s T) bool {
+	if len(s) == 0 || len(s) > MaxNameLen || string(s) == "." || string(s) == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '~':
+		case c == '.':
+			// Allowed inside a name, but a NATS subject token may not contain it: collections
+			// are checked again by ValidCollection.
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidCollection is ValidName without dots, since a collection is a NATS subject token.
+func ValidCollection[T string | []byte](s T) bool {
+	if !ValidName(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// Document is a stored document. Deleted documents are tombstones: they keep their version
+// so that sync can report the deletion and a late event cannot resurrect them.
+type Document struct {
+	Collection string          `json:"collection"`
+	ID         string          `json:"id"`
+	Version    int64           `json:"version"`
+	CreatedAt  time.Time       `json:"created_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	Deleted    bool            `json:"deleted,omitempty"`
+	Data       json.RawMessage `json:"data,omitempty"`
+}
+
+// Outcome is what became of one command. Status is the HTTP status the write answers with
+// (200, 201, 204, or the problem's status); Doc is the document after the write (nil when
+// rejected). Replayed is set when the command had already been applied (same write id) or its
+// Idempotency-Key had been seen with the same request: Doc and Status are then the first answer.
+type Outcome struct {
+	WriteID  string           `json:"write_id"`
+	Status   int              `json:"status"`
+	Doc      *Document        `json:"doc,omitempty"`
+	Problem  *problem.Problem `json:"problem,omitempty"`
+	Replayed bool             `json:"replayed,omitempty"`
+}
+
+// Applied reports whether the write changed (or had changed) the store.
+func (o *Outcome) Applied() bool { return o.Problem == nil }
+
+// Outcomes is the message the core publishes to the edge that sent a batch, once it commits.
+type Outcomes struct {
+	Batch    string    `json:"batch"`
+	Outcomes []Outcome `json:"outcomes"`
+}
+
+// ChangeEvent announces one applied change. Seq numbers the changes of a partition without
+// gaps, starting at 1, so a receiver that sees Seq jump knows it missed events. Doc holds the
+// document when it is small enough to carry (see the core's event size bound); otherwise the
+// receiver must fetch it if it wants it.
+type ChangeEvent struct {
+	Partition  int       `json:"partition"`
+	Seq        int64     `json:"seq"`
+	Collection string    `json:"collection"`
+	ID         string    `json:"id"`
+	Version    int64     `json:"version"`
+	Deleted    bool      `json:"deleted,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	Doc        *Document `json:"doc,omitempty"`
+}
+
+// ReadKind is the kind of a read request to the core.
+type ReadKind string
+
+// The reads an edge asks of the core.
+const (
+	ReadGet   ReadKind = "get"
+	ReadList  ReadKind = "list"
+	ReadSync  ReadKind = "sync"
+	ReadWrite ReadKind = "write"
+)
+
+// ReadRequest asks the core for a document, a page of a collection, a page of changes or the
+// status of a write. Exactly one of the query fields matches Kind.
+type ReadRequest struct {
+	Kind       ReadKind   `json:"kind"`
+	Collection string     `json:"collection,omitempty"`
+	ID         string     `json:"id,omitempty"`
+	List       *ListQuery `json:"list,omitempty"`
+	Sync       *SyncQuery `json:"sync,omitempty"`
+	WriteID    string     `json:"write_id,omitempty"`
+}
+
+// Order is the order of a list.
+type Order string
+
+// The orders a list can be read in.
+const (
+	OrderID            Order = "id"
+	OrderIDDesc        Order = "-id"
+	OrderUpdatedAt     Order = "updated_at"
+	OrderUpdatedAtDesc Order = "-updated_at"
+	DefaultListLimit         = 50
+	MaxListLimit             = 1000
+	DefaultSyncLimit         = 100
+	MaxSyncLimit             = 1000
+	MaxSyncCollections       = 32
+)
+
+// ListQuery selects a page of live documents of one collection. After is the position of the
+// last item of the previous page (from the cursor); empty on the first page.
+type ListQuery struct {
+	Collection string    `json:"collection"`
+	Order      Order     `json:"order"`
+	Limit      int       `json:"limit"`
+	IDPrefix   string    `json:"id_prefix,omitempty"`
+	After      *Position `json:"after,omitempty"`
+}
+
+// Position is a place in a list: the sort key of the last item returned.
+type Position struct {
+	ID        string    `json:"id"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// ListPage is one page of a list. More is set when another page may follow.
+type ListPage struct {
+	Items []Document `json:"items"`
+	More  bool       `json:"more"`
+}
+
+// SyncQuery asks for the changes of some collections after a point. After[p] is the last
+// partition sequence number the client has seen of partition p (missing entries are 0).
+type SyncQuery struct {
+	Collections []string `json:"collections"`
+	After       []int64  `json:"after,omitempty"`
+	Limit       int      `json:"limit"`
+}
+
+// SyncPage is a page of changes, tombstones included. Next is the position to resume from.
+type SyncPage struct {
+	Changes []Change `json:"changes"`
+	Next    []int64  `json:"next"`
+	More    bool     `json:"more"`
+}
+
+// Change is a document's latest state in a sync page.
+type Change struct {
+	Partition int      `json:"partition"`
+	Seq       int64    `json:"seq"`
+	Doc       Document `json:"doc"`
+}
+
+// WriteStatus is the state of a write: queued (not applied yet, or unknown), applied or
+// rejected.
+type WriteStatus string
+
+// The states a write can be in.
+const (
+	WriteQueued   WriteStatus = "queued"
+	WriteApplied  WriteStatus = "applied"
+	WriteRejected WriteStatus = "rejected"
+)
+
+// ReadResponse answers a ReadRequest. Problem is set when the read failed (not found, bad
+// query, store unavailable); otherwise the field matching the request's kind is. For a write
+// status, a Write with Status 0 means the write is queued: issued recently, not applied yet.
+type ReadResponse struct {
+	Problem *problem.Problem `json:"problem,omitempty"`
+	Doc     *Document        `json:"doc,omitempty"`
+	Page    *ListPage        `json:"page,omitempty"`
+	Sync    *SyncPage        `json:"sync,omitempty"`
+	Write   *Outcome         `json:"write,omitempty"`
+}
