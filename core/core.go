@@ -1,0 +1,456 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// Config tunes a core. The zero value of a field means its default.
+type Config struct {
+	// Partitions is the number of write partitions; it must match the edges' and the store's.
+	// Default wire.DefaultPartitions.
+	Partitions int
+	// Stream configures the write stream, which the core creates if it is missing.
+	Stream wire.StreamOptions
+	// AckWait is how long JetStream waits for the core to acknowledge a batch before it
+	// redelivers it to another core. A core applying a slow batch extends it. Default 30s.
+	AckWait time.Duration
+	// EventDocLimit is the largest document (data bytes) carried whole in a change event;
+	// larger ones are announced by version only. Default 64 KiB.
+	EventDocLimit int
+	// OutboxSweep is how often the core republishes change events left in the outbox by a
+	// core that died between commit and publish. Default 1s.
+	OutboxSweep time.Duration
+	// Retention is how long write outcomes and Idempotency-Keys are kept. Default and minimum
+	// 24h (the contract's promise for Idempotency-Key).
+	Retention time.Duration
+	// ReadConcurrency bounds the reads served at once. Default 64.
+	ReadConcurrency int
+	// Logger receives the core's structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig is the configuration of a production core.
+func DefaultConfig() Config {
+	return Config{
+		Partitions:      wire.DefaultPartitions,
+		AckWait:         30 * time.Second,
+		EventDocLimit:   64 << 10,
+		OutboxSweep:     time.Second,
+		Retention:       24 * time.Hour,
+		ReadConcurrency: 64,
+	}
+}
+
+// LocalConfig is DefaultConfig with short timers, for tests and `perch dev`: a batch held by
+// a core that was killed is redelivered within seconds.
+func LocalConfig() Config {
+	c := DefaultConfig()
+	c.AckWait = 3 * time.Second
+	c.OutboxSweep = 500 * time.Millisecond
+	return c
+}
+
+func (c *Config) complete() error {
+	d := DefaultConfig()
+	if c.Partitions == 0 {
+		c.Partitions = d.Partitions
+	}
+	if c.Partitions < 1 || c.Partitions > 4096 {
+		return fmt.Errorf("partitions %d out of range [1,4096]", c.Partitions)
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = d.AckWait
+	}
+	if c.EventDocLimit <= 0 {
+		c.EventDocLimit = d.EventDocLimit
+	}
+	if c.OutboxSweep <= 0 {
+		c.OutboxSweep = d.OutboxSweep
+	}
+	if c.Retention < d.Retention {
+		c.Retention = d.Retention
+	}
+	if c.ReadConcurrency <= 0 {
+		c.ReadConcurrency = d.ReadConcurrency
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Core is one core process: a worker per partition, the read service, the outbox sweeper and
+// the janitor. Any number of cores may run against one NATS and one database.
+type Core struct {
+	cfg   Config
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	store Store
+	log   *slog.Logger
+	ready chan struct{}
+}
+
+// New validates cfg and returns a core that uses nc and store. The caller owns both and closes
+// them after Run returns.
+func New(cfg Config, nc *nats.Conn, store Store) (*Core, error) {
+	if err := cfg.complete(); err != nil {
+		return nil, fmt.Errorf("core config: %w", err)
+	}
+	if nc == nil || store == nil {
+		return nil, errors.New("core: a NATS connection and a store are required")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("core: jetstream: %w", err)
+	}
+	return &Core{cfg: cfg, nc: nc, js: js, store: store, log: cfg.Logger.With("component", "core"), ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the core consumes writes and answers reads.
+func (c *Core) Ready() <-chan struct{} { return c.ready }
+
+// Run serves until ctx is cancelled, then finishes the batches and reads in flight and returns
+// nil. It returns an error when it cannot start (stream or consumers cannot be created).
+func (c *Core) Run(ctx context.Context) error {
+	if _, err := wire.EnsureWriteStream(ctx, c.js, c.cfg.Stream); err != nil {
+		return err
+	}
+	consumers := make([]jetstream.Consumer, c.cfg.Partitions)
+	for p := range consumers {
+		cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, jetstream.ConsumerConfig{
+			Durable:       fmt.Sprintf("perch-core-%d", p),
+			Description:   fmt.Sprintf("Perch core workers of write partition %d", p),
+			FilterSubject: wire.WriteSubject(p),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			// One batch in flight per partition, whatever the number of cores: the order
+			// of the stream is the order of application.
+			MaxAckPending: 1,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    -1,
+		})
+		if err != nil {
+			return fmt.Errorf("core: consumer for partition %d: %w", p, err)
+		}
+		consumers[p] = cons
+	}
+
+	reads, err := c.serveReads()
+	if err != nil {
+		return err
+	}
+	c.log.Info("core started", "partitions", c.cfg.Partitions)
+	close(c.ready)
+
+	g, gctx := errgroup.WithContext(ctx)
+	for p, cons := range consumers {
+		g.Go(func() error { return c.consume(gctx, p, cons) })
+	}
+	g.Go(func() error { c.sweepOutbox(gctx); return nil })
+	g.Go(func() error { c.expire(gctx); return nil })
+	err = g.Wait()
+	reads.stop()
+	c.log.Info("core stopped")
+	return err
+}
+
+// consume applies the batches of one partition, one at a time, until ctx is cancelled.
+func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(4))
+	if err != nil {
+		return fmt.Errorf("core: consume partition %d: %w", p, err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Stop()
+	}()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("fetching write batches", "partition", p, "err", err)
+			continue
+		}
+		c.handleBatch(ctx, p, msg)
+	}
+}
+
+// handleBatch applies one message. The batch is acknowledged only after its transaction
+// committed; until then JetStream keeps it and redelivers it if this core dies.
+func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
+	var b wire.Batch
+	if err := json.Unmarshal(msg.Data(), &b); err != nil {
+		// A batch no core can apply: edges validate before publishing, so this is corruption
+		// or a foreign publisher. Retrying would block the partition forever.
+		c.log.Error("dropping malformed write batch", "partition", p, "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
+		_ = msg.Term()
+		return
+	}
+	if err := b.Validate(c.cfg.Partitions); err != nil {
+		c.log.Error("dropping invalid write batch", "partition", p, "batch", b.ID, "err", err)
+		_ = msg.Term()
+		return
+	}
+	// A batch that started is finished even when the core is asked to stop.
+	actx := context.WithoutCancel(ctx)
+	var (
+		outcomes []wire.Outcome
+		events   []wire.ChangeEvent
+		err      error
+	)
+	backoff := 50 * time.Millisecond
+	for {
+		outcomes, events, err = c.store.ApplyBatch(actx, &b, c.cfg.Now())
+		if err == nil {
+			break
+		}
+		c.log.Warn("applying write batch failed; retrying", "partition", p, "batch", b.ID, "commands", len(b.Commands), "err", err)
+		if ctx.Err() != nil {
+			// Leave it to the next core, at once.
+			_ = msg.Nak()
+			return
+		}
+		_ = msg.InProgress()
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	c.publishOutcomes(&b, outcomes)
+	c.publishEvents(actx, events)
+	if err := msg.Ack(); err != nil {
+		// The batch will be redelivered and its outcomes replayed: nothing is applied twice.
+		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+	}
+}
+
+func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
+	if b.Edge == "" {
+		return
+	}
+	data, err := json.Marshal(wire.Outcomes{Batch: b.ID, Outcomes: outcomes})
+	if err != nil {
+		c.log.Error("encoding outcomes", "batch", b.ID, "err", err)
+		return
+	}
+	if err := c.nc.Publish(wire.OutcomeSubject(b.Edge), data); err != nil {
+		// The edge answered or will answer 202; the client can ask GET /v1/writes/{id}.
+		c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
+	}
+}
+
+// publishEvents announces committed changes and then removes them from the outbox. Events that
+// cannot be confirmed published stay there for the sweeper.
+func (c *Core) publishEvents(ctx context.Context, events []wire.ChangeEvent) {
+	if len(events) == 0 {
+		return
+	}
+	for i := range events {
+		if err := c.publishEvent(&events[i]); err != nil {
+			c.log.Warn("publishing change event; the outbox keeps it", "collection", events[i].Collection, "id", events[i].ID, "err", err)
+			return
+		}
+	}
+	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
+		c.log.Warn("flushing change events; the outbox keeps them", "err", err)
+		return
+	}
+	if err := c.store.DeleteEvents(ctx, events); err != nil {
+		c.log.Warn("removing published events from the outbox", "err", err)
+	}
+}
+
+func (c *Core) publishEvent(ev *wire.ChangeEvent) error {
+	out := *ev
+	if out.Doc != nil && len(out.Doc.Data) > c.cfg.EventDocLimit {
+		out.Doc = nil
+	}
+	data, err := json.Marshal(&out)
+	if err != nil {
+		return err
+	}
+	return c.nc.Publish(wire.ChangeSubject(ev.Collection), data)
+}
+
+// sweepOutbox republishes events that stayed in the outbox longer than a sweep interval: their
+// core died, or lost NATS, between commit and publish.
+func (c *Core) sweepOutbox(ctx context.Context) {
+	t := time.NewTicker(c.cfg.OutboxSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			events, err := c.store.PendingEvents(ctx, c.cfg.Now().Add(-c.cfg.OutboxSweep), 512)
+			if err != nil {
+				c.log.Warn("reading the outbox", "err", err)
+				break
+			}
+			if len(events) == 0 {
+				break
+			}
+			c.log.Info("republishing change events from the outbox", "events", len(events))
+			c.publishEvents(ctx, events)
+			if len(events) < 512 {
+				break
+			}
+		}
+	}
+}
+
+func (c *Core) expire(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		n, err := c.store.Expire(ctx, c.cfg.Now().Add(-c.cfg.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Warn("expiring write records", "err", err)
+		case n > 0:
+			c.log.Info("expired write records", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type readService struct {
+	sub *nats.Subscription
+	wg  sync.WaitGroup
+}
+
+func (r *readService) stop() {
+	_ = r.sub.Drain()
+	r.wg.Wait()
+}
+
+// serveReads answers the edges' reads. NATS calls a subscription's handler one message at a
+// time, so each read runs in its own goroutine, at most ReadConcurrency at once.
+func (c *Core) serveReads() (*readService, error) {
+	r := &readService{}
+	sem := make(chan struct{}, c.cfg.ReadConcurrency)
+	sub, err := c.nc.QueueSubscribe(wire.ReadSubject, wire.CoreQueue, func(m *nats.Msg) {
+		sem <- struct{}{}
+		r.wg.Add(1)
+		go func() {
+			defer func() { <-sem; r.wg.Done() }()
+			c.serveRead(m)
+		}()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("core: subscribe %s: %w", wire.ReadSubject, err)
+	}
+	r.sub = sub
+	return r, nil
+}
+
+func (c *Core) serveRead(m *nats.Msg) {
+	var req wire.ReadRequest
+	var resp wire.ReadResponse
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		resp.Problem = problem.New(problem.BadRequest, "malformed read request")
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp = c.Read(ctx, &req)
+		cancel()
+	}
+	data, err := json.Marshal(&resp)
+	if err != nil {
+		c.log.Error("encoding read response", "kind", req.Kind, "err", err)
+		return
+	}
+	if err := m.Respond(data); err != nil {
+		c.log.Debug("answering read", "kind", req.Kind, "err", err)
+	}
+}
+
+// Read answers one read request from the store.
+func (c *Core) Read(ctx context.Context, req *wire.ReadRequest) wire.ReadResponse {
+	var resp wire.ReadResponse
+	var err error
+	switch req.Kind {
+	case wire.ReadGet:
+		var d wire.Document
+		d, err = c.store.Get(ctx, req.Collection, req.ID)
+		if err == nil {
+			resp.Doc = &d
+		}
+	case wire.ReadList:
+		if req.List == nil {
+			return wire.ReadResponse{Problem: problem.New(problem.BadRequest, "list without query")}
+		}
+		var page wire.ListPage
+		page, err = c.store.List(ctx, *req.List)
+		resp.Page = &page
+	case wire.ReadSync:
+		if req.Sync == nil {
+			return wire.ReadResponse{Problem: problem.New(problem.BadRequest, "sync without query")}
+		}
+		var page wire.SyncPage
+		page, err = c.store.Sync(ctx, *req.Sync)
+		resp.Sync = &page
+	case wire.ReadWrite:
+		return c.writeStatus(ctx, req.WriteID)
+	default:
+		return wire.ReadResponse{Problem: problem.Newf(problem.BadRequest, "unknown read %q", req.Kind)}
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return wire.ReadResponse{Problem: problem.New(problem.NotFound, "not found")}
+	case err != nil:
+		c.log.Warn("read failed", "kind", req.Kind, "collection", req.Collection, "err", err)
+		return wire.ReadResponse{Problem: problem.New(problem.Unavailable, "the store is unavailable")}
+	}
+	return resp
+}
+
+// writeStatus answers GET /v1/writes/{id}. A write id the store does not know is queued when it
+// was issued recently enough to still be in the stream, and unknown otherwise.
+func (c *Core) writeStatus(ctx context.Context, writeID string) wire.ReadResponse {
+	out, err := c.store.WriteOutcome(ctx, writeID)
+	switch {
+	case err == nil:
+		return wire.ReadResponse{Write: &out}
+	case !errors.Is(err, ErrNotFound):
+		c.log.Warn("write status failed", "write_id", writeID, "err", err)
+		return wire.ReadResponse{Problem: problem.New(problem.Unavailable, "the store is unavailable")}
+	}
+	id, perr := ulid.ParseStrict(writeID)
+	if perr != nil {
+		return wire.ReadResponse{Problem: problem.New(problem.NotFound, "no such write")}
+	}
+	issued := ulid.Time(id.Time())
+	now := c.cfg.Now()
+	if issued.After(now.Add(time.Minute)) || now.Sub(issued) > c.cfg.Retention {
+		return wire.ReadResponse{Problem: problem.New(problem.NotFound, "no such write")}
+	}
+	return wire.ReadResponse{Write: &wire.Outcome{WriteID: writeID}}
+}

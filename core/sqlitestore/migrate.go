@@ -1,0 +1,149 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migrationsFS is the directory of the embedded migrations.
+func migrationsFS() (fs.FS, error) {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("embedded migrations: %w", err)
+	}
+	return sub, nil
+}
+
+// migration is one schema change: the file NNNN_name.sql of the migrations directory.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads the migrations of fsys (a directory of NNNN_name.sql files) in version
+// order. Versions must be 1, 2, 3... without gaps or duplicates, so that a missing file is
+// caught here rather than silently skipped.
+func loadMigrations(fsys fs.FS) ([]migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	ms := make([]migration, 0, len(names))
+	for _, name := range names {
+		num, _, ok := strings.Cut(path.Base(name), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", name)
+		}
+		body, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", name, err)
+		}
+		ms = append(ms, migration{version: v, name: name, sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: version %d, want %d (versions must run 1, 2, 3...)",
+				m.name, m.version, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// migrate brings the schema of db up to the last migration of fsys, each migration in its own
+// transaction together with its schema_migrations row, so that a crash leaves the schema at a
+// version boundary. Migrations are forward-only: a database whose schema is newer than fsys
+// knows is refused, since this code cannot know what the newer schema means.
+func migrate(ctx context.Context, db *sql.DB, fsys fs.FS, logger *slog.Logger) error {
+	ms, err := loadMigrations(fsys)
+	if err != nil {
+		return err
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	current, err := schemaVersion(ctx, db)
+	if err != nil {
+		return err
+	}
+	if current > len(ms) {
+		return fmt.Errorf("database schema is at version %d, this build knows only %d", current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		if err := applyMigration(ctx, db, m); err != nil {
+			return err
+		}
+		logger.Info("applied store migration", "version", m.version, "name", m.name)
+	}
+	return nil
+}
+
+func schemaVersion(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (int, error) {
+	var v int
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// applyMigration runs m in one (immediate) transaction unless another opener applied it first.
+func applyMigration(ctx context.Context, db *sql.DB, m migration) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migration %s: begin: %w", m.name, err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+		}
+	}()
+	current, err := schemaVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if current >= m.version {
+		return tx.Commit()
+	}
+	if current != m.version-1 {
+		return fmt.Errorf("migration %s: schema is at version %d", m.name, current)
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return fmt.Errorf("migration %s: %w", m.name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+		m.version, time.Now().UnixMicro()); err != nil {
+		return fmt.Errorf("migration %s: record: %w", m.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migration %s: commit: %w", m.name, err)
+	}
+	return nil
+}
+
+// rollback rolls tx back, ignoring the error of a transaction that is already over.
+func rollback(tx *sql.Tx) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return fmt.Errorf("rollback: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,781 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+var _ core.Store = (*Store)(nil)
+
+// busyTimeout is how long a connection waits for a lock another process holds before it fails
+// with SQLITE_BUSY. Within one process the writer pool's single connection already serialises
+// writers, so only a second process on the same file (an operator's sqlite3 shell, a migrate
+// run) makes anyone wait.
+const busyTimeout = 5 * time.Second
+
+// Store is a core.Store in one SQLite database file. Its methods are safe for concurrent use.
+type Store struct {
+	w          *sql.DB // one connection: the single writer
+	r          *sql.DB // read-only pool
+	partitions int
+	logger     *slog.Logger
+
+	ws writeStmts // prepared on w
+	rs readStmts  // prepared on r
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// writeStmts are the statements of ApplyBatch, prepared once on the writer's connection and
+// bound to each transaction with Tx.StmtContext, which reuses them on that connection.
+type writeStmts struct {
+	document, priorWrite, priorIdem, upsert, recordWrite, recordIdem, outbox, seq, setSeq *sql.Stmt
+}
+
+type readStmts struct {
+	document, write *sql.Stmt
+}
+
+const docColumns = `collection, id, version, deleted, data, created_at, updated_at`
+
+// Open opens (creating it if needed) the store in the SQLite database file at path, applies
+// the migrations it lacks, and checks that it was created with the given number of write
+// partitions: a store created with another count gives an error wrapping
+// core.ErrPartitionsMismatch. path is a file name; the database also uses path-wal and
+// path-shm beside it. A nil logger discards.
+func Open(ctx context.Context, path string, partitions int, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if partitions < 1 {
+		return nil, fmt.Errorf("open sqlite store: %d partitions, need at least 1", partitions)
+	}
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsAny(path, "?#") {
+		// The writer and the readers are separate connections to one file: an in-memory
+		// database would give each its own, and a URI would lose the pragmas below.
+		return nil, fmt.Errorf("open sqlite store: %q is not a plain file path", path)
+	}
+	migrations, err := migrationsFS()
+	if err != nil {
+		return nil, err
+	}
+	bt := "_pragma=busy_timeout(" + strconv.FormatInt(busyTimeout.Milliseconds(), 10) + ")"
+	// The writer: WAL so that readers never wait for it, synchronous=FULL so that a committed
+	// batch is on disk before ApplyBatch returns, BEGIN IMMEDIATE so that a transaction takes
+	// the write lock at its start rather than failing to upgrade a read lock halfway.
+	w, err := sql.Open("sqlite", path+"?"+bt+"&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)"+
+		"&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{w: w, partitions: partitions, logger: logger}
+	fail := func(err error) (*Store, error) {
+		return nil, errors.Join(fmt.Errorf("open sqlite store %s: %w", path, err), s.closeDBs())
+	}
+	if err := checkPragmas(ctx, w); err != nil {
+		return fail(err)
+	}
+	if err := migrate(ctx, w, migrations, logger); err != nil {
+		return fail(err)
+	}
+	if err := s.checkPartitions(ctx); err != nil {
+		return fail(err)
+	}
+	s.r, err = sql.Open("sqlite", path+"?"+bt+"&_pragma=query_only(1)")
+	if err != nil {
+		return fail(err)
+	}
+	readers := max(4, runtime.GOMAXPROCS(0))
+	s.r.SetMaxOpenConns(readers)
+	s.r.SetMaxIdleConns(readers)
+	if err := s.prepare(ctx); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// checkPragmas makes sure the pragmas the guarantees rest on took effect: journal_mode=WAL
+// silently stays "delete" on file systems without shared memory.
+func checkPragmas(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return fmt.Errorf("read journal_mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal_mode is %q, not wal", mode)
+	}
+	var sync int
+	if err := db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+		return fmt.Errorf("read synchronous: %w", err)
+	}
+	if sync < 2 {
+		return fmt.Errorf("synchronous is %d, not FULL (2)", sync)
+	}
+	return nil
+}
+
+// checkPartitions records the partition count of a new store and creates its counters, or
+// compares it with the count the store was created with.
+func (s *Store) checkPartitions(ctx context.Context) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("check partitions: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+		}
+	}()
+	var recorded string
+	err = tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'partitions'`).Scan(&recorded)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('partitions', ?)`,
+			strconv.Itoa(s.partitions)); err != nil {
+			return fmt.Errorf("record partitions: %w", err)
+		}
+		for p := range s.partitions {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO partitions (p, seq) VALUES (?, 0)`, p); err != nil {
+				return fmt.Errorf("create partition %d: %w", p, err)
+			}
+		}
+		s.logger.Info("created sqlite store", "partitions", s.partitions)
+	case err != nil:
+		return fmt.Errorf("read partitions: %w", err)
+	default:
+		n, err := strconv.Atoi(recorded)
+		if err != nil {
+			return fmt.Errorf("recorded partitions %q: %w", recorded, err)
+		}
+		if n != s.partitions {
+			return fmt.Errorf("store has %d partitions, opened with %d: %w", n, s.partitions, core.ErrPartitionsMismatch)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("check partitions: commit: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	const upsert = `INSERT INTO documents (` + docColumns + `, partition, seq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (collection, id) DO UPDATE SET
+			version = excluded.version, deleted = excluded.deleted, data = excluded.data,
+			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			partition = excluded.partition, seq = excluded.seq`
+	const document = `SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND id = ?`
+	const write = `SELECT outcome FROM writes WHERE write_id = ?`
+	stmts := []struct {
+		db  *sql.DB
+		dst **sql.Stmt
+		sql string
+	}{
+		{s.w, &s.ws.document, document},
+		{s.w, &s.ws.priorWrite, write},
+		{s.w, &s.ws.priorIdem, `SELECT fingerprint, outcome FROM idempotency WHERE key = ?`},
+		{s.w, &s.ws.upsert, upsert},
+		{s.w, &s.ws.recordWrite, `INSERT INTO writes (write_id, outcome, created_at) VALUES (?, ?, ?)`},
+		{s.w, &s.ws.recordIdem, `INSERT INTO idempotency (key, fingerprint, outcome, created_at) VALUES (?, ?, ?, ?)`},
+		{s.w, &s.ws.outbox, `INSERT INTO outbox (partition, seq, event, created_at) VALUES (?, ?, ?, ?)`},
+		{s.w, &s.ws.seq, `SELECT seq FROM partitions WHERE p = ?`},
+		{s.w, &s.ws.setSeq, `UPDATE partitions SET seq = ? WHERE p = ?`},
+		{s.r, &s.rs.document, document},
+		{s.r, &s.rs.write, write},
+	}
+	for _, st := range stmts {
+		var err error
+		if *st.dst, err = st.db.PrepareContext(ctx, st.sql); err != nil {
+			return fmt.Errorf("prepare %q: %w", st.sql, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the store. Every call after the first returns nil; every other method fails
+// after Close.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.closeDBs() })
+	return s.closeErr
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{
+		s.ws.document, s.ws.priorWrite, s.ws.priorIdem, s.ws.upsert, s.ws.recordWrite,
+		s.ws.recordIdem, s.ws.outbox, s.ws.seq, s.ws.setSeq, s.rs.document, s.rs.write,
+	} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	// The writer last: closing its connection checkpoints the WAL into the database file.
+	errs = append(errs, s.w.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close sqlite store: %w", err)
+	}
+	return nil
+}
+
+// ApplyBatch applies b in one immediate transaction on the single writer connection. Conflicts
+// cannot happen (there is one writer), so nothing is retried; a lock held by another process is
+// waited for up to busyTimeout.
+func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) (outs []wire.Outcome, evs []wire.ChangeEvent, err error) {
+	if err := b.Validate(s.partitions); err != nil {
+		return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply batch %s: begin: %w", b.ID, err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+			outs, evs = nil, nil
+		}
+	}()
+	st := &txState{ctx: ctx, tx: tx, s: &s.ws}
+	var seq int64
+	if err := st.stmt(s.ws.seq).QueryRowContext(ctx, b.Partition).Scan(&seq); err != nil {
+		return nil, nil, fmt.Errorf("apply batch %s: read partition %d: %w", b.ID, b.Partition, err)
+	}
+	first := seq
+	at := now.UnixMicro()
+	outs = make([]wire.Outcome, 0, len(b.Commands))
+	for i := range b.Commands {
+		cmd := &b.Commands[i]
+		d, err := core.ApplyCommand(st, cmd, now)
+		if err != nil {
+			return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+		}
+		if d.Next != nil {
+			seq++
+			ev := core.EventFor(b.Partition, seq, d.Next)
+			if err := st.store(d.Next, b.Partition, seq); err != nil {
+				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			}
+			if err := st.appendEvent(&ev, at); err != nil {
+				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			}
+			evs = append(evs, ev)
+		}
+		if d.Record || d.RecordIdempotency {
+			if err := st.record(cmd, &d, at); err != nil {
+				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			}
+		}
+		outs = append(outs, d.Outcome)
+	}
+	if seq != first {
+		if _, err := st.stmt(s.ws.setSeq).ExecContext(ctx, seq, b.Partition); err != nil {
+			return nil, nil, fmt.Errorf("apply batch %s: advance partition %d: %w", b.ID, b.Partition, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("apply batch %s: commit: %w", b.ID, err)
+	}
+	return outs, evs, nil
+}
+
+// txState is the core.TxState of one ApplyBatch transaction. Its reads go through the
+// transaction, so they see the batch's earlier commands.
+type txState struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	s     *writeStmts
+	bound map[*sql.Stmt]*sql.Stmt
+}
+
+// stmt returns st bound to the transaction, binding it on first use.
+func (t *txState) stmt(st *sql.Stmt) *sql.Stmt {
+	if b, ok := t.bound[st]; ok {
+		return b
+	}
+	if t.bound == nil {
+		t.bound = make(map[*sql.Stmt]*sql.Stmt)
+	}
+	b := t.tx.StmtContext(t.ctx, st)
+	t.bound[st] = b
+	return b
+}
+
+func (t *txState) PriorWrite(writeID string) (*wire.Outcome, error) {
+	var raw []byte
+	err := t.stmt(t.s.priorWrite).QueryRowContext(t.ctx, writeID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read write %s: %w", writeID, err)
+	}
+	return decodeOutcome(raw)
+}
+
+func (t *txState) PriorIdempotency(key string) (string, *wire.Outcome, error) {
+	var (
+		fp  string
+		raw []byte
+	)
+	err := t.stmt(t.s.priorIdem).QueryRowContext(t.ctx, key).Scan(&fp, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("read idempotency key: %w", err)
+	}
+	out, err := decodeOutcome(raw)
+	if err != nil {
+		return "", nil, err
+	}
+	return fp, out, nil
+}
+
+func (t *txState) Document(collection, id string) (*wire.Document, error) {
+	d, err := scanDocument(t.stmt(t.s.document).QueryRowContext(t.ctx, collection, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read document %s/%s: %w", collection, id, err)
+	}
+	return &d, nil
+}
+
+func (t *txState) store(d *wire.Document, partition int, seq int64) error {
+	var data any // NULL for a tombstone
+	if !d.Deleted {
+		data = string(d.Data)
+	}
+	if _, err := t.stmt(t.s.upsert).ExecContext(t.ctx, d.Collection, d.ID, d.Version, boolInt(d.Deleted), data,
+		d.CreatedAt.UnixMicro(), d.UpdatedAt.UnixMicro(), partition, seq); err != nil {
+		return fmt.Errorf("store document %s/%s: %w", d.Collection, d.ID, err)
+	}
+	return nil
+}
+
+func (t *txState) appendEvent(ev *wire.ChangeEvent, at int64) error {
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if _, err := t.stmt(t.s.outbox).ExecContext(t.ctx, ev.Partition, ev.Seq, string(raw), at); err != nil {
+		return fmt.Errorf("append event %d/%d: %w", ev.Partition, ev.Seq, err)
+	}
+	return nil
+}
+
+func (t *txState) record(cmd *wire.Command, d *core.Decision, at int64) error {
+	raw, err := json.Marshal(&d.Outcome)
+	if err != nil {
+		return fmt.Errorf("encode outcome: %w", err)
+	}
+	if d.Record {
+		if _, err := t.stmt(t.s.recordWrite).ExecContext(t.ctx, cmd.WriteID, string(raw), at); err != nil {
+			return fmt.Errorf("record write: %w", err)
+		}
+	}
+	if d.RecordIdempotency {
+		if _, err := t.stmt(t.s.recordIdem).ExecContext(t.ctx, cmd.IdemKey, cmd.Fingerprint, string(raw), at); err != nil {
+			return fmt.Errorf("record idempotency key: %w", err)
+		}
+	}
+	return nil
+}
+
+// Get returns the document or tombstone, or an error wrapping core.ErrNotFound.
+func (s *Store) Get(ctx context.Context, collection, id string) (wire.Document, error) {
+	d, err := scanDocument(s.rs.document.QueryRowContext(ctx, collection, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return wire.Document{}, fmt.Errorf("document %s/%s: %w", collection, id, core.ErrNotFound)
+	}
+	if err != nil {
+		return wire.Document{}, fmt.Errorf("get document %s/%s: %w", collection, id, err)
+	}
+	return d, nil
+}
+
+// WriteOutcome returns the recorded outcome of writeID, or an error wrapping core.ErrNotFound.
+func (s *Store) WriteOutcome(ctx context.Context, writeID string) (wire.Outcome, error) {
+	var raw []byte
+	err := s.rs.write.QueryRowContext(ctx, writeID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return wire.Outcome{}, fmt.Errorf("write %s: %w", writeID, core.ErrNotFound)
+	}
+	if err != nil {
+		return wire.Outcome{}, fmt.Errorf("read write %s: %w", writeID, err)
+	}
+	out, err := decodeOutcome(raw)
+	if err != nil {
+		return wire.Outcome{}, err
+	}
+	return *out, nil
+}
+
+// List returns a page of live documents. The id orders compare ids byte by byte; the
+// updated_at orders break ties by id, in the same direction. An unknown order is an error.
+func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, error) {
+	limit := clamp(q.Limit, wire.DefaultListLimit, wire.MaxListLimit)
+	var b strings.Builder
+	args := []any{q.Collection}
+	b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND deleted = 0`)
+	if q.IDPrefix != "" {
+		b.WriteString(` AND id >= ?`)
+		args = append(args, q.IDPrefix)
+		if end, ok := prefixEnd(q.IDPrefix); ok {
+			b.WriteString(` AND id < ?`)
+			args = append(args, end)
+		}
+	}
+	var order string
+	switch q.Order {
+	case wire.OrderID, "":
+		if q.After != nil {
+			b.WriteString(` AND id > ?`)
+			args = append(args, q.After.ID)
+		}
+		order = `id`
+	case wire.OrderIDDesc:
+		if q.After != nil {
+			b.WriteString(` AND id < ?`)
+			args = append(args, q.After.ID)
+		}
+		order = `id DESC`
+	case wire.OrderUpdatedAt:
+		if q.After != nil {
+			// (updated_at, id) > (t, id), spelt so that the index range starts at t.
+			b.WriteString(` AND updated_at >= ? AND (updated_at > ? OR id > ?)`)
+			args = append(args, q.After.UpdatedAt.UnixMicro(), q.After.UpdatedAt.UnixMicro(), q.After.ID)
+		}
+		order = `updated_at, id`
+	case wire.OrderUpdatedAtDesc:
+		if q.After != nil {
+			b.WriteString(` AND updated_at <= ? AND (updated_at < ? OR id < ?)`)
+			args = append(args, q.After.UpdatedAt.UnixMicro(), q.After.UpdatedAt.UnixMicro(), q.After.ID)
+		}
+		order = `updated_at DESC, id DESC`
+	default:
+		return wire.ListPage{}, fmt.Errorf("list %s: unknown order %q", q.Collection, q.Order)
+	}
+	query := b.String() + ` ORDER BY ` + order + ` LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return wire.ListPage{}, fmt.Errorf("list %s: %w", q.Collection, err)
+	}
+	page := wire.ListPage{Items: make([]wire.Document, 0, min(limit+1, 64))}
+	for rows.Next() {
+		d, err := scanDocument(rows)
+		if err != nil {
+			return wire.ListPage{}, errors.Join(fmt.Errorf("list %s: %w", q.Collection, err), rows.Close())
+		}
+		page.Items = append(page.Items, d)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return wire.ListPage{}, fmt.Errorf("list %s: %w", q.Collection, err)
+	}
+	if len(page.Items) > limit {
+		page.Items, page.More = page.Items[:limit], true
+	}
+	return page, nil
+}
+
+// Sync returns a page of changes read in one read transaction, so that the page and its Next
+// are one snapshot. Partitions are read in order 0..P-1; an After with more entries than the
+// store has partitions is an error (the cursor comes from another fleet).
+func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage, err error) {
+	if len(q.After) > s.partitions {
+		return wire.SyncPage{}, fmt.Errorf("sync: position has %d partitions, the store %d", len(q.After), s.partitions)
+	}
+	limit := clamp(q.Limit, wire.DefaultSyncLimit, wire.MaxSyncLimit)
+	collections := dedupe(q.Collections)
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return wire.SyncPage{}, fmt.Errorf("sync: begin: %w", err)
+	}
+	defer func() { err = errors.Join(err, rollback(tx)) }()
+
+	// The first read fixes the snapshot: the counters and every page read after them agree.
+	counters, err := s.counters(ctx, tx)
+	if err != nil {
+		return wire.SyncPage{}, err
+	}
+	page = wire.SyncPage{Changes: []wire.Change{}, Next: make([]int64, s.partitions)}
+	copy(page.Next, q.After)
+	var stmt *sql.Stmt
+	if len(collections) > 0 {
+		query := `SELECT ` + docColumns + `, seq FROM documents
+			WHERE partition = ? AND seq > ? AND collection IN (?` + strings.Repeat(`, ?`, len(collections)-1) + `)
+			ORDER BY seq LIMIT ?`
+		if stmt, err = tx.PrepareContext(ctx, query); err != nil {
+			return wire.SyncPage{}, fmt.Errorf("sync: %w", err)
+		}
+		defer func() { err = errors.Join(err, stmt.Close()) }()
+	}
+	remaining := limit
+	args := make([]any, 0, len(collections)+3)
+	for p := range s.partitions {
+		after := page.Next[p]
+		if stmt == nil || counters[p] <= after {
+			page.Next[p] = counters[p] // nothing in this partition after the position
+			continue
+		}
+		args = append(args[:0], p, after)
+		for _, c := range collections {
+			args = append(args, c)
+		}
+		// One row more than fits tells whether the limit cuts this partition.
+		args = append(args, remaining+1)
+		changes, err := scanChanges(ctx, stmt, p, args)
+		if err != nil {
+			return wire.SyncPage{}, fmt.Errorf("sync: partition %d: %w", p, err)
+		}
+		if len(changes) > remaining {
+			changes = changes[:remaining]
+			page.More = true
+			if len(changes) > 0 {
+				page.Next[p] = changes[len(changes)-1].Seq
+			}
+		} else {
+			page.Next[p] = counters[p]
+		}
+		remaining -= len(changes)
+		page.Changes = append(page.Changes, changes...)
+	}
+	return page, nil
+}
+
+func (s *Store) counters(ctx context.Context, tx *sql.Tx) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT p, seq FROM partitions ORDER BY p`)
+	if err != nil {
+		return nil, fmt.Errorf("sync: read partitions: %w", err)
+	}
+	counters := make([]int64, s.partitions)
+	n := 0
+	for rows.Next() {
+		var (
+			p   int
+			seq int64
+		)
+		if err := rows.Scan(&p, &seq); err != nil {
+			return nil, errors.Join(fmt.Errorf("sync: read partitions: %w", err), rows.Close())
+		}
+		if p < 0 || p >= s.partitions {
+			return nil, errors.Join(fmt.Errorf("sync: unexpected partition %d", p), rows.Close())
+		}
+		counters[p] = seq
+		n++
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("sync: read partitions: %w", err)
+	}
+	if n != s.partitions {
+		return nil, fmt.Errorf("sync: store has %d partition counters, want %d", n, s.partitions)
+	}
+	return counters, nil
+}
+
+func scanChanges(ctx context.Context, stmt *sql.Stmt, partition int, args []any) ([]wire.Change, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	var changes []wire.Change
+	for rows.Next() {
+		c := wire.Change{Partition: partition}
+		if c.Doc, err = scanDocument(rows, &c.Seq); err != nil {
+			return nil, errors.Join(err, rows.Close())
+		}
+		changes = append(changes, c)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, err
+	}
+	return changes, nil
+}
+
+// PendingEvents returns up to limit outbox events recorded (at the now of their ApplyBatch)
+// before the given time, in partition then sequence order. A limit below 1 returns none.
+func (s *Store) PendingEvents(ctx context.Context, before time.Time, limit int) ([]wire.ChangeEvent, error) {
+	if limit < 1 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT event FROM outbox WHERE created_at < ?
+		ORDER BY partition, seq LIMIT ?`, before.UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	var evs []wire.ChangeEvent
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return nil, errors.Join(fmt.Errorf("read outbox: %w", err), rows.Close())
+		}
+		var ev wire.ChangeEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return nil, errors.Join(fmt.Errorf("decode outbox event: %w", err), rows.Close())
+		}
+		evs = append(evs, ev)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("read outbox: %w", err)
+	}
+	return evs, nil
+}
+
+// DeleteEvents removes events from the outbox in one transaction.
+func (s *Store) DeleteEvents(ctx context.Context, events []wire.ChangeEvent) (err error) {
+	if len(events) == 0 {
+		return nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete events: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+		}
+	}()
+	stmt, err := tx.PrepareContext(ctx, `DELETE FROM outbox WHERE partition = ? AND seq = ?`)
+	if err != nil {
+		return fmt.Errorf("delete events: %w", err)
+	}
+	defer func() { err = errors.Join(err, stmt.Close()) }()
+	for _, ev := range events {
+		if _, err := stmt.ExecContext(ctx, ev.Partition, ev.Seq); err != nil {
+			return fmt.Errorf("delete event %d/%d: %w", ev.Partition, ev.Seq, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("delete events: commit: %w", err)
+	}
+	return nil
+}
+
+// Expire deletes the write records and Idempotency-Keys recorded (at the now of their
+// ApplyBatch) before the given time, in one transaction.
+func (s *Store) Expire(ctx context.Context, before time.Time) (n int64, err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("expire: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, rollback(tx))
+		}
+	}()
+	at := before.UnixMicro()
+	for _, table := range []string{"writes", "idempotency"} {
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE created_at < ?`, at)
+		if err != nil {
+			return 0, fmt.Errorf("expire %s: %w", table, err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("expire %s: %w", table, err)
+		}
+		n += k
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("expire: commit: %w", err)
+	}
+	return n, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanDocument scans the docColumns of a row, then extra.
+func scanDocument(row scanner, extra ...any) (wire.Document, error) {
+	var (
+		d                wire.Document
+		data             []byte
+		created, updated int64
+		dest             = make([]any, 0, 7+len(extra))
+	)
+	dest = append(dest, &d.Collection, &d.ID, &d.Version, &d.Deleted, &data, &created, &updated)
+	if err := row.Scan(append(dest, extra...)...); err != nil {
+		return wire.Document{}, err
+	}
+	if len(data) > 0 {
+		d.Data = json.RawMessage(data)
+	}
+	d.CreatedAt = time.UnixMicro(created).UTC()
+	d.UpdatedAt = time.UnixMicro(updated).UTC()
+	return d, nil
+}
+
+func decodeOutcome(raw []byte) (*wire.Outcome, error) {
+	var out wire.Outcome
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("decode recorded outcome: %w", err)
+	}
+	return &out, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// clamp applies a query limit's rules: 0 means def, anything else is held to [1, max].
+func clamp(limit, def, max int) int {
+	switch {
+	case limit == 0:
+		return def
+	case limit < 1:
+		return 1
+	case limit > max:
+		return max
+	}
+	return limit
+}
+
+// prefixEnd returns the smallest string greater than every string that starts with prefix,
+// so that "id >= prefix AND id < end" selects the prefix with an index range. ok is false when
+// there is none (prefix is all 0xff bytes).
+func prefixEnd(prefix string) (end string, ok bool) {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}
+
+func dedupe(ss []string) []string {
+	seen := make(map[string]struct{}, len(ss))
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if _, ok := seen[s]; !ok {
+			seen[s] = struct{}{}
+			out = append(out, s)
+		}
+	}
+	return out
+}
