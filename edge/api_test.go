@@ -1,0 +1,353 @@
+package edge_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/perchhq/perch/edge"
+	"github.com/perchhq/perch/internal/clustertest"
+)
+
+type problemBody struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+// expectProblem checks that r is an RFC 9457 problem with the status and code.
+func expectProblem(t *testing.T, r clustertest.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
+	}
+	if ct := r.Header["Content-Type"]; ct != "application/problem+json" {
+		t.Fatalf("Content-Type %q, want application/problem+json", ct)
+	}
+	var p problemBody
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("problem body %s: %v", r.Body, err)
+	}
+	if p.Status != status || p.Code != code || p.Type == "" || p.Title == "" || p.Detail == "" {
+		t.Fatalf("problem %+v, want status %d code %s with type, title and detail", p, status, code)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	base := c.Edge(0)
+	doc := base + "/v1/collections/notes/docs/"
+	// A document to be stale against and a key to reuse.
+	if r := clustertest.Do(t, "PUT", doc+"existing", nil, []byte(`{"a":1}`)); r.Status != 201 {
+		t.Fatalf("seed: %d %s", r.Status, r.Body)
+	}
+	if r := clustertest.Do(t, "POST", base+"/v1/collections/notes/docs", map[string]string{"Idempotency-Key": "k-1"}, []byte(`{"a":1}`)); r.Status != 201 {
+		t.Fatalf("seed: %d %s", r.Status, r.Body)
+	}
+	big := []byte(`{"pad":"` + strings.Repeat("x", 1<<20) + `"}`)
+	ctText := map[string]string{"Content-Type": "text/plain"}
+	cases := []struct {
+		name    string
+		method  string
+		url     string
+		headers map[string]string
+		body    []byte
+		status  int
+		code    string
+	}{
+		{"bad JSON", "PUT", doc + "a", nil, []byte(`{"a":`), 400, "bad_json"},
+		{"empty body", "PUT", doc + "a", nil, []byte(``), 400, "bad_json"},
+		{"array body", "PUT", doc + "a", nil, []byte(`[1,2]`), 400, "not_object"},
+		{"string body", "POST", base + "/v1/collections/notes/docs", nil, []byte(`"x"`), 400, "not_object"},
+		{"trailing garbage", "PUT", doc + "a", nil, []byte(`{"a":1} x`), 400, "bad_json"},
+		{"oversized body", "PUT", doc + "a", nil, big, 413, "body_too_large"},
+		{"wrong content type", "PUT", doc + "a", ctText, []byte(`{"a":1}`), 415, "unsupported_media_type"},
+		{"merge patch type on PUT", "PUT", doc + "a", map[string]string{"Content-Type": "application/merge-patch+json"}, []byte(`{}`), 415, "unsupported_media_type"},
+		{"unknown route", "GET", base + "/v2/nothing", nil, nil, 404, "route_not_found"},
+		{"unknown nested route", "GET", doc + "a/extra", nil, nil, 404, "route_not_found"},
+		{"wrong method on document", "POST", doc + "a", nil, []byte(`{}`), 405, "method_not_allowed"},
+		{"wrong method on list", "DELETE", base + "/v1/collections/notes/docs", nil, nil, 405, "method_not_allowed"},
+		{"bad collection name", "GET", base + "/v1/collections/no%20pe/docs/a", nil, nil, 400, "bad_name"},
+		{"dotted collection", "PUT", base + "/v1/collections/a.b/docs/a", nil, []byte(`{}`), 400, "bad_name"},
+		{"absent document", "GET", doc + "absent", nil, nil, 404, "not_found"},
+		{"patch absent", "PATCH", doc + "absent", nil, []byte(`{"a":1}`), 404, "not_found"},
+		{"delete absent", "DELETE", doc + "absent", nil, nil, 404, "not_found"},
+		{"bad cursor", "GET", base + "/v1/collections/notes/docs?cursor=!!!", nil, nil, 400, "bad_cursor"},
+		{"cursor of another query", "GET", base + "/v1/collections/notes/docs?order=-id&cursor=" + listCursor(t, base), nil, nil, 400, "bad_cursor"},
+		{"bad sync cursor", "GET", base + "/v1/sync?collections=notes&cursor=e30", nil, nil, 400, "bad_cursor"},
+		{"bad limit", "GET", base + "/v1/collections/notes/docs?limit=0", nil, nil, 400, "bad_request"},
+		{"limit too large", "GET", base + "/v1/collections/notes/docs?limit=100000", nil, nil, 400, "bad_request"},
+		{"bad order", "GET", base + "/v1/collections/notes/docs?order=name", nil, nil, 400, "bad_request"},
+		{"sync without collections", "GET", base + "/v1/sync", nil, nil, 400, "bad_request"},
+		{"stale If-Match", "PUT", doc + "existing", map[string]string{"If-Match": `"7"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
+		{"malformed If-Match", "PATCH", doc + "existing", map[string]string{"If-Match": `W/"1"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
+		{"If-Match on absent", "PUT", doc + "absent", map[string]string{"If-Match": `"1"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
+		{"Idempotency-Key reused with another body", "POST", base + "/v1/collections/notes/docs", map[string]string{"Idempotency-Key": "k-1"}, []byte(`{"a":2}`), 422, "idempotency_key_reused"},
+		{"unknown write", "GET", base + "/v1/writes/nope", nil, nil, 404, "not_found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := clustertest.Do(t, tc.method, tc.url, tc.headers, tc.body)
+			expectProblem(t, r, tc.status, tc.code)
+			if tc.status == 405 && r.Header["Allow"] == "" {
+				t.Error("405 without Allow")
+			}
+		})
+	}
+	// Nothing that was refused changed the document.
+	r := clustertest.Do(t, "GET", doc+"existing", nil, nil)
+	if !strings.Contains(string(r.Body), `"version":1`) || !strings.Contains(string(r.Body), `"data":{"a":1}`) {
+		t.Fatalf("refused writes changed the document: %s", r.Body)
+	}
+}
+
+func listCursor(t *testing.T, base string) string {
+	t.Helper()
+	for i := range 3 {
+		clustertest.Do(t, "PUT", fmt.Sprintf("%s/v1/collections/paged/docs/p%d", base, i), nil, []byte(`{}`))
+	}
+	r := clustertest.Do(t, "GET", base+"/v1/collections/paged/docs?limit=1", nil, nil)
+	var page struct {
+		NextCursor string `json:"next_cursor"`
+	}
+	if err := json.Unmarshal(r.Body, &page); err != nil || page.NextCursor == "" {
+		t.Fatalf("no cursor in %s", r.Body)
+	}
+	return page.NextCursor
+}
+
+func TestConditionalRequests(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	url := c.Edge(0) + "/v1/collections/notes/docs/n"
+	r := clustertest.Do(t, "PUT", url, nil, []byte(`{"v":1}`))
+	tag := r.Header["Etag"]
+	if r.Status != 201 || tag != `"1"` {
+		t.Fatalf("create: %d ETag %q", r.Status, tag)
+	}
+	if r := clustertest.Do(t, "GET", url, map[string]string{"If-None-Match": tag}, nil); r.Status != 304 || len(r.Body) != 0 {
+		t.Fatalf("If-None-Match current: %d %s", r.Status, r.Body)
+	}
+	if r := clustertest.Do(t, "GET", url, map[string]string{"If-None-Match": `"0", ` + tag}, nil); r.Status != 304 {
+		t.Fatalf("If-None-Match list: %d", r.Status)
+	}
+	if r := clustertest.Do(t, "GET", url, map[string]string{"If-None-Match": `"9"`}, nil); r.Status != 200 {
+		t.Fatalf("If-None-Match other: %d", r.Status)
+	}
+	r = clustertest.Do(t, "PATCH", url, map[string]string{"If-Match": tag}, []byte(`{"w":2}`))
+	if r.Status != 200 || r.Header["Etag"] != `"2"` || !strings.Contains(string(r.Body), `"data":{"v":1,"w":2}`) {
+		t.Fatalf("patch If-Match current: %d %s %s", r.Status, r.Header["Etag"], r.Body)
+	}
+	if r := clustertest.Do(t, "DELETE", url, map[string]string{"If-Match": tag}, nil); r.Status != 412 {
+		t.Fatalf("delete with stale If-Match: %d", r.Status)
+	}
+	if r := clustertest.Do(t, "DELETE", url, map[string]string{"If-Match": `"2"`}, nil); r.Status != 204 {
+		t.Fatalf("delete with current If-Match: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	ecfg := edge.DefaultConfig()
+	ecfg.WriteTimeout = 300 * time.Millisecond
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"a", "b"}, Edge: &ecfg})
+	list := c.Edge(0) + "/v1/collections/orders/docs"
+	key := map[string]string{"Idempotency-Key": "order-42"}
+
+	first := clustertest.Do(t, "POST", list, key, []byte(`{"total":42}`))
+	if first.Status != 201 || first.Header["Idempotent-Replayed"] != "" {
+		t.Fatalf("first: %d %v", first.Status, first.Header)
+	}
+	// The same request again, through either edge, replays the first answer.
+	for i := range 2 {
+		again := clustertest.Do(t, "POST", c.Edge(i)+"/v1/collections/orders/docs", key, []byte(`{"total":42}`))
+		if again.Status != 201 || again.Header["Idempotent-Replayed"] != "true" || string(again.Body) != string(first.Body) {
+			t.Fatalf("replay through edge %d: %d %v %s, want %s", i, again.Status, again.Header, again.Body, first.Body)
+		}
+	}
+	// Another app's key of the same name is another key.
+	other := clustertest.Do(t, "POST", list, map[string]string{"Idempotency-Key": "order-42", "X-Api-Key": "app-2"}, []byte(`{"total":1}`))
+	if other.Status != 201 || other.Header["Idempotent-Replayed"] != "" {
+		t.Fatalf("other app: %d %v", other.Status, other.Header)
+	}
+
+	// While the first request with a key is still in flight, a second one is refused.
+	if err := c.StopCore(); err != nil {
+		t.Fatal(err)
+	}
+	slow := map[string]string{"Idempotency-Key": "slow-1"}
+	queued := clustertest.Do(t, "POST", list, slow, []byte(`{"total":7}`))
+	if queued.Status != 202 {
+		t.Fatalf("with the core stopped: %d %s", queued.Status, queued.Body)
+	}
+	var receipt struct {
+		WriteID   string `json:"write_id"`
+		Status    string `json:"status"`
+		StatusURL string `json:"status_url"`
+		ID        string `json:"id"`
+	}
+	if err := json.Unmarshal(queued.Body, &receipt); err != nil || receipt.Status != "queued" || receipt.StatusURL != "/v1/writes/"+receipt.WriteID {
+		t.Fatalf("receipt %s: %v", queued.Body, err)
+	}
+	expectProblem(t, clustertest.Do(t, "POST", list, slow, []byte(`{"total":7}`)), 409, "idempotency_key_in_flight")
+	if err := c.StartCore(); err != nil {
+		t.Fatal(err)
+	}
+	status := c.Edge(1) + receipt.StatusURL
+	clustertest.Eventually(t, 30*time.Second, func() error {
+		r := clustertest.Do(t, "GET", status, nil, nil)
+		if !strings.Contains(string(r.Body), `"status":"applied"`) {
+			return fmt.Errorf("write status %d %s", r.Status, r.Body)
+		}
+		if !strings.Contains(string(r.Body), `"id":"`+receipt.ID+`"`) {
+			return fmt.Errorf("write status without the document: %s", r.Body)
+		}
+		return nil
+	})
+	replay := clustertest.Do(t, "POST", list, slow, []byte(`{"total":7}`))
+	if replay.Status != 201 || replay.Header["Idempotent-Replayed"] != "true" || !strings.Contains(string(replay.Body), receipt.ID) {
+		t.Fatalf("replay after apply: %d %v %s", replay.Status, replay.Header, replay.Body)
+	}
+}
+
+func TestListAndSync(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	base := c.Edge(0)
+	for i := range 7 {
+		clustertest.Do(t, "PUT", fmt.Sprintf("%s/v1/collections/tasks/docs/t%d", base, i), nil, fmt.Appendf(nil, `{"i":%d}`, i))
+	}
+	clustertest.Do(t, "DELETE", base+"/v1/collections/tasks/docs/t3", nil, nil)
+
+	type page struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+		NextCursor string `json:"next_cursor"`
+	}
+	var ids []string
+	url := base + "/v1/collections/tasks/docs?limit=2&order=-id"
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		r := clustertest.Do(t, "GET", url, nil, nil)
+		var p page
+		if err := json.Unmarshal(r.Body, &p); err != nil || r.Status != 200 {
+			t.Fatalf("list %d %s: %v", r.Status, r.Body, err)
+		}
+		for _, it := range p.Items {
+			ids = append(ids, it.ID)
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		url = base + "/v1/collections/tasks/docs?limit=2&order=-id&cursor=" + p.NextCursor
+	}
+	if got := strings.Join(ids, ","); got != "t6,t5,t4,t2,t1,t0" {
+		t.Fatalf("listed %s", got)
+	}
+	// A cached page is retired by a change to its collection.
+	first := clustertest.Do(t, "GET", base+"/v1/collections/tasks/docs?limit=1", nil, nil)
+	clustertest.Do(t, "PUT", base+"/v1/collections/tasks/docs/a0", nil, []byte(`{}`))
+	after := clustertest.Do(t, "GET", base+"/v1/collections/tasks/docs?limit=1", nil, nil)
+	if !strings.Contains(string(after.Body), `"id":"a0"`) {
+		t.Fatalf("stale page after a write: before %s after %s", first.Body, after.Body)
+	}
+
+	type syncPage struct {
+		Changes []struct {
+			ID      string          `json:"id"`
+			Deleted bool            `json:"deleted"`
+			Data    json.RawMessage `json:"data"`
+		} `json:"changes"`
+		NextCursor string `json:"next_cursor"`
+		HasMore    bool   `json:"has_more"`
+	}
+	seen := map[string]bool{}
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 20 {
+			t.Fatal("sync does not end")
+		}
+		r := clustertest.Do(t, "GET", base+"/v1/sync?collections=tasks,other&limit=3&cursor="+cursor, nil, nil)
+		var p syncPage
+		if err := json.Unmarshal(r.Body, &p); err != nil || r.Status != 200 {
+			t.Fatalf("sync %d %s: %v", r.Status, r.Body, err)
+		}
+		for _, ch := range p.Changes {
+			if seen[ch.ID] {
+				t.Fatalf("sync returned %s twice", ch.ID)
+			}
+			seen[ch.ID] = true
+			if ch.ID == "t3" && (!ch.Deleted || string(ch.Data) != "null") {
+				t.Fatalf("tombstone %+v", ch)
+			}
+		}
+		cursor = p.NextCursor
+		if !p.HasMore {
+			break
+		}
+	}
+	if len(seen) != 8 {
+		t.Fatalf("sync saw %d documents, want 8: %v", len(seen), seen)
+	}
+	// Resuming from the end yields only what changed since.
+	clustertest.Do(t, "PATCH", base+"/v1/collections/tasks/docs/t1", nil, []byte(`{"done":true}`))
+	r := clustertest.Do(t, "GET", base+"/v1/sync?collections=tasks,other&cursor="+cursor, nil, nil)
+	var p syncPage
+	if err := json.Unmarshal(r.Body, &p); err != nil || len(p.Changes) != 1 || p.Changes[0].ID != "t1" {
+		t.Fatalf("resumed sync: %s", r.Body)
+	}
+}
+
+func TestEdgesAndHealth(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	clustertest.Eventually(t, 10*time.Second, func() error {
+		r := clustertest.Do(t, "GET", c.Edge(1)+"/v1/edges", nil, nil)
+		var out struct {
+			Edges []struct {
+				ID      string `json:"id"`
+				Region  string `json:"region"`
+				URL     string `json:"url"`
+				Healthy bool   `json:"healthy"`
+			} `json:"edges"`
+		}
+		if err := json.Unmarshal(r.Body, &out); err != nil {
+			return err
+		}
+		if len(out.Edges) != 3 {
+			return fmt.Errorf("%d edges: %s", len(out.Edges), r.Body)
+		}
+		urls := map[string]bool{}
+		for _, e := range out.Edges {
+			if !e.Healthy || e.ID == "" || e.Region == "" {
+				return fmt.Errorf("edge %+v", e)
+			}
+			urls[e.URL] = true
+		}
+		for _, u := range c.EdgeURLs() {
+			if !urls[u] {
+				return fmt.Errorf("edge %s not listed: %s", u, r.Body)
+			}
+		}
+		return nil
+	})
+	if r := clustertest.Do(t, "GET", c.Edge(0)+"/healthz", nil, nil); r.Status != 200 {
+		t.Fatalf("healthz %d", r.Status)
+	}
+	if r := clustertest.Do(t, "GET", c.Edge(0)+"/readyz", nil, nil); r.Status != 200 {
+		t.Fatalf("readyz %d", r.Status)
+	}
+	// A killed edge leaves the list.
+	c.KillEdge(2)
+	gone := c.EdgeURLs()[2]
+	clustertest.Eventually(t, 10*time.Second, func() error {
+		r := clustertest.Do(t, "GET", c.Edge(0)+"/v1/edges", nil, nil)
+		if strings.Contains(string(r.Body), gone) {
+			return fmt.Errorf("killed edge still listed: %s", r.Body)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,147 @@
+package edge
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// entry is a cached response: immutable once stored, shared by every request that hits it.
+type entry struct {
+	// version orders entries of one key; an entry never replaces one of a higher version.
+	version int64
+	// status is the HTTP status to answer with: 200, or 404 for a tombstone.
+	status int
+	// body is the response body, ready to send; nil for a marker (see stale).
+	body []byte
+	etag []byte
+	// stale marks an entry that only records that version exists (a change event too large
+	// to carry its document): it is never served, and only a fill of version or later may
+	// replace it.
+	stale bool
+}
+
+// newer reports whether e may replace cur: a higher version, or the same version bringing
+// the document that a stale marker lacked.
+func (e *entry) newer(cur *entry) bool {
+	if e.version != cur.version {
+		return e.version > cur.version
+	}
+	return cur.stale && !e.stale
+}
+
+// docCache holds rendered documents and list pages. Documents are keyed by "collection/id";
+// list pages by "collection\x00generation\x00query", where the generation of a collection
+// grows with every change to it, so that a change retires its pages without finding them.
+//
+// Safe for concurrent use. ristretto applies new keys asynchronously and may refuse them, so
+// nothing here relies on a Set landing: a refused Set only costs a later miss. The version
+// order is enforced by ristretto's ShouldUpdate under its shard lock, for the asynchronous
+// path as well, so two racing Sets of one key keep the higher version.
+type docCache struct {
+	c   *ristretto.Cache[string, *entry]
+	ttl time.Duration
+	// gens maps a collection to *atomic.Int64, its list generation.
+	gens sync.Map
+}
+
+func newDocCache(maxBytes int64, ttl time.Duration) (*docCache, error) {
+	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		// ristretto's advice: ten counters per item. Items average a few KiB.
+		NumCounters: max(maxBytes/1024*10, 1e4),
+		MaxCost:     maxBytes,
+		BufferItems: 64,
+		KeyToHash: func(k string) (uint64, uint64) {
+			return xxhash.Sum64String(k), 0
+		},
+		ShouldUpdate: func(next, cur *entry) bool { return next.newer(cur) },
+		// Costs are the body bytes plus the entry; the internal cost of ristretto's own
+		// bookkeeping is counted too, so MaxCost bounds the real memory.
+		Cost: nil,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &docCache{c: c, ttl: ttl}, nil
+}
+
+// get returns the entry of key. key may alias a request buffer: ristretto keeps only its hash.
+func (dc *docCache) get(key []byte) (*entry, bool) {
+	if len(key) == 0 {
+		return nil, false
+	}
+	return dc.c.Get(unsafe.String(&key[0], len(key)))
+}
+
+func (dc *docCache) set(key string, e *entry) {
+	dc.c.SetWithTTL(key, e, int64(len(e.body)+len(e.etag)+len(key)+96), dc.ttl)
+}
+
+// putDocument installs a document version (a tombstone renders as a 404).
+func (dc *docCache) putDocument(d *wire.Document) {
+	dc.set(docKey(d.Collection, d.ID), documentEntry(d))
+}
+
+// markVersion records that version of a document exists without its body.
+func (dc *docCache) markVersion(collection, id string, version int64) {
+	dc.set(docKey(collection, id), &entry{version: version, stale: true})
+}
+
+func documentEntry(d *wire.Document) *entry {
+	e := &entry{version: d.Version, etag: etag(d.Version)}
+	if d.Deleted {
+		e.status = 404
+		e.body = notFoundBody
+	} else {
+		e.status = 200
+		e.body = renderDocument(nil, d)
+	}
+	return e
+}
+
+// generation returns the current list generation of a collection.
+func (dc *docCache) generation(collection string) int64 {
+	if g, ok := dc.gens.Load(collection); ok {
+		return g.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// retireLists makes every cached page of collection unreachable.
+func (dc *docCache) retireLists(collection string) {
+	g, ok := dc.gens.Load(collection)
+	if !ok {
+		g, _ = dc.gens.LoadOrStore(collection, new(atomic.Int64))
+	}
+	g.(*atomic.Int64).Add(1)
+}
+
+func (dc *docCache) close() { dc.c.Close() }
+
+func docKey(collection, id string) string { return collection + "/" + id }
+
+// appendDocKey appends the document key of collection/id to dst without allocating.
+func appendDocKey(dst, collection, id []byte) []byte {
+	dst = append(dst, collection...)
+	dst = append(dst, '/')
+	return append(dst, id...)
+}
+
+func listKey(collection string, gen int64, query []byte) string {
+	return collection + "\x00" + strconv.FormatInt(gen, 10) + "\x00" + string(query)
+}
+
+// etag is the strong validator of a version: its decimal number in quotes.
+func etag(version int64) []byte {
+	b := make([]byte, 0, 22)
+	b = append(b, '"')
+	b = strconv.AppendInt(b, version, 10)
+	return append(b, '"')
+}

@@ -1,0 +1,122 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// Config tunes an edge. The zero value of a field means its default.
+type Config struct {
+	// ID names the edge in the fleet and in the subject of its write outcomes. It must be
+	// unique among running edges; the default is "<region>-<random>".
+	ID string
+	// Region is where the edge runs, e.g. "eu-west". Required.
+	Region string
+	// PublicURL is the URL clients use to reach this edge, listed by GET /v1/edges.
+	PublicURL string
+	// Partitions is the number of write partitions; it must match the core's. Default
+	// wire.DefaultPartitions.
+	Partitions int
+	// Stream configures the write stream, which the edge creates if it is missing.
+	Stream wire.StreamOptions
+	// WriteTimeout is how long a write waits for its outcome before it is answered 202 with a
+	// receipt. Default 2s.
+	WriteTimeout time.Duration
+	// ReadTimeout bounds a cache fill from the core. Default 2s.
+	ReadTimeout time.Duration
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413. Default 1 MiB.
+	MaxBodyBytes int
+	// BatchMax is the most commands one write batch carries. Default 128.
+	BatchMax int
+	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
+	BatchBytes int
+	// BatchWindow is how long a batch waits for more commands after its first. The edge
+	// publishes one batch per partition at a time and gathers the commands that arrive
+	// meanwhile, so under load batches fill without waiting. Default 1ms.
+	BatchWindow time.Duration
+	// CacheBytes bounds the memory of cached responses. Default 256 MiB.
+	CacheBytes int64
+	// CacheTTL is the longest an entry is served without an event confirming it: the safety
+	// net when change events are lost. Default 5 minutes.
+	CacheTTL time.Duration
+	// ReadHeaderTimeout, IdleTimeout: the HTTP server's timeouts against slow or idle
+	// clients. Defaults 10s and 60s.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// Logger receives the edge's structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig is the configuration of a production edge, less its Region.
+func DefaultConfig() Config {
+	return Config{
+		Partitions:        wire.DefaultPartitions,
+		WriteTimeout:      2 * time.Second,
+		ReadTimeout:       2 * time.Second,
+		MaxBodyBytes:      1 << 20,
+		BatchMax:          128,
+		BatchBytes:        4 << 20,
+		BatchWindow:       time.Millisecond,
+		CacheBytes:        256 << 20,
+		CacheTTL:          5 * time.Minute,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
+}
+
+func (c *Config) complete() error {
+	d := DefaultConfig()
+	if c.Region == "" {
+		return errors.New("region is required")
+	}
+	if !wire.ValidCollection(c.Region) {
+		return fmt.Errorf("region %q: use letters, digits, - and _", c.Region)
+	}
+	if c.ID == "" {
+		c.ID = c.Region + "-" + strings.ToLower(ulid.Make().String()[20:])
+	}
+	if !wire.ValidCollection(c.ID) {
+		return fmt.Errorf("edge id %q: use letters, digits, - and _", c.ID)
+	}
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&c.WriteTimeout, d.WriteTimeout)
+	set(&c.ReadTimeout, d.ReadTimeout)
+	set(&c.BatchWindow, d.BatchWindow)
+	set(&c.CacheTTL, d.CacheTTL)
+	set(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	set(&c.IdleTimeout, d.IdleTimeout)
+	if c.Partitions == 0 {
+		c.Partitions = d.Partitions
+	}
+	if c.Partitions < 1 || c.Partitions > 4096 {
+		return fmt.Errorf("partitions %d out of range [1,4096]", c.Partitions)
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.BatchMax <= 0 {
+		c.BatchMax = d.BatchMax
+	}
+	c.BatchMax = min(c.BatchMax, wire.MaxBatchCommands)
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = d.BatchBytes
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = d.CacheBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

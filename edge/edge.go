@@ -1,0 +1,237 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// Membership is what the edge needs of gossip: the members of the fleet, cheaply, for
+// GET /v1/edges. *gossip.Gossip implements it.
+type Membership interface {
+	Members() []gossip.Member
+}
+
+// Edge is one edge server. Create it with New, then call Serve.
+type Edge struct {
+	cfg     Config
+	log     *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	members Membership
+	cache   *docCache
+	fills   singleflight.Group
+	routes  []route
+	srv     *fasthttp.Server
+
+	writes   *writer
+	draining atomic.Bool
+	subs     []*nats.Subscription
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// New validates cfg and returns an edge that talks to the core through nc. members may be nil
+// (a lone edge lists only itself). The caller owns nc and closes it after Serve returns.
+func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
+	if err := cfg.complete(); err != nil {
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
+	if nc == nil {
+		return nil, errors.New("edge: a NATS connection is required")
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("edge: jetstream: %w", err)
+	}
+	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL)
+	if err != nil {
+		return nil, fmt.Errorf("edge: cache: %w", err)
+	}
+	e := &Edge{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
+		nc:      nc,
+		js:      js,
+		members: members,
+		cache:   cache,
+	}
+	e.writes = newWriter(e)
+	e.routes = e.routeTable()
+	e.srv = &fasthttp.Server{
+		Handler:                       e.serveHTTP,
+		ErrorHandler:                  e.serveError,
+		Name:                          "perch",
+		MaxRequestBodySize:            cfg.MaxBodyBytes,
+		ReadTimeout:                   cfg.ReadHeaderTimeout,
+		WriteTimeout:                  cfg.WriteTimeout + cfg.ReadHeaderTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{e.log},
+	}
+	return e, nil
+}
+
+// ID is the edge's id in the fleet.
+func (e *Edge) ID() string { return e.cfg.ID }
+
+// routeTable is the API of DESIGN §3 that an edge serves.
+func (e *Edge) routeTable() []route {
+	return []route{
+		newRoute("/v1/collections/{collection}/docs/{id}",
+			get(e.getDocument), put(e.putDocument), patch(e.patchDocument), remove(e.deleteDocument)),
+		newRoute("/v1/collections/{collection}/docs", get(e.listDocuments), post(e.createDocument)),
+		newRoute("/v1/sync", get(e.sync)),
+		newRoute("/v1/writes/{id}", get(e.writeStatus)),
+		newRoute("/v1/edges", get(e.listEdges)),
+		newRoute("/v1/openapi.json", get(serveOpenAPI)),
+		newRoute("/healthz", get(e.healthz)),
+		newRoute("/readyz", get(e.readyz)),
+	}
+}
+
+// Serve subscribes to the core's outcomes and change events, then serves HTTP on ln until ctx
+// is cancelled. Then it stops accepting, finishes the requests in flight (writes get their
+// outcome or a receipt), and returns nil. Serve closes ln.
+func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
+	if _, err := wire.EnsureWriteStream(ctx, e.js, e.cfg.Stream); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := e.subscribe(); err != nil {
+		ln.Close()
+		return err
+	}
+	e.writes.start()
+	e.log.Info("edge serving", "addr", ln.Addr().String(), "url", e.cfg.PublicURL)
+
+	errc := make(chan error, 1)
+	go func() { errc <- e.srv.Serve(ln) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		e.draining.Store(true)
+		sctx, cancel := context.WithTimeout(context.Background(), e.cfg.WriteTimeout+5*time.Second)
+		err = e.srv.ShutdownWithContext(sctx)
+		cancel()
+		<-errc
+	}
+	e.close()
+	e.log.Info("edge stopped")
+	return err
+}
+
+func (e *Edge) close() {
+	e.closeMu.Lock()
+	defer e.closeMu.Unlock()
+	if e.closed {
+		return
+	}
+	e.closed = true
+	e.writes.stop()
+	for _, s := range e.subs {
+		_ = s.Unsubscribe()
+	}
+	e.cache.close()
+}
+
+func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
+	e.dispatch(ctx)
+}
+
+// serveError answers the requests fasthttp could not read: too large, too slow, malformed.
+func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
+	var p *problem.Problem
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p = problem.Newf(problem.TooLarge, "request body over the limit of %d bytes", e.cfg.MaxBodyBytes)
+	case isTimeout(err):
+		p = problem.New(problem.BadRequest, "request not received in time")
+		p.Status = fasthttp.StatusRequestTimeout
+		p.Title = fasthttp.StatusMessage(p.Status)
+	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
+		p = problem.New(problem.BadRequest, "request headers too large")
+		p.Status = fasthttp.StatusRequestHeaderFieldsTooLarge
+		p.Title = fasthttp.StatusMessage(p.Status)
+	default:
+		p = problem.New(problem.BadRequest, "malformed HTTP request")
+	}
+	e.log.Debug("unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
+	ctx.SetConnectionClose()
+	writeProblem(ctx, p)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (e *Edge) logRejected(ctx *fasthttp.RequestCtx, status int) {
+	e.log.Debug("request rejected", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status)
+}
+
+func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ params) {
+	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz says whether the edge should get traffic: not while it drains, nor while it has no
+// NATS connection (it could neither take writes nor fill misses).
+func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ params) {
+	switch {
+	case e.draining.Load():
+		writeProblem(ctx, problem.New(problem.Unavailable, "draining"))
+	case !e.nc.IsConnected():
+		writeProblem(ctx, problem.New(problem.Unavailable, "no connection to NATS"))
+	default:
+		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+type edgeJSON struct {
+	ID      string `json:"id"`
+	Region  string `json:"region"`
+	URL     string `json:"url"`
+	Healthy bool   `json:"healthy"`
+}
+
+func (e *Edge) listEdges(ctx *fasthttp.RequestCtx, _ params) {
+	var out []edgeJSON
+	if e.members != nil {
+		for _, m := range e.members.Members() {
+			out = append(out, edgeJSON{ID: m.ID, Region: m.Region, URL: m.URL, Healthy: m.Healthy})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, edgeJSON{ID: e.cfg.ID, Region: e.cfg.Region, URL: e.cfg.PublicURL, Healthy: !e.draining.Load()})
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valPrivateNoCache)
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"edges": out})
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+}
+
+// SetMembership sets where GET /v1/edges learns of the fleet. Call it before Serve.
+func (e *Edge) SetMembership(m Membership) { e.members = m }

@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// subscribe listens for the outcomes of this edge's writes and for every change event.
+func (e *Edge) subscribe() error {
+	out, err := e.nc.Subscribe(wire.OutcomeSubject(e.cfg.ID), e.onOutcomes)
+	if err != nil {
+		return fmt.Errorf("edge: subscribe outcomes: %w", err)
+	}
+	ch, err := e.nc.Subscribe(wire.ChangeSubjectPrefix+">", e.onChange)
+	if err != nil {
+		_ = out.Unsubscribe()
+		return fmt.Errorf("edge: subscribe changes: %w", err)
+	}
+	for _, s := range []*nats.Subscription{out, ch} {
+		// Bursts of events must not be dropped for want of buffer: a dropped event costs a
+		// stale entry until the TTL.
+		_ = s.SetPendingLimits(1<<20, 256<<20)
+	}
+	e.subs = append(e.subs, out, ch)
+	// The subscriptions must be known to the server before the first write is published,
+	// or its outcome could go unheard.
+	return e.nc.Flush()
+}
+
+// onOutcomes installs each applied document in the cache before handing the outcome to the
+// waiting request, so that the writer reads its own write.
+func (e *Edge) onOutcomes(m *nats.Msg) {
+	var msg wire.Outcomes
+	if err := json.Unmarshal(m.Data, &msg); err != nil {
+		e.log.Error("malformed outcomes message", "bytes", len(m.Data), "err", err)
+		return
+	}
+	for i := range msg.Outcomes {
+		out := msg.Outcomes[i]
+		if out.Problem == nil && out.Doc != nil && validDoc(out.Doc) {
+			e.cache.putDocument(out.Doc)
+			e.cache.retireLists(out.Doc.Collection)
+		}
+		e.writes.deliver(out)
+	}
+}
+
+// onChange applies a change event to the cache: in place when it carries the document, as a
+// version marker (the next read fetches) when the document was too large to carry.
+func (e *Edge) onChange(m *nats.Msg) {
+	var ev wire.ChangeEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil || !validEvent(&ev) {
+		e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
+		return
+	}
+	if ev.Doc != nil {
+		e.cache.putDocument(ev.Doc)
+	} else {
+		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
+	}
+	e.cache.retireLists(ev.Collection)
+}
+
+func validEvent(ev *wire.ChangeEvent) bool {
+	if !wire.ValidCollection(ev.Collection) || !wire.ValidName(ev.ID) || ev.Version < 1 {
+		return false
+	}
+	if ev.Doc == nil {
+		return true
+	}
+	return ev.Doc.Collection == ev.Collection && ev.Doc.ID == ev.ID && ev.Doc.Version == ev.Version &&
+		ev.Doc.Deleted == ev.Deleted && validDoc(ev.Doc)
+}
+
+func validDoc(d *wire.Document) bool {
+	return wire.ValidCollection(d.Collection) && wire.ValidName(d.ID) && d.Version >= 1 &&
+		(d.Deleted || len(d.Data) == 0 || json.Valid(d.Data))
+}

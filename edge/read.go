@@ -1,0 +1,365 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+var valNoCache = []byte("no-cache")
+
+// keyBufs holds buffers for building cache keys: the key of a hit must not cost an allocation,
+// and a stack buffer would escape through the cache's hash function.
+var keyBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2*wire.MaxNameLen+1)
+	return &b
+}}
+
+// getDocument is the hot path: a hit costs a hash lookup and no allocation.
+func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
+	if !wire.ValidCollection(p.collection) || !wire.ValidName(p.id) {
+		e.writeProblem(ctx, problem.New(problem.BadName, "collection or document id is not a valid name"))
+		return
+	}
+	kb := keyBufs.Get().(*[]byte)
+	key := appendDocKey((*kb)[:0], p.collection, p.id)
+	ent, ok := e.cache.get(key)
+	skey := ""
+	if !ok || ent.stale {
+		skey = string(key)
+	}
+	*kb = key
+	keyBufs.Put(kb)
+	if ok && !ent.stale {
+		e.serveEntry(ctx, ent, csHit)
+		return
+	}
+	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id))
+	if perr != nil {
+		e.writeProblem(ctx, perr)
+		return
+	}
+	cs := csMissNotStored
+	if stored {
+		cs = csMiss
+	}
+	e.serveEntry(ctx, ent, cs)
+}
+
+// serveEntry answers with a cached response, or 304 when the client has its version.
+func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []byte) {
+	h := &ctx.Response.Header
+	h.SetCanonical(hdrCacheStatus, cacheStatus)
+	if ent.status != fasthttp.StatusOK {
+		ctx.SetStatusCode(ent.status)
+		ctx.SetContentTypeBytes(ctProblem)
+		ctx.Response.SetBodyRaw(ent.body)
+		return
+	}
+	h.SetCanonical(hdrCacheControl, valNoCache)
+	if len(ent.etag) > 0 {
+		h.SetCanonical(hdrETag, ent.etag)
+		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && etagMatches(inm, ent.etag) {
+			ctx.SetStatusCode(fasthttp.StatusNotModified)
+			return
+		}
+	}
+	ctx.SetContentTypeBytes(ctJSON)
+	ctx.Response.SetBodyRaw(ent.body)
+}
+
+// fillDocument fetches a document from the core, once per key however many requests miss at
+// the same time, and caches it. An absent document is cached too, as version 0, so that a
+// flood of reads of a missing id does not reach the core; any real version replaces it.
+func (e *Edge) fillDocument(key, collection, id string) (*entry, bool, *problem.Problem) {
+	v, err, _ := e.fills.Do(key, func() (any, error) {
+		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
+		var ent *entry
+		switch {
+		case perr != nil && perr.Code == problem.NotFound:
+			ent = &entry{version: 0, status: fasthttp.StatusNotFound, body: notFoundBody}
+		case perr != nil:
+			return nil, perr
+		case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
+			return nil, problem.New(problem.Internal, "the core answered for another document")
+		default:
+			ent = documentEntry(resp.Doc)
+		}
+		e.cache.set(key, ent)
+		return ent, nil
+	})
+	if err != nil {
+		var p *problem.Problem
+		if errors.As(err, &p) {
+			return nil, false, p
+		}
+		return nil, false, problem.New(problem.Internal, "cache fill failed")
+	}
+	return v.(*entry), true, nil
+}
+
+// read asks the core. Problems the core answers with come back as they are; a core that does
+// not answer is a 503 the client may retry.
+func (e *Edge) read(req *wire.ReadRequest) (*wire.ReadResponse, *problem.Problem) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return nil, problem.New(problem.Internal, "could not encode the read")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ReadTimeout)
+	defer cancel()
+	msg, err := e.nc.RequestWithContext(ctx, wire.ReadSubject, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, problem.New(problem.Unavailable, "no core is available to answer")
+		}
+		e.log.Warn("read from core failed", "kind", req.Kind, "err", err)
+		return nil, problem.New(problem.Unavailable, "the core did not answer in time")
+	}
+	var resp wire.ReadResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		e.log.Error("malformed read response from core", "kind", req.Kind, "err", err)
+		return nil, problem.New(problem.Internal, "malformed answer from the core")
+	}
+	if resp.Problem != nil {
+		return nil, resp.Problem
+	}
+	return &resp, nil
+}
+
+type listJSON struct {
+	Items      []docJSON `json:"items"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+// listDocuments serves GET /v1/collections/{c}/docs. Query parameters:
+//
+//	limit      1..1000, default 50
+//	order      id (default), -id, updated_at, -updated_at
+//	id_prefix  only documents whose id starts with it
+//	cursor     next_cursor of the previous page
+//
+// Pages are cached under the collection's list generation, which any change to the collection
+// moves on, so a cached page never outlives a change the edge has heard of.
+func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
+	if !wire.ValidCollection(p.collection) {
+		e.writeProblem(ctx, problem.New(problem.BadName, "collection is not a valid name"))
+		return
+	}
+	collection := string(p.collection)
+	args := ctx.QueryArgs()
+	q := wire.ListQuery{Collection: collection, Order: wire.OrderID, Limit: wire.DefaultListLimit}
+	if v := args.Peek("order"); len(v) > 0 {
+		q.Order = wire.Order(v)
+		if !validOrder(q.Order) {
+			e.writeProblem(ctx, problem.New(problem.BadRequest, "order must be one of id, -id, updated_at, -updated_at"))
+			return
+		}
+	}
+	if v := args.Peek("limit"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 || n > wire.MaxListLimit {
+			e.writeProblem(ctx, problem.Newf(problem.BadRequest, "limit must be an integer from 1 to %d", wire.MaxListLimit))
+			return
+		}
+		q.Limit = n
+	}
+	if v := args.Peek("id_prefix"); len(v) > 0 {
+		if len(v) > wire.MaxNameLen {
+			e.writeProblem(ctx, problem.New(problem.BadRequest, "id_prefix too long"))
+			return
+		}
+		q.IDPrefix = string(v)
+	}
+	if v := args.Peek("cursor"); len(v) > 0 {
+		pos, err := decodeListCursor(string(v), q.Order, q.IDPrefix)
+		if err != nil {
+			e.writeProblem(ctx, problem.New(problem.BadCursor, err.Error()))
+			return
+		}
+		q.After = pos
+	}
+
+	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
+	if ent, ok := e.cache.get([]byte(key)); ok {
+		e.serveList(ctx, ent, csHit)
+		return
+	}
+	v, err, _ := e.fills.Do(key, func() (any, error) {
+		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
+		if perr != nil {
+			return nil, perr
+		}
+		if resp.Page == nil {
+			return nil, problem.New(problem.Internal, "the core answered without a page")
+		}
+		out := listJSON{Items: make([]docJSON, 0, len(resp.Page.Items))}
+		for i := range resp.Page.Items {
+			out.Items = append(out.Items, apiDoc(&resp.Page.Items[i]))
+		}
+		if resp.Page.More && len(resp.Page.Items) > 0 {
+			out.NextCursor = encodeListCursor(&q, &resp.Page.Items[len(resp.Page.Items)-1])
+		}
+		body, err := json.Marshal(out)
+		if err != nil {
+			return nil, problem.New(problem.Internal, "could not encode the page")
+		}
+		ent := &entry{version: 1, status: fasthttp.StatusOK, body: body}
+		e.cache.set(key, ent)
+		return ent, nil
+	})
+	if err != nil {
+		e.writeProblem(ctx, asProblem(err))
+		return
+	}
+	e.serveList(ctx, v.(*entry), csMiss)
+}
+
+func (e *Edge) serveList(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []byte) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, cacheStatus)
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoCache)
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentTypeBytes(ctJSON)
+	ctx.Response.SetBodyRaw(ent.body)
+}
+
+type changeJSON struct {
+	Collection string          `json:"collection"`
+	ID         string          `json:"id"`
+	Version    int64           `json:"version"`
+	Deleted    bool            `json:"deleted"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	Data       json.RawMessage `json:"data"`
+}
+
+type syncJSON struct {
+	Changes    []changeJSON `json:"changes"`
+	NextCursor string       `json:"next_cursor"`
+	HasMore    bool         `json:"has_more"`
+}
+
+// sync serves GET /v1/sync?collections=a,b&cursor=C&limit=N: every document of the
+// collections changed since the cursor, tombstones included (data null), each once in its
+// latest state. Resuming with next_cursor never skips a change.
+func (e *Edge) sync(ctx *fasthttp.RequestCtx, _ params) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
+	args := ctx.QueryArgs()
+	raw := string(args.Peek("collections"))
+	if raw == "" {
+		e.writeProblem(ctx, problem.New(problem.BadRequest, "collections is required: a comma-separated list"))
+		return
+	}
+	collections := strings.Split(raw, ",")
+	if len(collections) > wire.MaxSyncCollections {
+		e.writeProblem(ctx, problem.Newf(problem.BadRequest, "at most %d collections", wire.MaxSyncCollections))
+		return
+	}
+	for _, c := range collections {
+		if !wire.ValidCollection(c) {
+			e.writeProblem(ctx, problem.Newf(problem.BadName, "collection %q is not a valid name", c))
+			return
+		}
+	}
+	q := wire.SyncQuery{Collections: collections, Limit: wire.DefaultSyncLimit}
+	if v := args.Peek("limit"); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 1 || n > wire.MaxSyncLimit {
+			e.writeProblem(ctx, problem.Newf(problem.BadRequest, "limit must be an integer from 1 to %d", wire.MaxSyncLimit))
+			return
+		}
+		q.Limit = n
+	}
+	if v := args.Peek("cursor"); len(v) > 0 {
+		after, err := decodeSyncCursor(string(v), collections, e.cfg.Partitions)
+		if err != nil {
+			e.writeProblem(ctx, problem.New(problem.BadCursor, err.Error()))
+			return
+		}
+		q.After = after
+	}
+	resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadSync, Sync: &q})
+	if perr != nil {
+		e.writeProblem(ctx, perr)
+		return
+	}
+	if resp.Sync == nil {
+		e.writeProblem(ctx, problem.New(problem.Internal, "the core answered without changes"))
+		return
+	}
+	out := syncJSON{Changes: make([]changeJSON, 0, len(resp.Sync.Changes)), HasMore: resp.Sync.More,
+		NextCursor: encodeSyncCursor(collections, resp.Sync.Next)}
+	for _, ch := range resp.Sync.Changes {
+		d := ch.Doc
+		c := changeJSON{Collection: d.Collection, ID: d.ID, Version: d.Version, Deleted: d.Deleted,
+			UpdatedAt: d.UpdatedAt.UTC(), Data: d.Data}
+		if d.Deleted || len(c.Data) == 0 {
+			c.Data = json.RawMessage("null")
+		}
+		out.Changes = append(out.Changes, c)
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+type writeStatusJSON struct {
+	WriteID  string           `json:"write_id"`
+	Status   wire.WriteStatus `json:"status"`
+	Code     int              `json:"code,omitempty"`
+	Document *docJSON         `json:"document,omitempty"`
+	Problem  *problem.Problem `json:"problem,omitempty"`
+}
+
+// writeStatus serves GET /v1/writes/{id}: queued, applied (with the document) or rejected
+// (with the problem).
+func (e *Edge) writeStatus(ctx *fasthttp.RequestCtx, p params) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
+	if !wire.ValidName(p.id) {
+		e.writeProblem(ctx, problem.New(problem.BadName, "write id is not a valid name"))
+		return
+	}
+	id := string(p.id)
+	resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadWrite, WriteID: id})
+	if perr != nil {
+		e.writeProblem(ctx, perr)
+		return
+	}
+	if resp.Write == nil {
+		e.writeProblem(ctx, problem.New(problem.Internal, "the core answered without a write"))
+		return
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	writeJSON(ctx, fasthttp.StatusOK, writeStatusView(id, resp.Write))
+}
+
+func writeStatusView(id string, w *wire.Outcome) writeStatusJSON {
+	out := writeStatusJSON{WriteID: id, Status: wire.WriteQueued}
+	switch {
+	case w.Status == 0:
+	case w.Problem != nil:
+		out.Status, out.Code, out.Problem = wire.WriteRejected, w.Status, w.Problem
+	default:
+		out.Status, out.Code = wire.WriteApplied, w.Status
+		if w.Doc != nil {
+			d := apiDoc(w.Doc)
+			out.Document = &d
+		}
+	}
+	return out
+}
+
+func asProblem(err error) *problem.Problem {
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	return problem.New(problem.Internal, "internal error")
+}

@@ -1,0 +1,357 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+var (
+	hdrIdempotencyKey = "Idempotency-Key"
+	hdrAPIKey         = "X-Api-Key"
+	maxIdemKeyLen     = 255
+	maxAPIKeyLen      = 255
+)
+
+func (e *Edge) putDocument(ctx *fasthttp.RequestCtx, p params) {
+	e.write(ctx, wire.OpPut, p, false)
+}
+
+func (e *Edge) patchDocument(ctx *fasthttp.RequestCtx, p params) {
+	e.write(ctx, wire.OpPatch, p, false)
+}
+
+func (e *Edge) deleteDocument(ctx *fasthttp.RequestCtx, p params) {
+	e.write(ctx, wire.OpDelete, p, false)
+}
+
+func (e *Edge) createDocument(ctx *fasthttp.RequestCtx, p params) {
+	p.id = []byte(ulid.Make().String())
+	e.write(ctx, wire.OpCreate, p, true)
+}
+
+// write validates a write request, turns it into a command, waits until JetStream stored it
+// and then for its outcome, and answers: the outcome when it came within the write timeout,
+// else 202 with a receipt.
+func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created bool) {
+	if e.draining.Load() {
+		e.writeProblem(ctx, problem.New(problem.Unavailable, "this edge is shutting down"))
+		return
+	}
+	cmd, perr := e.command(ctx, op, p)
+	if perr != nil {
+		e.writeProblem(ctx, perr)
+		return
+	}
+	pd, perr := e.writes.submit(cmd)
+	if perr != nil {
+		e.writeProblem(ctx, perr)
+		return
+	}
+	timer := time.NewTimer(e.cfg.WriteTimeout)
+	defer timer.Stop()
+	select {
+	case out := <-pd.outcome:
+		e.answerOutcome(ctx, &out)
+	case <-timer.C:
+		e.answerQueued(ctx, &cmd, created)
+	}
+}
+
+// command builds the command of a write request, or the problem with it.
+func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Command, *problem.Problem) {
+	if !wire.ValidCollection(p.collection) || !wire.ValidName(p.id) {
+		return wire.Command{}, problem.New(problem.BadName,
+			"collection and id are 1 to 128 characters of A-Z a-z 0-9 . _ ~ - (collections without dots)")
+	}
+	cmd := wire.Command{
+		WriteID:    ulid.Make().String(),
+		Op:         op,
+		Collection: string(p.collection),
+		ID:         string(p.id),
+	}
+	if op != wire.OpDelete {
+		body, perr := jsonObject(ctx, op)
+		if perr != nil {
+			return cmd, perr
+		}
+		cmd.Data = body
+	}
+	if im := ctx.Request.Header.Peek(fasthttp.HeaderIfMatch); len(im) > 0 && string(im) != "*" {
+		v, ok := parseETag(bytes.TrimSpace(im))
+		if !ok {
+			return cmd, problem.New(problem.PreconditionFailed, "If-Match names no version of this document")
+		}
+		cmd.IfMatch = v
+	}
+	if key := ctx.Request.Header.Peek(hdrIdempotencyKey); len(key) > 0 {
+		if len(key) > maxIdemKeyLen {
+			return cmd, problem.Newf(problem.BadRequest, "Idempotency-Key longer than %d bytes", maxIdemKeyLen)
+		}
+		app := ctx.Request.Header.Peek(hdrAPIKey)
+		if len(app) > maxAPIKeyLen {
+			return cmd, problem.Newf(problem.BadRequest, "X-Api-Key longer than %d bytes", maxAPIKeyLen)
+		}
+		// Keys are scoped to the calling app, so two apps cannot collide.
+		cmd.IdemKey = string(app) + "\x00" + string(key)
+		cmd.Fingerprint = fingerprint(ctx, p, cmd.Data, cmd.IfMatch)
+	}
+	return cmd, nil
+}
+
+// jsonObject returns the request body after checking its media type and that it is one JSON
+// object. It copies the body: fasthttp reuses the request buffer after the handler returns.
+func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem.Problem) {
+	ct := ctx.Request.Header.ContentType()
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = bytes.TrimSpace(ct)
+	switch {
+	case bytes.EqualFold(ct, ctJSON):
+	case op == wire.OpPatch && bytes.EqualFold(ct, []byte("application/merge-patch+json")):
+	default:
+		want := "application/json"
+		if op == wire.OpPatch {
+			want += " or application/merge-patch+json"
+		}
+		return nil, problem.Newf(problem.UnsupportedMedia, "Content-Type must be %s", want)
+	}
+	body := ctx.Request.Body()
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, problem.New(problem.BadJSON, "the body is empty; send a JSON object")
+	}
+	if !json.Valid(body) {
+		return nil, problem.New(problem.BadJSON, "the body is not valid JSON")
+	}
+	if trimmed[0] != '{' {
+		return nil, problem.New(problem.NotObject, "the body must be a JSON object")
+	}
+	return bytes.Clone(body), nil
+}
+
+// fingerprint identifies a request for Idempotency-Key: the same key with another request is
+// refused.
+func fingerprint(ctx *fasthttp.RequestCtx, p params, body []byte, ifMatch int64) string {
+	h := sha256.New()
+	h.Write(ctx.Method())
+	h.Write([]byte{0})
+	h.Write(p.collection)
+	h.Write([]byte{0})
+	if string(ctx.Method()) != fasthttp.MethodPost {
+		h.Write(p.id)
+	}
+	h.Write([]byte{0})
+	var n [8]byte
+	for i := range n {
+		n[i] = byte(ifMatch >> (8 * i))
+	}
+	h.Write(n[:])
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// answerOutcome renders the core's outcome of a write.
+func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome) {
+	if out.Replayed {
+		ctx.Response.Header.SetCanonical(hdrReplayed, valTrue)
+	}
+	if out.Problem != nil {
+		e.writeProblem(ctx, out.Problem)
+		return
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	if out.Doc == nil || out.Status == fasthttp.StatusNoContent {
+		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		return
+	}
+	d := out.Doc
+	ctx.Response.Header.SetCanonical(hdrETag, etag(d.Version))
+	if out.Status == fasthttp.StatusCreated {
+		ctx.Response.Header.SetCanonical(hdrLocation, []byte("/v1/collections/"+d.Collection+"/docs/"+d.ID))
+	}
+	ctx.SetStatusCode(out.Status)
+	ctx.SetContentTypeBytes(ctJSON)
+	ctx.SetBody(renderDocument(nil, d))
+}
+
+type receiptJSON struct {
+	WriteID    string `json:"write_id"`
+	Status     string `json:"status"`
+	StatusURL  string `json:"status_url"`
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
+}
+
+// answerQueued answers 202: the command is durable in JetStream and will be applied; the
+// receipt says where to ask what became of it.
+func (e *Edge) answerQueued(ctx *fasthttp.RequestCtx, cmd *wire.Command, _ bool) {
+	url := "/v1/writes/" + cmd.WriteID
+	ctx.Response.Header.SetCanonical(hdrLocation, []byte(url))
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	writeJSON(ctx, fasthttp.StatusAccepted, receiptJSON{
+		WriteID: cmd.WriteID, Status: string(wire.WriteQueued), StatusURL: url,
+		Collection: cmd.Collection, ID: cmd.ID,
+	})
+}
+
+// pending is a write between its request and its outcome.
+type pending struct {
+	cmd     wire.Command
+	created time.Time
+	// durable receives the result of publishing the command's batch: nil once JetStream
+	// stored it.
+	durable chan error
+	// outcome receives the core's outcome; buffered so that delivery never blocks.
+	outcome chan wire.Outcome
+}
+
+// writer gathers write commands into batches per partition and publishes them, and routes the
+// core's outcomes back to the requests waiting for them.
+//
+// Lock order: writer.mu is a leaf lock.
+type writer struct {
+	e      *Edge
+	queues []chan *pending
+	stopc  chan struct{}
+	wg     sync.WaitGroup
+
+	mu sync.Mutex
+	// waiting maps a write id to its request, until the outcome comes or it expires.
+	waiting map[string]*pending
+	// inflight holds the scoped Idempotency-Keys of the writes waiting here.
+	inflight map[string]string
+	stopped  bool
+}
+
+func newWriter(e *Edge) *writer {
+	w := &writer{
+		e:        e,
+		queues:   make([]chan *pending, e.cfg.Partitions),
+		stopc:    make(chan struct{}),
+		waiting:  make(map[string]*pending),
+		inflight: make(map[string]string),
+	}
+	for i := range w.queues {
+		w.queues[i] = make(chan *pending, 4*e.cfg.BatchMax)
+	}
+	return w
+}
+
+func (w *writer) start() {
+	for p, q := range w.queues {
+		w.wg.Add(1)
+		go w.runPartition(p, q)
+	}
+	w.wg.Add(1)
+	go w.expireWaiting()
+}
+
+// stop ends the publishers after the requests in flight were answered (the HTTP server is
+// shut down first).
+func (w *writer) stop() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	w.mu.Unlock()
+	close(w.stopc)
+	w.wg.Wait()
+}
+
+// submit queues cmd and returns once JetStream stored it, or the problem that kept it from
+// being stored (then nothing was promised and the client may retry).
+func (w *writer) submit(cmd wire.Command) (*pending, *problem.Problem) {
+	pd := &pending{cmd: cmd, created: time.Now(), durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return nil, problem.New(problem.Unavailable, "this edge is shutting down")
+	}
+	if cmd.IdemKey != "" {
+		if _, busy := w.inflight[cmd.IdemKey]; busy {
+			w.mu.Unlock()
+			return nil, problem.New(problem.IdempotencyInFlight, "a request with this Idempotency-Key is still in flight")
+		}
+		w.inflight[cmd.IdemKey] = cmd.WriteID
+	}
+	w.waiting[cmd.WriteID] = pd
+	w.mu.Unlock()
+
+	part := wire.Partition(cmd.Collection, cmd.ID, w.e.cfg.Partitions)
+	select {
+	case w.queues[part] <- pd:
+	case <-w.stopc:
+		w.forget(cmd.WriteID)
+		return nil, problem.New(problem.Unavailable, "this edge is shutting down")
+	}
+	if err := <-pd.durable; err != nil {
+		w.forget(cmd.WriteID)
+		w.e.log.Warn("write not stored by JetStream", "write_id", cmd.WriteID, "err", err)
+		return nil, problem.New(problem.Unavailable, "the write could not be stored; retry")
+	}
+	return pd, nil
+}
+
+// deliver hands an outcome to the request waiting for it, if any.
+func (w *writer) deliver(out wire.Outcome) {
+	w.mu.Lock()
+	pd := w.waiting[out.WriteID]
+	if pd != nil {
+		w.removeLocked(pd)
+	}
+	w.mu.Unlock()
+	if pd != nil {
+		pd.outcome <- out
+	}
+}
+
+func (w *writer) forget(writeID string) {
+	w.mu.Lock()
+	if pd := w.waiting[writeID]; pd != nil {
+		w.removeLocked(pd)
+	}
+	w.mu.Unlock()
+}
+
+func (w *writer) removeLocked(pd *pending) {
+	delete(w.waiting, pd.cmd.WriteID)
+	if pd.cmd.IdemKey != "" && w.inflight[pd.cmd.IdemKey] == pd.cmd.WriteID {
+		delete(w.inflight, pd.cmd.IdemKey)
+	}
+}
+
+// expireWaiting forgets writes whose outcome never came (a core that answered while this
+// edge was disconnected): their requests were answered 202 long ago.
+func (w *writer) expireWaiting() {
+	defer w.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stopc:
+			return
+		case now := <-t.C:
+			limit := 10*time.Minute + w.e.cfg.WriteTimeout
+			w.mu.Lock()
+			for _, pd := range w.waiting {
+				if now.Sub(pd.created) > limit {
+					w.removeLocked(pd)
+				}
+			}
+			w.mu.Unlock()
+		}
+	}
+}
