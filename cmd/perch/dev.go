@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/perchhq/perch/internal/system"
+)
+
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./data", "directory for the data (JetStream and SQLite); kept across restarts")
+	regions := listFlag{}
+	fs.Var(&regions, "regions", "comma-separated regions, one edge each (default us-east,eu-west,ap-south)")
+	portBase := fs.Int("port-base", 8081, "HTTP port of the first edge; the others follow")
+	db := fs.String("db", "", "database DSN (default: SQLite under --data)")
+	newLogger := logFlags(fs, "text")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	if len(regions) == 0 {
+		regions = listFlag{"us-east", "eu-west", "ap-south"}
+	}
+	if *portBase < 1 || *portBase+len(regions) > 65535 {
+		return fmt.Errorf("%w: --port-base %d out of range", errUsage, *portBase)
+	}
+	dir, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	sys, err := system.Start(ctx, system.Options{
+		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "Perch dev is running.")
+	for i, url := range sys.EdgeURLs() {
+		fmt.Fprintf(stdout, "  edge %-10s %s\n", sys.Regions()[i], url)
+	}
+	fmt.Fprintf(stdout, "  nats            %s\n", sys.NATSURL())
+	store := *db
+	if store == "" {
+		store = "sqlite:" + filepath.Join(dir, "perch.db")
+	}
+	fmt.Fprintf(stdout, "  data            %s (%s)\n", dir, store)
+	fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
+	<-ctx.Done()
+	log.Info("stopping: draining edges, then the core")
+	if err := sys.Close(); err != nil {
+		return fmt.Errorf("stopping: %w", err)
+	}
+	fmt.Fprintln(stdout, "Perch dev stopped.")
+	return nil
+}

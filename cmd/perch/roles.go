@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/edge"
+	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/system"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+func connectNATS(url, name string) (*nats.Conn, error) {
+	if url == "" {
+		return nil, fmt.Errorf("%w: --nats is required", errUsage)
+	}
+	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(500*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+func runCore(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch core", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", "", "NATS URL(s), comma-separated (required)")
+	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
+	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
+	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream (3 in production)")
+	newLogger := logFlags(fs, "json")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	if *db == "" {
+		return fmt.Errorf("%w: --db is required", errUsage)
+	}
+	store, err := system.OpenStore(ctx, *db, "", *partitions, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	nc, err := connectNATS(*natsURL, "perch-core")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg := core.DefaultConfig()
+	cfg.Partitions = *partitions
+	cfg.Stream.Replicas = *replicas
+	cfg.Logger = log
+	c, err := core.New(cfg, nc, store)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+func runEdge(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch edge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", "", "NATS URL(s), comma-separated (required)")
+	region := fs.String("region", "", "the region this edge serves, e.g. eu-west (required)")
+	listen := fs.String("listen", ":8080", "HTTP listen address")
+	gossipAddr := fs.String("gossip", ":7946", "gossip bind address (host:port)")
+	join := listFlag{}
+	fs.Var(&join, "join", "gossip addresses of running edges, comma-separated")
+	publicURL := fs.String("public-url", "", "URL clients reach this edge at (default http://<listen>)")
+	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
+	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream (3 in production)")
+	newLogger := logFlags(fs, "json")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	if *region == "" {
+		return fmt.Errorf("%w: --region is required", errUsage)
+	}
+	ghost, gport, err := splitHostPort(*gossipAddr)
+	if err != nil {
+		return fmt.Errorf("%w: --gossip: %v", errUsage, err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if *publicURL == "" {
+		*publicURL = "http://" + ln.Addr().String()
+	}
+	nc, err := connectNATS(*natsURL, "perch-edge-"+*region)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer nc.Close()
+	cfg := edge.DefaultConfig()
+	cfg.Region = *region
+	cfg.PublicURL = *publicURL
+	cfg.Partitions = *partitions
+	cfg.Stream.Replicas = *replicas
+	cfg.Logger = log
+	e, err := edge.New(cfg, nc, nil)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	gcfg := gossip.DefaultConfig()
+	gcfg.Meta = gossip.Meta{ID: e.ID(), Region: *region, URL: *publicURL}
+	gcfg.BindAddr, gcfg.BindPort = ghost, gport
+	gcfg.Join = join
+	gcfg.Logger = log
+	g, err := gossip.New(gcfg)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gossip: %w", err)
+	}
+	e.SetMembership(g)
+	err = e.Serve(ctx, ln)
+	_ = g.Leave(2 * time.Second)
+	return err
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", port)
+	}
+	return host, p, nil
+}
+
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("perch migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
+	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions, recorded on first use")
+	newLogger := logFlags(fs, "text")
+	if err := parseFlags(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	if *db == "" {
+		return fmt.Errorf("%w: --db is required", errUsage)
+	}
+	store, err := system.OpenStore(ctx, *db, "", *partitions, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "schema is up to date")
+	return store.Close()
+}

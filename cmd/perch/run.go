@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// errUsage marks a mistake in the command line: exit code 2, like flag.
+var errUsage = errors.New("usage")
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `perch: an edge API for mobile apps.
+
+Usage:
+  perch dev     [flags]   the whole system on this machine (embedded NATS, SQLite, edges)
+  perch core    [flags]   a core worker: applies writes, answers reads
+  perch edge    [flags]   an edge: the HTTP API, near the users
+  perch migrate [flags]   bring a database's schema up to date
+  perch version           print the version
+
+Every flag can also be set by an environment variable: --nats is PERCH_NATS, --port-base is
+PERCH_PORT_BASE. Run 'perch <command> -h' for a command's flags.
+`
+
+// run is the whole program behind main, callable from tests.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest, getenv, stdout, stderr)
+	case "core":
+		return runCore(ctx, rest, getenv, stderr)
+	case "edge":
+		return runEdge(ctx, rest, getenv, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "perch", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+// parseFlags parses args into fs after taking defaults from PERCH_* environment variables, so
+// that a flag given on the command line wins over the environment.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "PERCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%w: %s=%q: %v", errUsage, name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+// logFlags adds --log-level and --log-format to fs and returns a function making the logger.
+func logFlags(fs *flag.FlagSet, defaultFormat string) func(w io.Writer) (*slog.Logger, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format := fs.String("log-format", defaultFormat, "log format: json or text")
+	return func(w io.Writer) (*slog.Logger, error) {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(*level)); err != nil {
+			return nil, fmt.Errorf("%w: --log-level %q", errUsage, *level)
+		}
+		opts := &slog.HandlerOptions{Level: l}
+		switch *format {
+		case "json":
+			return slog.New(slog.NewJSONHandler(w, opts)), nil
+		case "text":
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		default:
+			return nil, fmt.Errorf("%w: --log-format %q", errUsage, *format)
+		}
+	}
+}
+
+// listFlag is a flag that takes a comma-separated list and may be repeated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}

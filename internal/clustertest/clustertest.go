@@ -1,0 +1,168 @@
+// Package clustertest starts a whole Perch system in-process for tests: real NATS with
+// JetStream, a core on SQLite, and edges joined by real gossip on loopback, each on a free
+// port, all stopped at the end of the test. It also has the small HTTP client and the polling
+// helper the end-to-end tests share.
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/edge"
+	"github.com/perchhq/perch/internal/system"
+)
+
+// Cluster is a running system owned by a test.
+type Cluster struct {
+	*system.System
+	tb   testing.TB
+	opts system.Options
+}
+
+// Options adjust the cluster a test starts. The zero value is three edges with production
+// settings, a core with LocalConfig timers, on a fresh data directory.
+type Options struct {
+	Regions []string
+	Dir     string
+	Core    *core.Config
+	Edge    *edge.Config
+}
+
+// Start starts a cluster and stops it when the test ends. Logs are discarded unless
+// PERCH_TEST_LOG=1.
+func Start(tb testing.TB, o Options) *Cluster {
+	tb.Helper()
+	if o.Dir == "" {
+		o.Dir = tb.TempDir()
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("PERCH_TEST_LOG") == "1" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	opts := system.Options{Dir: o.Dir, Regions: o.Regions, Core: o.Core, Edge: o.Edge, Logger: log}
+	c := &Cluster{tb: tb, opts: opts}
+	c.start()
+	tb.Cleanup(func() {
+		if c.System != nil {
+			if err := c.System.Close(); err != nil {
+				tb.Errorf("stopping the cluster: %v", err)
+			}
+		}
+	})
+	return c
+}
+
+func (c *Cluster) start() {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := system.Start(ctx, c.opts)
+	if err != nil {
+		c.tb.Fatalf("start cluster: %v", err)
+	}
+	c.System = s
+	for _, url := range s.EdgeURLs() {
+		WaitReady(c.tb, url)
+	}
+}
+
+// Restart stops the whole cluster gracefully and starts it again on the same data.
+func (c *Cluster) Restart() {
+	c.tb.Helper()
+	if err := c.System.Close(); err != nil {
+		c.tb.Fatalf("stop cluster: %v", err)
+	}
+	c.System = nil
+	c.start()
+}
+
+// Edge returns the base URL of edge i.
+func (c *Cluster) Edge(i int) string { return c.EdgeURLs()[i] }
+
+// WaitReady polls url/readyz until it answers 200.
+func WaitReady(tb testing.TB, url string) {
+	tb.Helper()
+	Eventually(tb, 10*time.Second, func() error {
+		r := Do(tb, "GET", url+"/readyz", nil, nil)
+		if r.Status != 200 {
+			return fmt.Errorf("readyz %d: %s", r.Status, r.Body)
+		}
+		return nil
+	})
+}
+
+// Eventually calls f until it returns nil or the timeout passes, then fails the test with
+// f's last error.
+func Eventually(tb testing.TB, timeout time.Duration, f func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := 5 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("not true after %s: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// Response is what a test needs of an HTTP response.
+type Response struct {
+	Status int
+	Header map[string]string
+	Body   []byte
+}
+
+var client = &fasthttp.Client{
+	MaxConnsPerHost: 512,
+	ReadTimeout:     30 * time.Second,
+	WriteTimeout:    30 * time.Second,
+}
+
+// Do sends a request. headers are name/value pairs; a body without a Content-Type header is
+// sent as application/json. Transport errors fail the test.
+func Do(tb testing.TB, method, url string, headers map[string]string, body []byte) Response {
+	tb.Helper()
+	r, err := Send(method, url, headers, body)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
+}
+
+// Send is Do returning transport errors, for tests that expect some (a server going down).
+func Send(method, url string, headers map[string]string, body []byte) (Response, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI(url)
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if err := client.DoTimeout(req, resp, 30*time.Second); err != nil {
+		return Response{}, err
+	}
+	out := Response{Status: resp.StatusCode(), Header: map[string]string{}, Body: append([]byte(nil), resp.Body()...)}
+	for k, v := range resp.Header.All() {
+		out.Header[string(k)] = string(v)
+	}
+	return out, nil
+}
