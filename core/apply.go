@@ -70,7 +70,7 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 
 func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome, *wire.Document) {
 	live := cur != nil && !cur.Deleted
-	if cmd.IfMatch != 0 && (!live || cur.Version != cmd.IfMatch) {
+	if cmd.IfMatch != 0 && (!live || cmd.IfMatch != wire.AnyVersion && cur.Version != cmd.IfMatch) {
 		return rejected(cmd, problem.New(problem.PreconditionFailed,
 			"the document's version does not match If-Match")), nil
 	}

@@ -86,6 +86,7 @@ func TestBadInput(t *testing.T) {
 		{"stale If-Match", "PUT", doc + "existing", map[string]string{"If-Match": `"7"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
 		{"malformed If-Match", "PATCH", doc + "existing", map[string]string{"If-Match": `W/"1"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
 		{"If-Match on absent", "PUT", doc + "absent", map[string]string{"If-Match": `"1"`}, []byte(`{"a":2}`), 412, "precondition_failed"},
+		{"If-Match * on absent", "PUT", doc + "absent", map[string]string{"If-Match": "*"}, []byte(`{"a":2}`), 412, "precondition_failed"},
 		{"Idempotency-Key reused with another body", "POST", base + "/v1/collections/notes/docs", map[string]string{"Idempotency-Key": "k-1"}, []byte(`{"a":2}`), 422, "idempotency_key_reused"},
 		{"unknown write", "GET", base + "/v1/writes/nope", nil, nil, 404, "not_found"},
 	}
@@ -141,10 +142,13 @@ func TestConditionalRequests(t *testing.T) {
 	if r.Status != 200 || r.Header["Etag"] != `"2"` || !strings.Contains(string(r.Body), `"data":{"v":1,"w":2}`) {
 		t.Fatalf("patch If-Match current: %d %s %s", r.Status, r.Header["Etag"], r.Body)
 	}
+	if r := clustertest.Do(t, "PUT", url, map[string]string{"If-Match": "*"}, []byte(`{"v":1,"w":3}`)); r.Status != 200 || r.Header["Etag"] != `"3"` {
+		t.Fatalf("put with If-Match * on a live document: %d %s", r.Status, r.Body)
+	}
 	if r := clustertest.Do(t, "DELETE", url, map[string]string{"If-Match": tag}, nil); r.Status != 412 {
 		t.Fatalf("delete with stale If-Match: %d", r.Status)
 	}
-	if r := clustertest.Do(t, "DELETE", url, map[string]string{"If-Match": `"2"`}, nil); r.Status != 204 {
+	if r := clustertest.Do(t, "DELETE", url, map[string]string{"If-Match": `"3"`}, nil); r.Status != 204 {
 		t.Fatalf("delete with current If-Match: %d %s", r.Status, r.Body)
 	}
 }

@@ -165,13 +165,9 @@ func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		p = problem.Newf(problem.TooLarge, "request body over the limit of %d bytes", e.cfg.MaxBodyBytes)
 	case isTimeout(err):
-		p = problem.New(problem.BadRequest, "request not received in time")
-		p.Status = fasthttp.StatusRequestTimeout
-		p.Title = fasthttp.StatusMessage(p.Status)
+		p = problem.New(problem.RequestTimeout, "request not received in time")
 	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
-		p = problem.New(problem.BadRequest, "request headers too large")
-		p.Status = fasthttp.StatusRequestHeaderFieldsTooLarge
-		p.Title = fasthttp.StatusMessage(p.Status)
+		p = problem.New(problem.HeadersTooLarge, "request headers too large")
 	default:
 		p = problem.New(problem.BadRequest, "malformed HTTP request")
 	}

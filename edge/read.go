@@ -61,6 +61,7 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []by
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrCacheStatus, cacheStatus)
 	if ent.status != fasthttp.StatusOK {
+		h.SetCanonical(hdrCacheControl, valNoCache)
 		ctx.SetStatusCode(ent.status)
 		ctx.SetContentTypeBytes(ctProblem)
 		ctx.Response.SetBodyRaw(ent.body)
@@ -311,11 +312,11 @@ func (e *Edge) sync(ctx *fasthttp.RequestCtx, _ params) {
 }
 
 type writeStatusJSON struct {
-	WriteID  string           `json:"write_id"`
-	Status   wire.WriteStatus `json:"status"`
-	Code     int              `json:"code,omitempty"`
-	Document *docJSON         `json:"document,omitempty"`
-	Problem  *problem.Problem `json:"problem,omitempty"`
+	WriteID    string           `json:"write_id"`
+	Status     wire.WriteStatus `json:"status"`
+	HTTPStatus int              `json:"http_status,omitempty"`
+	Document   *docJSON         `json:"document,omitempty"`
+	Problem    *problem.Problem `json:"problem,omitempty"`
 }
 
 // writeStatus serves GET /v1/writes/{id}: queued, applied (with the document) or rejected
@@ -345,9 +346,9 @@ func writeStatusView(id string, w *wire.Outcome) writeStatusJSON {
 	switch {
 	case w.Status == 0:
 	case w.Problem != nil:
-		out.Status, out.Code, out.Problem = wire.WriteRejected, w.Status, w.Problem
+		out.Status, out.HTTPStatus, out.Problem = wire.WriteRejected, w.Status, w.Problem
 	default:
-		out.Status, out.Code = wire.WriteApplied, w.Status
+		out.Status, out.HTTPStatus = wire.WriteApplied, w.Status
 		if w.Doc != nil {
 			d := apiDoc(w.Doc)
 			out.Document = &d

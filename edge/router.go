@@ -103,6 +103,7 @@ func (e *Edge) dispatch(ctx *fasthttp.RequestCtx) {
 			}
 		}
 		ctx.Response.Header.SetCanonical(hdrAllow, r.allow)
+		ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
 		e.logRejected(ctx, fasthttp.StatusMethodNotAllowed)
 		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
 		ctx.SetContentTypeBytes(ctProblem)
@@ -110,6 +111,7 @@ func (e *Edge) dispatch(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	e.logRejected(ctx, fasthttp.StatusNotFound)
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
 	ctx.SetStatusCode(fasthttp.StatusNotFound)
 	ctx.SetContentTypeBytes(ctProblem)
 	ctx.SetBody(notFoundRouteBody)

@@ -86,12 +86,14 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		}
 		cmd.Data = body
 	}
-	if im := ctx.Request.Header.Peek(fasthttp.HeaderIfMatch); len(im) > 0 && string(im) != "*" {
-		v, ok := parseETag(bytes.TrimSpace(im))
-		if !ok {
+	if im := bytes.TrimSpace(ctx.Request.Header.Peek(fasthttp.HeaderIfMatch)); len(im) > 0 {
+		if string(im) == "*" {
+			cmd.IfMatch = wire.AnyVersion
+		} else if v, ok := parseETag(im); ok {
+			cmd.IfMatch = v
+		} else {
 			return cmd, problem.New(problem.PreconditionFailed, "If-Match names no version of this document")
 		}
-		cmd.IfMatch = v
 	}
 	if key := ctx.Request.Header.Peek(hdrIdempotencyKey); len(key) > 0 {
 		if len(key) > maxIdemKeyLen {
@@ -108,8 +110,8 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 	return cmd, nil
 }
 
-// jsonObject returns the request body after checking its media type and that it is one JSON
-// object. It copies the body: fasthttp reuses the request buffer after the handler returns.
+// jsonObject returns the request body, without surrounding white space, after checking its
+// media type and that it is one JSON object. It copies the body: fasthttp reuses the request buffer after the handler returns.
 func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem.Problem) {
 	ct := ctx.Request.Header.ContentType()
 	if i := bytes.IndexByte(ct, ';'); i >= 0 {
@@ -126,15 +128,14 @@ func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem
 		}
 		return nil, problem.Newf(problem.UnsupportedMedia, "Content-Type must be %s", want)
 	}
-	body := ctx.Request.Body()
-	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 {
+	body := bytes.Trim(ctx.Request.Body(), " \t\r\n")
+	if len(body) == 0 {
 		return nil, problem.New(problem.BadJSON, "the body is empty; send a JSON object")
 	}
 	if !json.Valid(body) {
 		return nil, problem.New(problem.BadJSON, "the body is not valid JSON")
 	}
-	if trimmed[0] != '{' {
+	if body[0] != '{' {
 		return nil, problem.New(problem.NotObject, "the body must be a JSON object")
 	}
 	return bytes.Clone(body), nil

@@ -19,43 +19,45 @@ type Code string
 
 // The codes Perch answers with. Each maps to one HTTP status, see Status.
 const (
-	BadJSON              Code = "bad_json"
-	NotObject            Code = "not_object"
-	BadRequest           Code = "bad_request"
-	BadCursor            Code = "bad_cursor"
-	BadName              Code = "bad_name"
-	TooLarge             Code = "body_too_large"
-	NotFound             Code = "not_found"
-	RouteNotFound        Code = "route_not_found"
-	MethodNotAllowed     Code = "method_not_allowed"
-	PreconditionFailed   Code = "precondition_failed"
-	PreconditionRequired Code = "precondition_required"
-	UnsupportedMedia     Code = "unsupported_media_type"
-	IdempotencyMismatch  Code = "idempotency_key_reused"
-	IdempotencyInFlight  Code = "idempotency_key_in_flight"
-	Unavailable          Code = "unavailable"
-	Internal             Code = "internal"
-	AlreadyExists        Code = "already_exists"
+	BadJSON             Code = "bad_json"
+	NotObject           Code = "not_object"
+	BadRequest          Code = "bad_request"
+	BadCursor           Code = "bad_cursor"
+	BadName             Code = "bad_name"
+	TooLarge            Code = "body_too_large"
+	NotFound            Code = "not_found"
+	RouteNotFound       Code = "route_not_found"
+	MethodNotAllowed    Code = "method_not_allowed"
+	PreconditionFailed  Code = "precondition_failed"
+	UnsupportedMedia    Code = "unsupported_media_type"
+	IdempotencyMismatch Code = "idempotency_key_reused"
+	IdempotencyInFlight Code = "idempotency_key_in_flight"
+	Unavailable         Code = "unavailable"
+	Internal            Code = "internal"
+	AlreadyExists       Code = "already_exists"
+	RequestTimeout      Code = "request_timeout"
+	HeadersTooLarge     Code = "headers_too_large"
 )
 
 var statuses = map[Code]int{
-	BadJSON:              http.StatusBadRequest,
-	NotObject:            http.StatusBadRequest,
-	BadRequest:           http.StatusBadRequest,
-	BadCursor:            http.StatusBadRequest,
-	BadName:              http.StatusBadRequest,
-	TooLarge:             http.StatusRequestEntityTooLarge,
-	NotFound:             http.StatusNotFound,
-	RouteNotFound:        http.StatusNotFound,
-	MethodNotAllowed:     http.StatusMethodNotAllowed,
-	PreconditionFailed:   http.StatusPreconditionFailed,
-	PreconditionRequired: http.StatusPreconditionRequired,
-	UnsupportedMedia:     http.StatusUnsupportedMediaType,
-	IdempotencyMismatch:  http.StatusUnprocessableEntity,
-	IdempotencyInFlight:  http.StatusConflict,
-	Unavailable:          http.StatusServiceUnavailable,
-	Internal:             http.StatusInternalServerError,
-	AlreadyExists:        http.StatusConflict,
+	BadJSON:             http.StatusBadRequest,
+	NotObject:           http.StatusBadRequest,
+	BadRequest:          http.StatusBadRequest,
+	BadCursor:           http.StatusBadRequest,
+	BadName:             http.StatusBadRequest,
+	TooLarge:            http.StatusRequestEntityTooLarge,
+	NotFound:            http.StatusNotFound,
+	RouteNotFound:       http.StatusNotFound,
+	MethodNotAllowed:    http.StatusMethodNotAllowed,
+	PreconditionFailed:  http.StatusPreconditionFailed,
+	UnsupportedMedia:    http.StatusUnsupportedMediaType,
+	IdempotencyMismatch: http.StatusUnprocessableEntity,
+	IdempotencyInFlight: http.StatusConflict,
+	Unavailable:         http.StatusServiceUnavailable,
+	Internal:            http.StatusInternalServerError,
+	AlreadyExists:       http.StatusConflict,
+	RequestTimeout:      http.StatusRequestTimeout,
+	HeadersTooLarge:     http.StatusRequestHeaderFieldsTooLarge,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.

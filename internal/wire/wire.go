@@ -65,13 +65,17 @@ type Command struct {
 	Collection string          `json:"collection"`
 	ID         string          `json:"id"`
 	Data       json.RawMessage `json:"data,omitempty"`
-	// IfMatch, when not zero, is the version the document must have for the write to apply.
+	// IfMatch, when not zero, is the version the document must have for the write to apply;
+	// AnyVersion (If-Match: *) asks only that the document exists.
 	IfMatch int64 `json:"if_match,omitempty"`
 	// IdemKey is the client's Idempotency-Key, already scoped to the caller; Fingerprint is a
 	// digest of the request it came with. Both are empty without a key.
 	IdemKey     string `json:"idem_key,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
+
+// AnyVersion is the IfMatch of `If-Match: *`: the write applies to any live version.
+const AnyVersion int64 = -1
 
 // Batch is one JetStream message: the commands an edge gathered for one partition in a short
 // window. Its ID is the message's Nats-Msg-Id. Commands are applied in order; each has its own
@@ -135,7 +139,7 @@ func (c *Command) Validate() error {
 	default:
 		return fmt.Errorf("unknown op %q", c.Op)
 	}
-	if c.IfMatch < 0 {
+	if c.IfMatch < 0 && c.IfMatch != AnyVersion {
 		return errors.New("negative if_match")
 	}
 	return nil

@@ -1,0 +1,62 @@
+package core
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+func TestMergePatch(t *testing.T) {
+	// The examples of RFC 7396 appendix A.
+	cases := []struct{ doc, patch, want string }{
+		{`{"a":"b"}`, `{"a":"c"}`, `{"a":"c"}`},
+		{`{"a":"b"}`, `{"b":"c"}`, `{"a":"b","b":"c"}`},
+		{`{"a":"b"}`, `{"a":null}`, `{}`},
+		{`{"a":"b","b":"c"}`, `{"a":null}`, `{"b":"c"}`},
+		{`{"a":["b"]}`, `{"a":"c"}`, `{"a":"c"}`},
+		{`{"a":"c"}`, `{"a":["b"]}`, `{"a":["b"]}`},
+		{`{"a":{"b":"c"}}`, `{"a":{"b":"d","c":null}}`, `{"a":{"b":"d"}}`},
+		{`{"a":[{"b":"c"}]}`, `{"a":[1]}`, `{"a":[1]}`},
+		{`{"e":null}`, `{"a":1}`, `{"a":1,"e":null}`},
+		{`{}`, `{"a":{"bb":{"ccc":null}}}`, `{"a":{"bb":{}}}`},
+		{`{"n":12345678901234567890}`, `{"m":0.1}`, `{"m":0.1,"n":12345678901234567890}`},
+	}
+	for _, c := range cases {
+		got, err := MergePatch(json.RawMessage(c.doc), json.RawMessage(c.patch))
+		if err != nil || string(got) != c.want {
+			t.Errorf("MergePatch(%s, %s) = %s, %v; want %s", c.doc, c.patch, got, err, c.want)
+		}
+	}
+}
+
+// FuzzMergePatch: patching a JSON object gives a JSON object, and applying a merge patch
+// twice is the same as applying it once (RFC 7396 patches are idempotent).
+func FuzzMergePatch(f *testing.F) {
+	f.Add([]byte(`{"a":{"b":1}}`), []byte(`{"a":{"b":null,"c":[1]}}`))
+	f.Add([]byte(`{}`), []byte(`{"x":"y"}`))
+	f.Add([]byte(`{"a":1}`), []byte(`{"a":{"b":{"c":null}}}`))
+	f.Fuzz(func(t *testing.T, doc, patch []byte) {
+		var d, p map[string]any
+		if json.Unmarshal(doc, &d) != nil || json.Unmarshal(patch, &p) != nil || d == nil || p == nil {
+			return
+		}
+		once, err := MergePatch(doc, patch)
+		if err != nil {
+			t.Fatalf("MergePatch(%s, %s): %v", doc, patch, err)
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(once, &obj); err != nil || obj == nil {
+			t.Fatalf("result %s is not an object", once)
+		}
+		twice, err := MergePatch(once, patch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b any
+		_ = json.Unmarshal(once, &a)
+		_ = json.Unmarshal(twice, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("patch %s not idempotent on %s: %s then %s", patch, doc, once, twice)
+		}
+	})
+}

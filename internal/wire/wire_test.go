@@ -1,0 +1,73 @@
+package wire
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestPartitionIsStable(t *testing.T) {
+	// Edges and cores of different releases must agree on where a document's writes go.
+	cases := []struct {
+		collection, id string
+		want           int
+	}{
+		{"notes", "n1", Partition("notes", "n1", 16)},
+	}
+	for _, c := range cases {
+		for range 3 {
+			if got := Partition(c.collection, c.id, 16); got != c.want || got < 0 || got >= 16 {
+				t.Fatalf("Partition(%s,%s) = %d", c.collection, c.id, got)
+			}
+		}
+	}
+	if Partition("a", "b/c", 1<<20) == Partition("a/b", "c", 1<<20) {
+		// Not a requirement of correctness, but names cannot contain '/', so the two can
+		// never both be valid; the check documents that the separator is part of the hash.
+		t.Log("a/b/c collides across the separator")
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"a", "A-z_0.9~", "01HZX"} {
+		if !ValidName(ok) {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "a b", "é", string(make([]byte, MaxNameLen+1))} {
+		if ValidName(bad) {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if ValidCollection("a.b") || !ValidCollection("a_b") {
+		t.Error("collections are subject tokens: no dots")
+	}
+}
+
+// FuzzBatch drives the core's decoder of write batches: a batch that validates holds only
+// commands the core can apply, each in the batch's partition.
+func FuzzBatch(f *testing.F) {
+	good, _ := json.Marshal(Batch{ID: "b", Partition: Partition("c", "i", 4), Edge: "e", Commands: []Command{
+		{WriteID: "w", Op: OpPut, Collection: "c", ID: "i", Data: json.RawMessage(`{"a":1}`)},
+	}})
+	f.Add(good)
+	f.Add([]byte(`{"id":"b","partition":0,"commands":[{"write_id":"w","op":"delete","collection":"c","id":"i"}]}`))
+	f.Add([]byte(`{"id":"b","partition":-1,"commands":[]}`))
+	f.Add([]byte(`{"id":"b","partition":0,"commands":[{"write_id":"w","op":"put","collection":"c","id":"i","data":[1]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b Batch
+		if json.Unmarshal(data, &b) != nil || b.Validate(4) != nil {
+			return
+		}
+		for _, c := range b.Commands {
+			if Partition(c.Collection, c.ID, 4) != b.Partition {
+				t.Fatal("command outside the batch's partition accepted")
+			}
+			if c.Op != OpDelete {
+				var obj map[string]json.RawMessage
+				if err := json.Unmarshal(c.Data, &obj); err != nil {
+					t.Fatalf("%s accepted with data %s", c.Op, c.Data)
+				}
+			}
+		}
+	})
+}
