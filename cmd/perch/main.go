@@ -1,6 +1,3 @@
-// Command perch is the one binary of Perch: `perch dev` runs the whole system on one machine,
-// `perch core` and `perch edge` are the production roles, `perch migrate` prepares a database.
-// See DESIGN §4 for the contract of every subcommand.
 package main
 
 import (
