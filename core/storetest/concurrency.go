@@ -144,7 +144,7 @@ func testPartitionsInParallel(h *harness) {
 			default:
 			}
 			if _, err := h.store.List(h.ctx, wire.ListQuery{Collection: "notes", Limit: 10}); err != nil {
-				readErrs[0] = fmt.Errorf("List: %w", err)
+				readErrs[0] = fmt.Errorf("list: %w", err)
 				return
 			}
 		}
@@ -159,11 +159,11 @@ func testPartitionsInParallel(h *harness) {
 			}
 			page, err := h.store.Sync(h.ctx, wire.SyncQuery{Collections: []string{"notes"}, Limit: 5})
 			if err != nil {
-				readErrs[1] = fmt.Errorf("Sync: %w", err)
+				readErrs[1] = fmt.Errorf("sync: %w", err)
 				return
 			}
 			if len(page.Next) != h.parts {
-				readErrs[1] = fmt.Errorf("Sync: Next has %d entries", len(page.Next))
+				readErrs[1] = fmt.Errorf("sync: Next has %d entries", len(page.Next))
 				return
 			}
 		}

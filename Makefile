@@ -1,0 +1,63 @@
+# Perch: `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -euc
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO      ?= go
+BIN     := bin/perch
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Extra arguments for `make run`, e.g. make run ARGS="--port-base 9001".
+ARGS    ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/perch
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/perch
+
+.PHONY: run
+run: build ## Run the whole system on this machine (perch dev): three edges on :8081-8083
+	$(BIN) dev $(ARGS)
+
+.PHONY: test
+test: ## Run every test with the race detector (PostgreSQL ones need PERCH_TEST_POSTGRES)
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: test-postgres
+test-postgres: ## Start a throwaway PostgreSQL and run every test against it too
+	PERCH_TEST_POSTGRES="$$(.ci/postgres start)" $(MAKE) test
+
+.PHONY: bench
+bench: ## Run the Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./edge ./bench
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
+	@for pkg in ./edge ./core ./internal/wire; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg; \
+	  done; \
+	done
+
+.PHONY: lint
+lint: ## go vet and staticcheck
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+.PHONY: fmt-check
+fmt-check: ## Fail when a file is not gofmt'ed
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt'ed:"; echo "$$out"; exit 1; fi
+
+.PHONY: tidy-check
+tidy-check: ## Fail when go.mod or go.sum is not tidy
+	$(GO) mod tidy -diff
+
+.PHONY: ci
+ci: fmt-check tidy-check lint test ## Everything CI checks
+
+.PHONY: clean
+clean: ## Remove build output (not ./data)
+	rm -rf bin

@@ -1,0 +1,83 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/internal/clustertest"
+)
+
+// docBody is the data of the benchmark document, sized so that the API's answer is about 1 KB.
+var docBody = []byte(`{"pad":"` + strings.Repeat("x", 860) + `"}`)
+
+// BenchmarkGetHit compares a cache-hit GET of a 1 KB document through one edge with a bare
+// fasthttp server answering the same bytes (the ceiling of this machine and client). Report
+// edge ns/op ÷ ceiling ns/op.
+func BenchmarkGetHit(b *testing.B) {
+	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}})
+	url := c.Edge(0) + "/v1/collections/bench/docs/doc"
+	if r := clustertest.Do(b, "PUT", url, nil, docBody); r.Status != 201 {
+		b.Fatalf("seed: %d %s", r.Status, r.Body)
+	}
+	// Warm until the edge answers from its cache.
+	clustertest.Eventually(b, 5*time.Second, func() error {
+		if r := clustertest.Do(b, "GET", url, nil, nil); r.Header["Cache-Status"] != "perch; hit" {
+			return fmt.Errorf("Cache-Status %q", r.Header["Cache-Status"])
+		}
+		return nil
+	})
+	answer := clustertest.Do(b, "GET", url, nil, nil).Body
+
+	b.Run("edge", func(b *testing.B) { load(b, url, len(answer)) })
+	b.Run("ceiling", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+			ctx.SetContentType("application/json")
+			ctx.Response.SetBodyRaw(answer)
+		}}
+		go srv.Serve(ln) //nolint:errcheck // ends with Shutdown
+		defer srv.Shutdown()
+		load(b, "http://"+ln.Addr().String()+"/v1/collections/bench/docs/doc", len(answer))
+	})
+}
+
+// load sends b.N GETs over 64 keep-alive connections from parallel goroutines and checks
+// every answer.
+func load(b *testing.B, url string, size int) {
+	uri := fasthttp.AcquireURI()
+	defer fasthttp.ReleaseURI(uri)
+	if err := uri.Parse(nil, []byte(url)); err != nil {
+		b.Fatal(err)
+	}
+	hc := &fasthttp.HostClient{Addr: string(uri.Host()), MaxConns: 64}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(url)
+		for pb.Next() {
+			if err := hc.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode() != 200 || len(resp.Body()) != size || !bytes.HasPrefix(resp.Body(), []byte("{")) {
+				b.Errorf("answer %d with %d bytes", resp.StatusCode(), len(resp.Body()))
+				return
+			}
+		}
+	})
+}
