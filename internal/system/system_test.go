@@ -12,6 +12,8 @@ import (
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/clustertest"
+	"github.com/perchhq/perch/internal/natstest"
+	"github.com/perchhq/perch/internal/wire"
 )
 
 // propagation bounds how long the other edges may take to see a change. The contract's
@@ -270,4 +272,59 @@ func TestKilledCoreLosesNoAcknowledgedWrite(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes, %d of them answered 202 while the core was down", total, queued)
+}
+
+// TestOutboxDeliversAfterCrash commits a change the way a core does and then "dies" before
+// publishing its event: a later core finds the event in the outbox and announces it, and the
+// edges learn of the change without asking for it.
+func TestOutboxDeliversAfterCrash(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	if err := c.StopCore(); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(`{"from":"outbox"}`)
+	batch := &wire.Batch{ID: "crash-1", Partition: wire.Partition("notes", "o1", wire.DefaultPartitions), Commands: []wire.Command{
+		{WriteID: "w-crash-1", Op: wire.OpPut, Collection: "notes", ID: "o1", Data: data},
+	}}
+	outs, events, err := c.Store().ApplyBatch(t.Context(), batch, time.Now())
+	if err != nil || len(outs) != 1 || outs[0].Status != 201 || len(events) != 1 {
+		t.Fatalf("apply: %+v %+v %v", outs, events, err)
+	}
+	nc := natstest.Connect(t, c.NATSURL())
+	heard, err := nc.SubscribeSync(wire.ChangeSubject("notes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartCore(); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := heard.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no change event from the outbox: %v", err)
+	}
+	var ev wire.ChangeEvent
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.ID != "o1" || ev.Version != 1 {
+		t.Fatalf("event %s: %v", msg.Data, err)
+	}
+	clustertest.Eventually(t, 10*time.Second, func() error {
+		pending, err := c.Store().PendingEvents(t.Context(), time.Now().Add(time.Hour), 10)
+		if err != nil || len(pending) != 0 {
+			return fmt.Errorf("outbox still holds %d events (%v)", len(pending), err)
+		}
+		return nil
+	})
+	// With no core to fill a miss, only the event can have put the document in the caches.
+	if err := c.StopCore(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.EdgeURLs() {
+		url := c.Edge(i) + "/v1/collections/notes/docs/o1"
+		clustertest.Eventually(t, propagation, func() error {
+			r := clustertest.Do(t, "GET", url, nil, nil)
+			if r.Status != 200 || r.Header["Cache-Status"] != "perch; hit" {
+				return fmt.Errorf("edge %d: %d %q: the event did not reach its cache", i, r.Status, r.Header["Cache-Status"])
+			}
+			return nil
+		})
+	}
 }
