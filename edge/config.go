@@ -33,6 +33,11 @@ type Config struct {
 	ReadTimeout time.Duration
 	// MaxBodyBytes is the largest request body accepted; larger ones get 413. Default 1 MiB.
 	MaxBodyBytes int
+	// WriteLanes is how many write partitions this edge publishes to (see
+	// wire.WritePartition). Writes to one document always take the same lane, so they are
+	// applied in the order the edge took them; fewer lanes make larger batches (fewer
+	// stream messages and transactions per write), more lanes apply in parallel. Default 1.
+	WriteLanes int
 	// BatchMax is the most commands one write batch carries. Default 128.
 	BatchMax int
 	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
@@ -61,6 +66,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      2 * time.Second,
 		ReadTimeout:       2 * time.Second,
 		MaxBodyBytes:      1 << 20,
+		WriteLanes:        1,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
 		BatchWindow:       time.Millisecond,
@@ -104,6 +110,9 @@ func (c *Config) complete() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = d.MaxBodyBytes
+	}
+	if c.WriteLanes <= 0 {
+		c.WriteLanes = d.WriteLanes
 	}
 	if c.BatchMax <= 0 {
 		c.BatchMax = d.BatchMax

@@ -291,7 +291,7 @@ func (w *writer) submit(cmd wire.Command) (*pending, *problem.Problem) {
 	w.waiting[cmd.WriteID] = pd
 	w.mu.Unlock()
 
-	part := wire.Partition(cmd.Collection, cmd.ID, w.e.cfg.Partitions)
+	part := wire.WritePartition(w.e.cfg.ID, cmd.Collection, cmd.ID, w.e.cfg.WriteLanes, w.e.cfg.Partitions)
 	select {
 	case w.queues[part] <- pd:
 	case <-w.stopc:

@@ -354,8 +354,6 @@ func testInvalidBatch(h *harness) {
 		name  string
 		batch *wire.Batch
 	}{
-		{"wrong partition", &wire.Batch{ID: h.next("b"), Partition: 0,
-			Commands: []wire.Command{h.put("notes", in0, `{}`), h.put("notes", in1, `{}`)}}},
 		{"partition out of range", &wire.Batch{ID: h.next("b"), Partition: Partitions,
 			Commands: []wire.Command{h.put("notes", in0, `{}`)}}},
 		{"no commands", &wire.Batch{ID: h.next("b"), Partition: 0}},

@@ -35,15 +35,36 @@ func OutcomeSubject(edge string) string { return OutcomeSubjectPrefix + edge }
 // ChangeSubject is the subject of the change events of collection.
 func ChangeSubject(collection string) string { return ChangeSubjectPrefix + collection }
 
-// Partition maps a document to its write partition: FNV-1a of "collection/id" mod n. All writes
-// to one document go through one partition, so they are applied in the order they were
-// published.
+// A partition of the write stream is an ordering lane: the core applies the batches of one
+// partition one at a time, in stream order, and numbers the changes it makes in each
+// partition without gaps. Which partition a command takes is the edge's choice (see
+// WritePartition); the core accepts any.
+
+// Partition maps a document to a partition: FNV-1a of "collection/id" mod n.
 func Partition(collection, id string, n int) int {
+	return int(docHash(collection, id) % uint32(n))
+}
+
+// WritePartition is the partition an edge publishes a write to: one of the lanes
+// consecutive partitions that belong to the edge, chosen by the document. All writes that an
+// edge takes for one document therefore go through one partition and are applied in the
+// order the edge took them, while one edge's writes to many documents share a few
+// partitions and so fill large batches: one stream message and one transaction for many
+// writes. lanes is clamped to [1, n].
+func WritePartition(edge, collection, id string, lanes, n int) int {
+	lanes = max(1, min(lanes, n))
+	h := fnv.New32a()
+	h.Write([]byte(edge))
+	base := h.Sum32() % uint32(n)
+	return int((base + docHash(collection, id)%uint32(lanes)) % uint32(n))
+}
+
+func docHash(collection, id string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(collection))
 	h.Write([]byte{'/'})
 	h.Write([]byte(id))
-	return int(h.Sum32() % uint32(n))
+	return h.Sum32()
 }
 
 // Op is the kind of a write command.
@@ -78,7 +99,7 @@ type Command struct {
 const AnyVersion int64 = -1
 
 // Batch is one JetStream message: the commands an edge gathered for one partition in a short
-// window. Its ID is the message's Nats-Msg-Id. Commands are applied in order; each has its own
+// window, for any documents. Its ID is the message's Nats-Msg-Id. Commands are applied in order; each has its own
 // outcome, so one failing command does not fail the others.
 type Batch struct {
 	ID        string    `json:"id"`
@@ -111,9 +132,6 @@ func (b *Batch) Validate(partitions int) error {
 		c := &b.Commands[i]
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("command %d: %w", i, err)
-		}
-		if p := Partition(c.Collection, c.ID, partitions); p != b.Partition {
-			return fmt.Errorf("command %d belongs to partition %d, not %d", i, p, b.Partition)
 		}
 	}
 	return nil
