@@ -131,8 +131,10 @@ func (c *Core) Ready() <-chan struct{} { return c.ready }
 // Run serves until ctx is cancelled, then finishes the batches and reads in flight and returns
 // nil. It returns an error when it cannot start (stream or consumers cannot be created).
 func (c *Core) Run(ctx context.Context) error {
-	if _, err := wire.EnsureWriteStream(ctx, c.js, c.cfg.Stream); err != nil {
+	if _, mismatch, err := wire.EnsureWriteStream(ctx, c.js, c.cfg.Stream); err != nil {
 		return err
+	} else if mismatch != "" {
+		c.log.Warn("the write stream differs from this core's configuration; leaving it as it is", "mismatch", mismatch)
 	}
 	consumers := make([]jetstream.Consumer, c.cfg.Partitions)
 	for p := range consumers {

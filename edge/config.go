@@ -55,6 +55,10 @@ type Config struct {
 	// clients. Defaults 10s and 60s.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// DrainDelay is how long the edge keeps serving after it is asked to stop, with /readyz
+	// answering 503, so that load balancers take it out before it closes its listener.
+	// Default 0 (perch edge sets it from --drain-delay).
+	DrainDelay time.Duration
 	// Logger receives the edge's structured logs. Default slog.Default().
 	Logger *slog.Logger
 }

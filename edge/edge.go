@@ -111,9 +111,11 @@ func (e *Edge) routeTable() []route {
 // is cancelled. Then it stops accepting, finishes the requests in flight (writes get their
 // outcome or a receipt), and returns nil. Serve closes ln.
 func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
-	if _, err := wire.EnsureWriteStream(ctx, e.js, e.cfg.Stream); err != nil {
+	if _, mismatch, err := wire.EnsureWriteStream(ctx, e.js, e.cfg.Stream); err != nil {
 		ln.Close()
 		return err
+	} else if mismatch != "" {
+		e.log.Warn("the write stream differs from this edge's configuration; leaving it as it is", "mismatch", mismatch)
 	}
 	if err := e.subscribe(); err != nil {
 		ln.Close()
@@ -129,6 +131,11 @@ func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-errc:
 	case <-ctx.Done():
 		e.draining.Store(true)
+		if e.cfg.DrainDelay > 0 {
+			// Keep serving while load balancers notice /readyz answering 503.
+			e.log.Info("draining: readyz now fails; serving on", "for", e.cfg.DrainDelay)
+			time.Sleep(e.cfg.DrainDelay)
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), e.cfg.WriteTimeout+5*time.Second)
 		err = e.srv.ShutdownWithContext(sctx)
 		cancel()

@@ -37,7 +37,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	natsURL := fs.String("nats", "", "NATS URL(s), comma-separated (required)")
 	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
-	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream (3 in production)")
+	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
 	newLogger := logFlags(fs, "json")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -84,7 +84,8 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Var(&join, "join", "gossip addresses of running edges, comma-separated")
 	publicURL := fs.String("public-url", "", "URL clients reach this edge at (default http://<listen>)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
-	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream (3 in production)")
+	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
+	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	newLogger := logFlags(fs, "json")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,6 +122,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.PublicURL = *publicURL
 	cfg.Partitions = *partitions
 	cfg.Stream.Replicas = *replicas
+	cfg.DrainDelay = *drain
 	cfg.Logger = log
 	e, err := edge.New(cfg, nc, nil)
 	if err != nil {

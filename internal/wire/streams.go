@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -41,12 +42,29 @@ func WriteStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// EnsureWriteStream creates the write stream or updates it to the current configuration.
-// Edges and cores both call it at start, so that neither depends on the other starting first.
-func EnsureWriteStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, WriteStreamConfig(o))
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", WriteStream, err)
+// EnsureWriteStream creates the write stream when it is missing. Edges and cores both call it
+// at start, so that neither depends on the other starting first. An existing stream is left
+// as it is, so that one process started with other options cannot, say, lower the replicas
+// of a production stream: its configuration is the operator's (nats stream edit). The
+// returned mismatch is not empty when the existing stream differs from o.
+func EnsureWriteStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (s jetstream.Stream, mismatch string, err error) {
+	want := WriteStreamConfig(o)
+	s, err = js.Stream(ctx, WriteStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, WriteStream)
+		}
 	}
-	return s, nil
+	if err != nil {
+		return nil, "", fmt.Errorf("ensure stream %s: %w", WriteStream, err)
+	}
+	have := s.CachedInfo().Config
+	switch {
+	case have.Replicas != want.Replicas:
+		mismatch = fmt.Sprintf("stream %s has %d replicas, this process was configured for %d", WriteStream, have.Replicas, want.Replicas)
+	case have.Retention != want.Retention || have.Storage != want.Storage:
+		mismatch = fmt.Sprintf("stream %s has retention %s and storage %s, want %s and %s", WriteStream, have.Retention, have.Storage, want.Retention, want.Storage)
+	}
+	return s, mismatch, nil
 }
