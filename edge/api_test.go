@@ -196,6 +196,7 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatalf("receipt %s: %v", queued.Body, err)
 	}
 	expectProblem(t, clustertest.Do(t, "POST", list, slow, []byte(`{"total":7}`)), 409, "idempotency_key_in_flight")
+	expectProblem(t, clustertest.Do(t, "POST", list, slow, []byte(`{"total":8}`)), 422, "idempotency_key_reused")
 	if err := c.StartCore(); err != nil {
 		t.Fatal(err)
 	}

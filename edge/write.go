@@ -52,7 +52,11 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.writeProblem(ctx, perr)
 		return
 	}
-	pd, perr := e.writes.submit(cmd)
+	pd, busy, perr := e.writes.submit(cmd)
+	if busy != nil {
+		e.answerBusy(ctx, &cmd, busy)
+		return
+	}
 	if perr != nil {
 		e.writeProblem(ctx, perr)
 		return
@@ -186,6 +190,23 @@ func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome) {
 	ctx.SetBody(renderDocument(nil, d))
 }
 
+// answerBusy answers a write whose Idempotency-Key another request through this edge still
+// waits on: 422 when the requests differ; otherwise the first one's outcome as a replay when
+// the core has applied it (its outcome may still be on its way to this edge), else 409.
+func (e *Edge) answerBusy(ctx *fasthttp.RequestCtx, cmd *wire.Command, first *wire.Command) {
+	if first.Fingerprint != cmd.Fingerprint {
+		e.writeProblem(ctx, problem.New(problem.IdempotencyMismatch, "this Idempotency-Key was used with another request"))
+		return
+	}
+	if resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadWrite, WriteID: first.WriteID}); perr == nil && resp.Write != nil && resp.Write.Status != 0 {
+		out := *resp.Write
+		out.Replayed = true
+		e.answerOutcome(ctx, &out)
+		return
+	}
+	e.writeProblem(ctx, problem.New(problem.IdempotencyInFlight, "a request with this Idempotency-Key is still in flight"))
+}
+
 type receiptJSON struct {
 	WriteID    string `json:"write_id"`
 	Status     string `json:"status"`
@@ -230,8 +251,8 @@ type writer struct {
 	mu sync.Mutex
 	// waiting maps a write id to its request, until the outcome comes or it expires.
 	waiting map[string]*pending
-	// inflight holds the scoped Idempotency-Keys of the writes waiting here.
-	inflight map[string]string
+	// inflight maps the scoped Idempotency-Keys of the writes waiting here to their writes.
+	inflight map[string]*pending
 	stopped  bool
 }
 
@@ -241,7 +262,7 @@ func newWriter(e *Edge) *writer {
 		queues:   make([]chan *pending, e.cfg.Partitions),
 		stopc:    make(chan struct{}),
 		waiting:  make(map[string]*pending),
-		inflight: make(map[string]string),
+		inflight: make(map[string]*pending),
 	}
 	for i := range w.queues {
 		w.queues[i] = make(chan *pending, 4*e.cfg.BatchMax)
@@ -273,20 +294,21 @@ func (w *writer) stop() {
 }
 
 // submit queues cmd and returns once JetStream stored it, or the problem that kept it from
-// being stored (then nothing was promised and the client may retry).
-func (w *writer) submit(cmd wire.Command) (*pending, *problem.Problem) {
+// being stored (then nothing was promised and the client may retry). When another write with
+// the same Idempotency-Key waits here, nothing is queued and that write's command comes back.
+func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Problem) {
 	pd := &pending{cmd: cmd, created: time.Now(), durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
-		return nil, problem.New(problem.Unavailable, "this edge is shutting down")
+		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
 	}
 	if cmd.IdemKey != "" {
-		if _, busy := w.inflight[cmd.IdemKey]; busy {
+		if first := w.inflight[cmd.IdemKey]; first != nil {
 			w.mu.Unlock()
-			return nil, problem.New(problem.IdempotencyInFlight, "a request with this Idempotency-Key is still in flight")
+			return nil, &first.cmd, nil
 		}
-		w.inflight[cmd.IdemKey] = cmd.WriteID
+		w.inflight[cmd.IdemKey] = pd
 	}
 	w.waiting[cmd.WriteID] = pd
 	w.mu.Unlock()
@@ -296,14 +318,14 @@ func (w *writer) submit(cmd wire.Command) (*pending, *problem.Problem) {
 	case w.queues[part] <- pd:
 	case <-w.stopc:
 		w.forget(cmd.WriteID)
-		return nil, problem.New(problem.Unavailable, "this edge is shutting down")
+		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
 	}
 	if err := <-pd.durable; err != nil {
 		w.forget(cmd.WriteID)
 		w.e.log.Warn("write not stored by JetStream", "write_id", cmd.WriteID, "err", err)
-		return nil, problem.New(problem.Unavailable, "the write could not be stored; retry")
+		return nil, nil, problem.New(problem.Unavailable, "the write could not be stored; retry")
 	}
-	return pd, nil
+	return pd, nil, nil
 }
 
 // deliver hands an outcome to the request waiting for it, if any.
@@ -329,7 +351,7 @@ func (w *writer) forget(writeID string) {
 
 func (w *writer) removeLocked(pd *pending) {
 	delete(w.waiting, pd.cmd.WriteID)
-	if pd.cmd.IdemKey != "" && w.inflight[pd.cmd.IdemKey] == pd.cmd.WriteID {
+	if pd.cmd.IdemKey != "" && w.inflight[pd.cmd.IdemKey] == pd {
 		delete(w.inflight, pd.cmd.IdemKey)
 	}
 }
