@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/perchhq/perch/internal/problem"
@@ -39,6 +40,9 @@ type Config struct {
 	Retention time.Duration
 	// ReadConcurrency bounds the reads served at once. Default 64.
 	ReadConcurrency int
+	// Metrics is where the core registers its Prometheus metrics; they are removed when Run
+	// returns. Default: a registry of its own, not exposed.
+	Metrics prometheus.Registerer
 	// Logger receives the core's structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -107,6 +111,7 @@ type Core struct {
 	store Store
 	log   *slog.Logger
 	ready chan struct{}
+	m     *metrics
 }
 
 // New validates cfg and returns a core that uses nc and store. The caller owns both and closes
@@ -122,7 +127,8 @@ func New(cfg Config, nc *nats.Conn, store Store) (*Core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("core: jetstream: %w", err)
 	}
-	return &Core{cfg: cfg, nc: nc, js: js, store: store, log: cfg.Logger.With("component", "core"), ready: make(chan struct{})}, nil
+	return &Core{cfg: cfg, nc: nc, js: js, store: store, log: cfg.Logger.With("component", "core"),
+		ready: make(chan struct{}), m: newMetrics()}, nil
 }
 
 // Ready is closed once the core consumes writes and answers reads.
@@ -131,6 +137,14 @@ func (c *Core) Ready() <-chan struct{} { return c.ready }
 // Run serves until ctx is cancelled, then finishes the batches and reads in flight and returns
 // nil. It returns an error when it cannot start (stream or consumers cannot be created).
 func (c *Core) Run(ctx context.Context) error {
+	reg := c.cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if err := c.m.register(reg); err != nil {
+		return fmt.Errorf("core: metrics: %w", err)
+	}
+	defer c.m.unregister(reg)
 	if _, mismatch, err := wire.EnsureWriteStream(ctx, c.js, c.cfg.Stream); err != nil {
 		return err
 	} else if mismatch != "" {
@@ -191,6 +205,7 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil
 			}
+			c.m.consumerErrors.Inc()
 			c.log.Warn("fetching write batches", "partition", p, "err", err)
 			continue
 		}
@@ -205,11 +220,13 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 	if err := json.Unmarshal(msg.Data(), &b); err != nil {
 		// A batch no core can apply: edges validate before publishing, so this is corruption
 		// or a foreign publisher. Retrying would block the partition forever.
+		c.m.batches.WithLabelValues("dropped").Inc()
 		c.log.Error("dropping malformed write batch", "partition", p, "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
 		_ = msg.Term()
 		return
 	}
 	if err := b.Validate(c.cfg.Partitions); err != nil {
+		c.m.batches.WithLabelValues("dropped").Inc()
 		c.log.Error("dropping invalid write batch", "partition", p, "batch", b.ID, "err", err)
 		_ = msg.Term()
 		return
@@ -222,11 +239,13 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 		err      error
 	)
 	backoff := 50 * time.Millisecond
+	start := time.Now()
 	for {
 		outcomes, events, err = c.store.ApplyBatch(actx, &b, c.cfg.Now())
 		if err == nil {
 			break
 		}
+		c.m.applyRetries.Inc()
 		c.log.Warn("applying write batch failed; retrying", "partition", p, "batch", b.ID, "commands", len(b.Commands), "err", err)
 		if ctx.Err() != nil {
 			// Leave it to the next core, at once.
@@ -240,11 +259,35 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+	c.m.applySeconds.Observe(time.Since(start).Seconds())
+	c.m.batchSize.Observe(float64(len(b.Commands)))
+	c.countBatch(outcomes)
 	c.publishOutcomes(&b, outcomes)
-	c.publishEvents(actx, events)
+	c.publishEvents(actx, events, "commit")
 	if err := msg.Ack(); err != nil {
 		// The batch will be redelivered and its outcomes replayed: nothing is applied twice.
 		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+	}
+}
+
+func (c *Core) countBatch(outcomes []wire.Outcome) {
+	redelivered := len(outcomes) > 0
+	for i := range outcomes {
+		switch o := &outcomes[i]; {
+		case o.Replayed:
+			c.m.commands.WithLabelValues("replayed").Inc()
+		case o.Problem != nil:
+			c.m.commands.WithLabelValues("rejected").Inc()
+			redelivered = false
+		default:
+			c.m.commands.WithLabelValues("applied").Inc()
+			redelivered = false
+		}
+	}
+	if redelivered {
+		c.m.batches.WithLabelValues("replayed").Inc()
+	} else {
+		c.m.batches.WithLabelValues("applied").Inc()
 	}
 }
 
@@ -265,7 +308,7 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 
 // publishEvents announces committed changes and then removes them from the outbox. Events that
 // cannot be confirmed published stay there for the sweeper.
-func (c *Core) publishEvents(ctx context.Context, events []wire.ChangeEvent) {
+func (c *Core) publishEvents(ctx context.Context, events []wire.ChangeEvent, source string) {
 	if len(events) == 0 {
 		return
 	}
@@ -279,6 +322,7 @@ func (c *Core) publishEvents(ctx context.Context, events []wire.ChangeEvent) {
 		c.log.Warn("flushing change events; the outbox keeps them", "err", err)
 		return
 	}
+	c.m.eventsOut.WithLabelValues(source).Add(float64(len(events)))
 	if err := c.store.DeleteEvents(ctx, events); err != nil {
 		c.log.Warn("removing published events from the outbox", "err", err)
 	}
@@ -317,7 +361,7 @@ func (c *Core) sweepOutbox(ctx context.Context) {
 				break
 			}
 			c.log.Info("republishing change events from the outbox", "events", len(events))
-			c.publishEvents(ctx, events)
+			c.publishEvents(ctx, events, "outbox")
 			if len(events) < 512 {
 				break
 			}
@@ -381,8 +425,24 @@ func (c *Core) serveRead(m *nats.Msg) {
 		resp.Problem = problem.New(problem.BadRequest, "malformed read request")
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		start := time.Now()
 		resp = c.Read(ctx, &req)
 		cancel()
+		result := "ok"
+		switch {
+		case resp.Problem != nil && resp.Problem.Code == problem.NotFound:
+			result = "not_found"
+		case resp.Problem != nil:
+			result = "error"
+		}
+		kind := string(req.Kind)
+		switch req.Kind {
+		case wire.ReadGet, wire.ReadList, wire.ReadSync, wire.ReadWrite:
+		default:
+			kind = "other"
+		}
+		c.m.reads.WithLabelValues(kind, result).Inc()
+		c.m.readSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	}
 	data, err := json.Marshal(&resp)
 	if err != nil {

@@ -46,7 +46,10 @@ func (w *writer) runPartition(p int, q chan *pending) {
 			}
 		}
 		timer.Stop()
+		start := time.Now()
 		err := w.publish(p, batch)
+		w.e.metrics.publish.Observe(time.Since(start).Seconds())
+		w.e.metrics.batchSize.Observe(float64(len(batch)))
 		for _, pd := range batch {
 			pd.durable <- err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/internal/wire"
 )
@@ -52,7 +53,11 @@ type docCache struct {
 	gens sync.Map
 }
 
-func newDocCache(maxBytes int64, ttl time.Duration) (*docCache, error) {
+func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, error) {
+	evictions := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "perch_edge_cache_evictions_total", Help: "Cache entries evicted to stay within the cost bound.",
+	})
+	m.collectors = append(m.collectors, evictions)
 	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
 		// ristretto's advice: ten counters per item. Items average a few KiB.
 		NumCounters: max(maxBytes/1024*10, 1e4),
@@ -62,6 +67,7 @@ func newDocCache(maxBytes int64, ttl time.Duration) (*docCache, error) {
 			return xxhash.Sum64String(k), 0
 		},
 		ShouldUpdate: func(next, cur *entry) bool { return next.newer(cur) },
+		OnEvict:      func(*ristretto.Item[*entry]) { evictions.Inc() },
 		// Costs are the body bytes plus the entry; the internal cost of ristretto's own
 		// bookkeeping is counted too, so MaxCost bounds the real memory.
 		Cost: nil,

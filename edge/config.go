@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/internal/wire"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	// answering 503, so that load balancers take it out before it closes its listener.
 	// Default 0 (perch edge sets it from --drain-delay).
 	DrainDelay time.Duration
+	// Metrics is where the edge registers its Prometheus metrics, labelled with its edge id
+	// and region; they are removed when the edge stops. Default: a registry of its own, not
+	// exposed.
+	Metrics prometheus.Registerer
 	// Logger receives the edge's structured logs. Default slog.Default().
 	Logger *slog.Logger
 }

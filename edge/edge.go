@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/singleflight"
 
@@ -38,6 +39,8 @@ type Edge struct {
 	routes  []route
 	srv     *fasthttp.Server
 
+	metrics  *metrics
+	registry prometheus.Registerer
 	writes   *writer
 	draining atomic.Bool
 	subs     []*nats.Subscription
@@ -58,20 +61,38 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: jetstream: %w", err)
 	}
-	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL)
+	m := newMetrics()
+	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, m)
 	if err != nil {
 		return nil, fmt.Errorf("edge: cache: %w", err)
 	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"edge": cfg.ID, "region": cfg.Region}, reg)
+	if err := m.register(reg); err != nil {
+		cache.close()
+		return nil, fmt.Errorf("edge: metrics: %w", err)
+	}
 	e := &Edge{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
-		nc:      nc,
-		js:      js,
-		members: members,
-		cache:   cache,
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
+		nc:       nc,
+		js:       js,
+		members:  members,
+		cache:    cache,
+		metrics:  m,
+		registry: reg,
 	}
 	e.writes = newWriter(e)
 	e.routes = e.routeTable()
+	if len(e.routes) > maxRoutes {
+		return nil, fmt.Errorf("edge: %d routes, metrics hold %d", len(e.routes), maxRoutes)
+	}
+	for i := range e.routes {
+		e.routes[i].index = i
+	}
 	e.srv = &fasthttp.Server{
 		Handler:                       e.serveHTTP,
 		ErrorHandler:                  e.serveError,
@@ -158,6 +179,7 @@ func (e *Edge) close() {
 		_ = s.Unsubscribe()
 	}
 	e.cache.close()
+	e.metrics.unregister(e.registry)
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {

@@ -54,12 +54,15 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 func (e *Edge) onChange(m *nats.Msg) {
 	var ev wire.ChangeEvent
 	if err := json.Unmarshal(m.Data, &ev); err != nil || !validEvent(&ev) {
+		e.metrics.events.WithLabelValues("invalid").Inc()
 		e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
 		return
 	}
 	if ev.Doc != nil {
+		e.metrics.events.WithLabelValues("document").Inc()
 		e.cache.putDocument(ev.Doc)
 	} else {
+		e.metrics.events.WithLabelValues("marker").Inc()
 		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
 	}
 	e.cache.retireLists(ev.Collection)

@@ -41,9 +41,11 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	*kb = key
 	keyBufs.Put(kb)
 	if ok && !ent.stale {
+		e.metrics.hits.Inc()
 		e.serveEntry(ctx, ent, csHit)
 		return
 	}
+	e.metrics.misses.Inc()
 	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id))
 	if perr != nil {
 		e.writeProblem(ctx, perr)
@@ -84,12 +86,14 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []by
 // flood of reads of a missing id does not reach the core; any real version replaces it.
 func (e *Edge) fillDocument(key, collection, id string) (*entry, bool, *problem.Problem) {
 	v, err, _ := e.fills.Do(key, func() (any, error) {
+		e.metrics.fills.Inc()
 		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
 		var ent *entry
 		switch {
 		case perr != nil && perr.Code == problem.NotFound:
 			ent = &entry{version: 0, status: fasthttp.StatusNotFound, body: notFoundBody}
 		case perr != nil:
+			e.metrics.fillErrors.Inc()
 			return nil, perr
 		case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
 			return nil, problem.New(problem.Internal, "the core answered for another document")
@@ -192,10 +196,13 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 
 	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
 	if ent, ok := e.cache.get([]byte(key)); ok {
+		e.metrics.hits.Inc()
 		e.serveList(ctx, ent, csHit)
 		return
 	}
+	e.metrics.misses.Inc()
 	v, err, _ := e.fills.Do(key, func() (any, error) {
+		e.metrics.fills.Inc()
 		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
 		if perr != nil {
 			return nil, perr

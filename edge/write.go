@@ -58,6 +58,7 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		return
 	}
 	if perr != nil {
+		e.metrics.writes.WithLabelValues("unstored").Inc()
 		e.writeProblem(ctx, perr)
 		return
 	}
@@ -65,8 +66,10 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 	defer timer.Stop()
 	select {
 	case out := <-pd.outcome:
+		e.countOutcome(&out)
 		e.answerOutcome(ctx, &out)
 	case <-timer.C:
+		e.metrics.writes.WithLabelValues("queued").Inc()
 		e.answerQueued(ctx, &cmd, created)
 	}
 }
@@ -164,6 +167,17 @@ func fingerprint(ctx *fasthttp.RequestCtx, p params, body []byte, ifMatch int64)
 	h.Write(n[:])
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (e *Edge) countOutcome(out *wire.Outcome) {
+	switch {
+	case out.Replayed:
+		e.metrics.writes.WithLabelValues("replayed").Inc()
+	case out.Problem != nil:
+		e.metrics.writes.WithLabelValues("rejected").Inc()
+	default:
+		e.metrics.writes.WithLabelValues("applied").Inc()
+	}
 }
 
 // answerOutcome renders the core's outcome of a write.

@@ -19,6 +19,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs.Var(&regions, "regions", "comma-separated regions, one edge each (default us-east,eu-west,ap-south)")
 	portBase := fs.Int("port-base", 8081, "HTTP port of the first edge; the others follow")
 	db := fs.String("db", "", "database DSN (default: SQLite under --data)")
+	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
 	newLogger := logFlags(fs, "text")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -41,7 +42,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	sys, err := system.Start(ctx, system.Options{
-		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Logger: log,
+		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -51,6 +52,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "  edge %-10s %s\n", sys.Regions()[i], url)
 	}
 	fmt.Fprintf(stdout, "  nats            %s\n", sys.NATSURL())
+	if u := sys.MetricsURL(); u != "" {
+		fmt.Fprintf(stdout, "  metrics         %s (every edge and the core)\n", u)
+	}
 	store := *db
 	if store == "" {
 		store = "sqlite:" + filepath.Join(dir, "perch.db")

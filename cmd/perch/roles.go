@@ -6,15 +6,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/admin"
 	"github.com/perchhq/perch/internal/system"
 	"github.com/perchhq/perch/internal/wire"
 )
@@ -38,6 +41,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
+	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -66,6 +70,10 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Partitions = *partitions
 	cfg.Stream.Replicas = *replicas
 	cfg.Logger = log
+	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
+	if err != nil {
+		return err
+	}
 	c, err := core.New(cfg, nc, store)
 	if err != nil {
 		return err
@@ -86,6 +94,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
+	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,6 +133,11 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Stream.Replicas = *replicas
 	cfg.DrainDelay = *drain
 	cfg.Logger = log
+	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	e, err := edge.New(cfg, nc, nil)
 	if err != nil {
 		ln.Close()
@@ -143,6 +157,26 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	err = e.Serve(ctx, ln)
 	_ = g.Leave(2 * time.Second)
 	return err
+}
+
+// serveAdmin starts the admin listener at addr, when given, until ctx ends, and returns the
+// registry the process records its metrics in.
+func serveAdmin(ctx context.Context, addr string, log *slog.Logger) (prometheus.Registerer, error) {
+	reg := admin.NewRegistry()
+	if addr == "" {
+		return reg, nil
+	}
+	srv, err := admin.Listen(addr, reg, log)
+	if err != nil {
+		return nil, fmt.Errorf("--admin %s: %w", addr, err)
+	}
+	log.Info("admin listener", "metrics", srv.URL()+"/metrics")
+	go func() {
+		if err := srv.Serve(ctx); err != nil {
+			log.Warn("admin listener stopped", "err", err)
+		}
+	}()
+	return reg, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -30,6 +30,10 @@ type Options struct {
 	Dir     string
 	Core    *core.Config
 	Edge    *edge.Config
+	// DB is the store's DSN; default SQLite in Dir.
+	DB string
+	// Admin starts the admin listener (metrics) on a free port.
+	Admin bool
 }
 
 // Start starts a cluster and stops it when the test ends. Logs are discarded unless
@@ -43,7 +47,10 @@ func Start(tb testing.TB, o Options) *Cluster {
 	if os.Getenv("PERCH_TEST_LOG") == "1" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	opts := system.Options{Dir: o.Dir, Regions: o.Regions, Core: o.Core, Edge: o.Edge, Logger: log}
+	opts := system.Options{Dir: o.Dir, DB: o.DB, Regions: o.Regions, Core: o.Core, Edge: o.Edge, Logger: log}
+	if o.Admin {
+		opts.Admin = "127.0.0.1:0"
+	}
 	c := &Cluster{tb: tb, opts: opts}
 	c.start()
 	tb.Cleanup(func() {

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/admin"
 	"github.com/perchhq/perch/internal/natsembed"
 	"github.com/perchhq/perch/internal/wire"
 )
@@ -42,6 +44,9 @@ type Options struct {
 	// set by the system.
 	Core *core.Config
 	Edge *edge.Config
+	// Admin, when set, is the address of the admin listener (/metrics, /debug/pprof) that
+	// serves the metrics of every part; port 0 picks a free one.
+	Admin string
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -53,6 +58,10 @@ type System struct {
 	nats  *natsembed.Server
 	url   string
 	store core.Store
+
+	metrics     *prometheus.Registry
+	admin       *admin.Server
+	adminCancel context.CancelFunc
 
 	mu    sync.Mutex
 	core  *runningCore
@@ -96,7 +105,20 @@ func Start(ctx context.Context, opts Options) (*System, error) {
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("system: data dir: %w", err)
 	}
-	s := &System{opts: opts, log: opts.Logger, url: opts.NATSURL}
+	s := &System{opts: opts, log: opts.Logger, url: opts.NATSURL, metrics: admin.NewRegistry()}
+	if opts.Admin != "" {
+		srv, err := admin.Listen(opts.Admin, s.metrics, opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("system: admin listener: %w", err)
+		}
+		actx, cancel := context.WithCancel(context.Background())
+		s.admin, s.adminCancel = srv, cancel
+		go func() {
+			if err := srv.Serve(actx); err != nil {
+				s.log.Warn("admin listener stopped", "err", err)
+			}
+		}()
+	}
 	if s.url == "" {
 		ns, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(opts.Dir, "nats"), Host: opts.Host, Logger: opts.Logger})
 		if err != nil {
@@ -128,6 +150,17 @@ func Start(ctx context.Context, opts Options) (*System, error) {
 	}
 	return s, nil
 }
+
+// MetricsURL is where the metrics of every part are served, or "" without an admin listener.
+func (s *System) MetricsURL() string {
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.URL() + "/metrics"
+}
+
+// Metrics is the registry every part records its metrics in.
+func (s *System) Metrics() prometheus.Gatherer { return s.metrics }
 
 // NATSURL is the client URL of the system's NATS server.
 func (s *System) NATSURL() string { return s.url }
@@ -170,6 +203,7 @@ func (s *System) StartCore() error {
 	}
 	cfg.Partitions = s.opts.Partitions
 	cfg.Logger = s.log
+	cfg.Metrics = s.metrics
 	nc, err := s.connect("perch-core")
 	if err != nil {
 		return err
@@ -248,6 +282,7 @@ func (s *System) StartEdge(i int) error {
 	cfg.PublicURL = re.url
 	cfg.Partitions = s.opts.Partitions
 	cfg.Logger = s.log
+	cfg.Metrics = s.metrics
 	nc, err := s.connect("perch-edge-" + re.region)
 	if err != nil {
 		ln.Close()
@@ -336,6 +371,9 @@ func (s *System) Close() error {
 	}
 	if s.nats != nil {
 		s.nats.Shutdown()
+	}
+	if s.adminCancel != nil {
+		s.adminCancel()
 	}
 	return errors.Join(errs...)
 }

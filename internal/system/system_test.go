@@ -328,3 +328,83 @@ func TestOutboxDeliversAfterCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestMetrics scrapes the admin listener after traffic and finds every family with values
+// that add up.
+func TestMetrics(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Admin: true})
+	url := c.Edge(0) + "/v1/collections/m/docs/d"
+	clustertest.Do(t, "PUT", url, nil, []byte(`{"a":1}`))
+	for range 5 {
+		clustertest.Do(t, "GET", url, nil, nil)
+	}
+	clustertest.Do(t, "GET", c.Edge(0)+"/v1/collections/m/docs/absent", nil, nil)
+	clustertest.Do(t, "GET", c.Edge(0)+"/nope", nil, nil)
+
+	r := clustertest.Do(t, "GET", c.MetricsURL(), nil, nil)
+	if r.Status != 200 {
+		t.Fatalf("metrics: %d", r.Status)
+	}
+	sums := map[string]float64{}
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		series, value, ok := strings.Cut(line, " ")
+		if !ok {
+			t.Fatalf("metrics line %q", line)
+		}
+		var v float64
+		if _, err := fmt.Sscan(value, &v); err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		name, labels, _ := strings.Cut(series, "{")
+		sums[name] += v
+		sums[name+"{"+labels] += v
+	}
+	want := map[string]float64{
+		"perch_edge_requests_total":                 8,
+		"perch_edge_request_duration_seconds_count": 8,
+		"perch_edge_writes_total":                   1,
+		"perch_edge_write_batch_commands_count":     1,
+		"perch_edge_cache_fills_total":              1,
+		"perch_edge_change_events_total":            3,
+		"perch_core_commands_total":                 1,
+		"perch_core_batches_total":                  1,
+		"perch_core_reads_total":                    1,
+		"perch_core_apply_seconds_count":            1,
+		"go_goroutines":                             1,
+	}
+	for name, least := range want {
+		if sums[name] < least {
+			t.Errorf("%s = %v, want at least %v", name, sums[name], least)
+		}
+	}
+	count := func(prefix string, labels ...string) float64 {
+		var n float64
+	series:
+		for k, v := range sums {
+			if !strings.HasPrefix(k, prefix+"{") {
+				continue
+			}
+			for _, l := range labels {
+				if !strings.Contains(k, l) {
+					continue series
+				}
+			}
+			n += v
+		}
+		return n
+	}
+	// The first read after the write may miss (the cache takes new keys asynchronously);
+	// the others hit. The unknown route is counted under its own label.
+	if hits, misses := count("perch_edge_cache_requests_total", `result="hit"`), count("perch_edge_cache_requests_total", `result="miss"`); hits < 4 || hits+misses < 6 {
+		t.Errorf("cache hits %v, misses %v", hits, misses)
+	}
+	if n := count("perch_edge_requests_total", `route="unknown"`, `code="404"`); n != 1 {
+		t.Errorf("unknown route counted %v times", n)
+	}
+	if n := count("perch_edge_requests_total", `route="/v1/collections/{collection}/docs/{id}"`, `method="PUT"`, `code="201"`); n != 1 {
+		t.Errorf("PUT 201 counted %v times", n)
+	}
+}

@@ -1,0 +1,73 @@
+package core
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the core's Prometheus metrics.
+type metrics struct {
+	batches        *prometheus.CounterVec
+	commands       *prometheus.CounterVec
+	batchSize      prometheus.Histogram
+	applySeconds   prometheus.Histogram
+	applyRetries   prometheus.Counter
+	eventsOut      *prometheus.CounterVec
+	reads          *prometheus.CounterVec
+	readSeconds    *prometheus.HistogramVec
+	consumerErrors prometheus.Counter
+
+	collectors []prometheus.Collector
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before: a redelivery), dropped (malformed).",
+		}, []string{"result"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_core_commands_total", Help: "Write commands by outcome: applied, replayed, rejected.",
+		}, []string{"outcome"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_core_batch_commands", Help: "Commands per applied batch (one transaction each).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_core_apply_seconds", Help: "Time to apply a batch in the store, retries included.",
+			Buckets: prometheus.ExponentialBuckets(.00025, 2, 14),
+		}),
+		applyRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_core_apply_retries_total", Help: "Batches the store failed to apply and the core retried.",
+		}),
+		eventsOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_core_change_events_total", Help: "Change events published, by source: commit, outbox (republished after a failure).",
+		}, []string{"source"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_core_reads_total", Help: "Reads answered for edges, by kind and result (ok, not_found, error).",
+		}, []string{"kind", "result"}),
+		readSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "perch_core_read_seconds", Help: "Time to answer a read, by kind.",
+			Buckets: prometheus.ExponentialBuckets(.0001, 2, 14),
+		}, []string{"kind"}),
+		consumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
+		}),
+	}
+	m.collectors = []prometheus.Collector{m.batches, m.commands, m.batchSize, m.applySeconds, m.applyRetries,
+		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors}
+	return m
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors {
+		reg.Unregister(c)
+	}
+}

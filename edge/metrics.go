@@ -1,0 +1,134 @@
+package edge
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// metrics are the edge's Prometheus metrics. Recording costs no allocation on the hit path:
+// the children of labelled metrics are resolved once and kept.
+type metrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	cache      *prometheus.CounterVec
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	fills      prometheus.Counter
+	fillErrors prometheus.Counter
+	writes     *prometheus.CounterVec
+	batchSize  prometheus.Histogram
+	publish    prometheus.Histogram
+	events     *prometheus.CounterVec
+
+	collectors []prometheus.Collector
+	// children holds the resolved request counter and histogram of each route (the last
+	// slot: no route), method and status, created on first use.
+	children [maxRoutes + 1][len(methods)][600]atomic.Pointer[requestChildren]
+}
+
+// maxRoutes bounds the route table, for the children array.
+const maxRoutes = 15
+
+// methods are the methods metrics tell apart; others count as "other".
+var methods = [...]string{"other", fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPut,
+	fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodDelete}
+
+type requestChildren struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_requests_total", Help: "HTTP requests answered, by route, method and status.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "perch_edge_request_duration_seconds", Help: "Time to answer an HTTP request, by route and method.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "method"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result (hit, miss).",
+		}, []string{"result"}),
+		fills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_edge_cache_fills_total", Help: "Cache fills from the core (one per key however many requests missed).",
+		}),
+		fillErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_edge_cache_fill_errors_total", Help: "Cache fills that failed (core unavailable or too slow).",
+		}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_writes_total", Help: "Writes by result: applied, replayed, rejected, queued (answered 202), unstored (answered 503).",
+		}, []string{"result"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_edge_write_batch_commands", Help: "Commands per write batch published to JetStream.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_edge_write_publish_seconds", Help: "Time for JetStream to store a write batch.",
+			Buckets: prometheus.ExponentialBuckets(.00025, 2, 14),
+		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache (document, marker, invalid).",
+		}, []string{"result"}),
+	}
+	m.hits = m.cache.WithLabelValues("hit")
+	m.misses = m.cache.WithLabelValues("miss")
+	m.collectors = []prometheus.Collector{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events}
+	return m
+}
+
+// register adds the metrics to reg; unregister removes them (an edge that stops).
+func (m *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range m.collectors {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors {
+		reg.Unregister(c)
+	}
+}
+
+// observe records one answered request.
+func (m *metrics) observe(route *route, method []byte, status int, took time.Duration) {
+	ri := route.index
+	if ri < 0 || ri >= maxRoutes {
+		ri = maxRoutes
+	}
+	mi := methodIndex(method)
+	if status < 0 || status >= 600 {
+		status = 0
+	}
+	slot := &m.children[ri][mi][status]
+	ch := slot.Load()
+	if ch == nil {
+		ch = &requestChildren{
+			count:    m.requests.WithLabelValues(route.pattern, methods[mi], strconv.Itoa(status)),
+			duration: m.duration.WithLabelValues(route.pattern, methods[mi]),
+		}
+		if !slot.CompareAndSwap(nil, ch) {
+			ch = slot.Load()
+		}
+	}
+	ch.count.Inc()
+	ch.duration.Observe(took.Seconds())
+}
+
+// methodIndex maps a method to its place in methods, so that a label never holds client
+// input.
+func methodIndex(m []byte) int {
+	for i := 1; i < len(methods); i++ {
+		if string(m) == methods[i] {
+			return i
+		}
+	}
+	return 0
+}
