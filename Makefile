@@ -25,6 +25,8 @@ run: build ## Run the whole system on this machine (perch dev): three edges on :
 .PHONY: test
 test: ## Run every test with the race detector (PostgreSQL ones need PERCH_TEST_POSTGRES)
 	$(GO) test -race -count=1 -timeout 20m ./...
+	@# Allocation checks of the hot path, which the race detector would skew.
+	$(GO) test -count=1 -run 'TestGetHit' ./edge
 
 .PHONY: test-postgres
 test-postgres: ## Start a throwaway PostgreSQL and run every test against it too
@@ -32,7 +34,12 @@ test-postgres: ## Start a throwaway PostgreSQL and run every test against it too
 
 .PHONY: bench
 bench: ## Run the Go benchmarks of the hot paths
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./edge ./bench
+	$(GO) test -run '^$$' -bench 'GetHit' -benchmem -count 1 ./edge ./bench
+
+.PHONY: bench-writes
+bench-writes: ## The write path (edge → JetStream → core → PostgreSQL) beside direct upserts, 16 clients
+	PERCH_TEST_POSTGRES="$${PERCH_TEST_POSTGRES:-$$(.ci/postgres start)}" \
+	  $(GO) test -run '^$$' -bench BenchmarkWritePath -benchtime $${WRITES:-20000}x -count 1 ./bench
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)

@@ -112,6 +112,8 @@ type Core struct {
 	log   *slog.Logger
 	ready chan struct{}
 	m     *metrics
+	// commits carries the change events of committed batches to the announcer.
+	commits chan []wire.ChangeEvent
 }
 
 // New validates cfg and returns a core that uses nc and store. The caller owns both and closes
@@ -128,7 +130,7 @@ func New(cfg Config, nc *nats.Conn, store Store) (*Core, error) {
 		return nil, fmt.Errorf("core: jetstream: %w", err)
 	}
 	return &Core{cfg: cfg, nc: nc, js: js, store: store, log: cfg.Logger.With("component", "core"),
-		ready: make(chan struct{}), m: newMetrics()}, nil
+		ready: make(chan struct{}), m: newMetrics(), commits: make(chan []wire.ChangeEvent, 256)}, nil
 }
 
 // Ready is closed once the core consumes writes and answers reads.
@@ -177,6 +179,8 @@ func (c *Core) Run(ctx context.Context) error {
 	c.log.Info("core started", "partitions", c.cfg.Partitions)
 	close(c.ready)
 
+	announced := make(chan struct{})
+	go func() { c.announce(); close(announced) }()
 	g, gctx := errgroup.WithContext(ctx)
 	for p, cons := range consumers {
 		g.Go(func() error { return c.consume(gctx, p, cons) })
@@ -184,6 +188,8 @@ func (c *Core) Run(ctx context.Context) error {
 	g.Go(func() error { c.sweepOutbox(gctx); return nil })
 	g.Go(func() error { c.expire(gctx); return nil })
 	err = g.Wait()
+	close(c.commits)
+	<-announced
 	reads.stop()
 	c.log.Info("core stopped")
 	return err
@@ -263,10 +269,70 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 	c.m.batchSize.Observe(float64(len(b.Commands)))
 	c.countBatch(outcomes)
 	c.publishOutcomes(&b, outcomes)
-	c.publishEvents(actx, events, "commit")
 	if err := msg.Ack(); err != nil {
 		// The batch will be redelivered and its outcomes replayed: nothing is applied twice.
 		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+	}
+	if len(events) > 0 {
+		c.commits <- events
+	}
+}
+
+// announce publishes the change events of committed batches, off the path of the next
+// batch, and removes them from the outbox in bulk: one delete for all the events published in
+// a short while, rather than one transaction per batch. It returns once commits is closed
+// and drained. Events it could not confirm stay in the outbox for the sweeper.
+func (c *Core) announce() {
+	ctx := context.Background()
+	var published []wire.ChangeEvent
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	remove := func() {
+		if len(published) == 0 {
+			return
+		}
+		if err := c.store.DeleteEvents(ctx, published); err != nil {
+			c.log.Warn("removing published events from the outbox; the sweeper will publish them again", "events", len(published), "err", err)
+		}
+		published = published[:0]
+	}
+	for {
+		select {
+		case events, ok := <-c.commits:
+			if !ok {
+				remove()
+				return
+			}
+			if c.publish(events, "commit") {
+				published = append(published, events...)
+			}
+			// Take what else is ready before the round trip to NATS and the store.
+		more:
+			for {
+				select {
+				case events, ok := <-c.commits:
+					if !ok {
+						remove()
+						return
+					}
+					if c.publish(events, "commit") {
+						published = append(published, events...)
+					}
+				default:
+					break more
+				}
+			}
+			if len(published) >= 1024 {
+				remove()
+			} else if len(published) > 0 && !armed {
+				timer.Reset(50 * time.Millisecond)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+			remove()
+		}
 	}
 }
 
@@ -306,26 +372,20 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 	}
 }
 
-// publishEvents announces committed changes and then removes them from the outbox. Events that
-// cannot be confirmed published stay there for the sweeper.
-func (c *Core) publishEvents(ctx context.Context, events []wire.ChangeEvent, source string) {
-	if len(events) == 0 {
-		return
-	}
+// publish announces committed changes and reports whether NATS confirmed them all.
+func (c *Core) publish(events []wire.ChangeEvent, source string) bool {
 	for i := range events {
 		if err := c.publishEvent(&events[i]); err != nil {
 			c.log.Warn("publishing change event; the outbox keeps it", "collection", events[i].Collection, "id", events[i].ID, "err", err)
-			return
+			return false
 		}
 	}
 	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
 		c.log.Warn("flushing change events; the outbox keeps them", "err", err)
-		return
+		return false
 	}
 	c.m.eventsOut.WithLabelValues(source).Add(float64(len(events)))
-	if err := c.store.DeleteEvents(ctx, events); err != nil {
-		c.log.Warn("removing published events from the outbox", "err", err)
-	}
+	return true
 }
 
 func (c *Core) publishEvent(ev *wire.ChangeEvent) error {
@@ -361,7 +421,13 @@ func (c *Core) sweepOutbox(ctx context.Context) {
 				break
 			}
 			c.log.Info("republishing change events from the outbox", "events", len(events))
-			c.publishEvents(ctx, events, "outbox")
+			if !c.publish(events, "outbox") {
+				break
+			}
+			if err := c.store.DeleteEvents(ctx, events); err != nil {
+				c.log.Warn("removing republished events from the outbox", "err", err)
+				break
+			}
 			if len(events) < 512 {
 				break
 			}

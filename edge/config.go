@@ -39,6 +39,10 @@ type Config struct {
 	// applied in the order the edge took them; fewer lanes make larger batches (fewer
 	// stream messages and transactions per write), more lanes apply in parallel. Default 1.
 	WriteLanes int
+	// BatchDepth is how many batches of one write lane may wait for the core's outcomes
+	// before the next batch is held back to gather more commands (for at most the write
+	// timeout). Default 2: one being applied, one ready.
+	BatchDepth int
 	// BatchMax is the most commands one write batch carries. Default 128.
 	BatchMax int
 	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
@@ -76,6 +80,7 @@ func DefaultConfig() Config {
 		ReadTimeout:       2 * time.Second,
 		MaxBodyBytes:      1 << 20,
 		WriteLanes:        1,
+		BatchDepth:        2,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
 		BatchWindow:       time.Millisecond,
@@ -122,6 +127,9 @@ func (c *Config) complete() error {
 	}
 	if c.WriteLanes <= 0 {
 		c.WriteLanes = d.WriteLanes
+	}
+	if c.BatchDepth <= 0 {
+		c.BatchDepth = d.BatchDepth
 	}
 	if c.BatchMax <= 0 {
 		c.BatchMax = d.BatchMax

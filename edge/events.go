@@ -39,6 +39,7 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 		e.log.Error("malformed outcomes message", "bytes", len(m.Data), "err", err)
 		return
 	}
+	e.writes.answered(msg.Batch)
 	for i := range msg.Outcomes {
 		out := msg.Outcomes[i]
 		if out.Problem == nil && out.Doc != nil && validDoc(out.Doc) {

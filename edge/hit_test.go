@@ -74,12 +74,14 @@ func TestGetHit(t *testing.T) {
 	}
 
 	// A cache hit allocates nothing.
-	allocs := testing.AllocsPerRun(200, func() {
-		ctx.Response.Reset()
-		e.dispatch(ctx)
-	})
-	if allocs != 0 {
-		t.Fatalf("a cache hit allocates %.1f times", allocs)
+	if !raceEnabled {
+		allocs := testing.AllocsPerRun(200, func() {
+			ctx.Response.Reset()
+			e.dispatch(ctx)
+		})
+		if allocs != 0 {
+			t.Fatalf("a cache hit allocates %.1f times", allocs)
+		}
 	}
 
 	// Versions never go backwards: an older version is refused, a newer one replaces.

@@ -257,10 +257,10 @@ type pending struct {
 //
 // Lock order: writer.mu is a leaf lock.
 type writer struct {
-	e      *Edge
-	queues []chan *pending
-	stopc  chan struct{}
-	wg     sync.WaitGroup
+	e     *Edge
+	lanes []*lane
+	stopc chan struct{}
+	wg    sync.WaitGroup
 
 	mu sync.Mutex
 	// waiting maps a write id to its request, until the outcome comes or it expires.
@@ -273,21 +273,21 @@ type writer struct {
 func newWriter(e *Edge) *writer {
 	w := &writer{
 		e:        e,
-		queues:   make([]chan *pending, e.cfg.Partitions),
+		lanes:    make([]*lane, e.cfg.Partitions),
 		stopc:    make(chan struct{}),
 		waiting:  make(map[string]*pending),
 		inflight: make(map[string]*pending),
 	}
-	for i := range w.queues {
-		w.queues[i] = make(chan *pending, 4*e.cfg.BatchMax)
+	for i := range w.lanes {
+		w.lanes[i] = newLane(4 * e.cfg.BatchMax)
 	}
 	return w
 }
 
 func (w *writer) start() {
-	for p, q := range w.queues {
+	for p, l := range w.lanes {
 		w.wg.Add(1)
-		go w.runPartition(p, q)
+		go w.runPartition(p, l)
 	}
 	w.wg.Add(1)
 	go w.expireWaiting()
@@ -329,7 +329,7 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 
 	part := wire.WritePartition(w.e.cfg.ID, cmd.Collection, cmd.ID, w.e.cfg.WriteLanes, w.e.cfg.Partitions)
 	select {
-	case w.queues[part] <- pd:
+	case w.lanes[part].q <- pd:
 	case <-w.stopc:
 		w.forget(cmd.WriteID)
 		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
@@ -340,6 +340,15 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 		return nil, nil, problem.New(problem.Unavailable, "the write could not be stored; retry")
 	}
 	return pd, nil, nil
+}
+
+// answered tells the lanes that the core answered a batch.
+func (w *writer) answered(batch string) {
+	for _, l := range w.lanes {
+		if l.answer(batch) {
+			return
+		}
+	}
 }
 
 // deliver hands an outcome to the request waiting for it, if any.

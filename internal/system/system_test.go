@@ -341,27 +341,39 @@ func TestMetrics(t *testing.T) {
 	clustertest.Do(t, "GET", c.Edge(0)+"/v1/collections/m/docs/absent", nil, nil)
 	clustertest.Do(t, "GET", c.Edge(0)+"/nope", nil, nil)
 
-	r := clustertest.Do(t, "GET", c.MetricsURL(), nil, nil)
-	if r.Status != 200 {
-		t.Fatalf("metrics: %d", r.Status)
+	scrape := func() map[string]float64 {
+		r := clustertest.Do(t, "GET", c.MetricsURL(), nil, nil)
+		if r.Status != 200 {
+			t.Fatalf("metrics: %d", r.Status)
+		}
+		sums := map[string]float64{}
+		for _, line := range strings.Split(string(r.Body), "\n") {
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			series, value, ok := strings.Cut(line, " ")
+			if !ok {
+				t.Fatalf("metrics line %q", line)
+			}
+			var v float64
+			if _, err := fmt.Sscan(value, &v); err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			name, labels, _ := strings.Cut(series, "{")
+			sums[name] += v
+			sums[name+"{"+labels] += v
+		}
+		return sums
 	}
-	sums := map[string]float64{}
-	for _, line := range strings.Split(string(r.Body), "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
+	// Change events are announced after the write is answered: wait for all three edges.
+	var sums map[string]float64
+	clustertest.Eventually(t, propagation, func() error {
+		sums = scrape()
+		if n := sums["perch_edge_change_events_total"]; n < 3 {
+			return fmt.Errorf("%v change events received", n)
 		}
-		series, value, ok := strings.Cut(line, " ")
-		if !ok {
-			t.Fatalf("metrics line %q", line)
-		}
-		var v float64
-		if _, err := fmt.Sscan(value, &v); err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		name, labels, _ := strings.Cut(series, "{")
-		sums[name] += v
-		sums[name+"{"+labels] += v
-	}
+		return nil
+	})
 	want := map[string]float64{
 		"perch_edge_requests_total":                 8,
 		"perch_edge_request_duration_seconds_count": 8,
