@@ -12,7 +12,9 @@ import (
 )
 
 // TxState is what ApplyCommand reads of a store inside the transaction that applies a batch.
-// Reads must see the writes of earlier commands of the same batch.
+// Reads must see the writes of earlier commands of the same batch. For a command, ApplyCommand
+// asks only for the command's own write id, its Idempotency-Key and its document, so a store
+// can load all that a batch needs in one round trip before deciding.
 type TxState interface {
 	// PriorWrite returns the recorded outcome of writeID, or nil.
 	PriorWrite(writeID string) (*wire.Outcome, error)

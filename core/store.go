@@ -44,8 +44,9 @@ type Writer interface {
 	// A command whose write id the store has recorded is not applied again: its recorded
 	// outcome comes back with Replayed set. A command that fails (stale If-Match, absent
 	// document, reused Idempotency-Key) gets its problem in its outcome and does not affect
-	// the others. An error means nothing of the batch was committed and the whole batch may be
-	// retried.
+	// the others. An error means the batch may be retried whole: either nothing of it was
+	// committed, or (a commit whose outcome the database could not report, which a store
+	// resolves by reading the write ids back whenever it can) it was, and the retry replays it.
 	ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error)
 }
 

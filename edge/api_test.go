@@ -356,3 +356,42 @@ func TestEdgesAndHealth(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRespondAsync: with Prefer: respond-async the edge answers 202 as soon as the write is
+// durable, and the write is applied all the same.
+func TestRespondAsync(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	base := c.Edge(0)
+	for _, prefer := range []string{"respond-async", "return=minimal, respond-async; wait=0"} {
+		r := clustertest.Do(t, "PUT", base+"/v1/collections/async/docs/a", map[string]string{"Prefer": prefer}, []byte(`{"p":1}`))
+		if r.Status != 202 || r.Header["Preference-Applied"] != "respond-async" {
+			t.Fatalf("Prefer %q: %d %v %s", prefer, r.Status, r.Header, r.Body)
+		}
+		var receipt struct {
+			StatusURL string `json:"status_url"`
+		}
+		if err := json.Unmarshal(r.Body, &receipt); err != nil || receipt.StatusURL == "" {
+			t.Fatalf("receipt %s: %v", r.Body, err)
+		}
+		clustertest.Eventually(t, 10*time.Second, func() error {
+			s := clustertest.Do(t, "GET", base+receipt.StatusURL, nil, nil)
+			if !strings.Contains(string(s.Body), `"status":"applied"`) {
+				return fmt.Errorf("%d %s", s.Status, s.Body)
+			}
+			return nil
+		})
+	}
+	// Other preferences are ignored: the write waits for its outcome.
+	r := clustertest.Do(t, "PUT", base+"/v1/collections/async/docs/b", map[string]string{"Prefer": "return=representation"}, []byte(`{}`))
+	if r.Status != 201 || r.Header["Preference-Applied"] != "" {
+		t.Fatalf("Prefer return=representation: %d %v", r.Status, r.Header)
+	}
+}
+
+func TestUnstorableBodies(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	for _, body := range []string{`{"a":"\u0000"}`, `{"a":"\ud800"}`, `{"n":1e400000}`} {
+		r := clustertest.Do(t, "PUT", c.Edge(0)+"/v1/collections/u/docs/x", nil, []byte(body))
+		expectProblem(t, r, 400, "bad_json")
+	}
+}

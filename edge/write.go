@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"sync"
 	"time"
 
@@ -62,6 +63,13 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.writeProblem(ctx, perr)
 		return
 	}
+	if preferAsync(ctx.Request.Header.Peek(hdrPrefer)) {
+		// The client asked for the receipt as soon as the write is durable (RFC 7240).
+		ctx.Response.Header.SetCanonical(hdrPreferenceApplied, valRespondAsync)
+		e.metrics.writes.WithLabelValues("queued").Inc()
+		e.answerQueued(ctx, &cmd, created)
+		return
+	}
 	timer := time.NewTimer(e.cfg.WriteTimeout)
 	defer timer.Stop()
 	select {
@@ -72,6 +80,31 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.metrics.writes.WithLabelValues("queued").Inc()
 		e.answerQueued(ctx, &cmd, created)
 	}
+}
+
+var (
+	hdrPrefer            = "Prefer"
+	hdrPreferenceApplied = []byte("Preference-Applied")
+	valRespondAsync      = []byte("respond-async")
+)
+
+// preferAsync reports whether a Prefer header (RFC 7240) asks for respond-async.
+func preferAsync(h []byte) bool {
+	for len(h) > 0 {
+		var pref []byte
+		if i := bytes.IndexByte(h, ','); i >= 0 {
+			pref, h = h[:i], h[i+1:]
+		} else {
+			pref, h = h, nil
+		}
+		if i := bytes.IndexByte(pref, ';'); i >= 0 {
+			pref = pref[:i]
+		}
+		if bytes.EqualFold(bytes.TrimSpace(pref), valRespondAsync) {
+			return true
+		}
+	}
+	return false
 }
 
 // command builds the command of a write request, or the problem with it.
@@ -110,9 +143,13 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		if len(app) > maxAPIKeyLen {
 			return cmd, problem.Newf(problem.BadRequest, "X-Api-Key longer than %d bytes", maxAPIKeyLen)
 		}
-		// Keys are scoped to the calling app, so two apps cannot collide.
-		cmd.IdemKey = string(app) + "\x00" + string(key)
+		// Keys are scoped to the calling app, so two apps cannot collide: "<len(app)>:<app>:<key>".
+		cmd.IdemKey = strconv.Itoa(len(app)) + ":" + string(app) + ":" + string(key)
 		cmd.Fingerprint = fingerprint(ctx, p, cmd.Data, cmd.IfMatch)
+	}
+	// The core drops a batch it cannot apply; nothing it would drop may be published.
+	if err := cmd.Validate(); err != nil {
+		return cmd, problem.New(problem.BadRequest, err.Error())
 	}
 	return cmd, nil
 }
@@ -144,6 +181,9 @@ func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem
 	}
 	if body[0] != '{' {
 		return nil, problem.New(problem.NotObject, "the body must be a JSON object")
+	}
+	if err := wire.StorableJSON(body); err != nil {
+		return nil, problem.New(problem.BadJSON, "the body cannot be stored: "+err.Error())
 	}
 	return bytes.Clone(body), nil
 }

@@ -18,7 +18,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	regions := listFlag{}
 	fs.Var(&regions, "regions", "comma-separated regions, one edge each (default us-east,eu-west,ap-south)")
 	portBase := fs.Int("port-base", 8081, "HTTP port of the first edge; the others follow")
-	db := fs.String("db", "", "database DSN (default: SQLite under --data)")
+	db := fs.String("db", "", "database DSN, e.g. postgres://... (default: SQLite under --data)")
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
 	newLogger := logFlags(fs, "text")
 	if err := parseFlags(fs, args, getenv); err != nil {

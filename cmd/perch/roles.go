@@ -38,7 +38,8 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	fs := flag.NewFlagSet("perch core", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats", "", "NATS URL(s), comma-separated (required)")
-	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
+	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
+	noMigrate := fs.Bool("no-migrate", false, "do not migrate the schema at start; it must be current (perch migrate)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
@@ -56,7 +57,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
 	}
-	store, err := system.OpenStore(ctx, *db, "", *partitions, log)
+	store, err := system.OpenStore(ctx, *db, "", *partitions, log, system.StoreOptions{NoMigrate: *noMigrate})
 	if err != nil {
 		return err
 	}
@@ -197,8 +198,8 @@ func splitHostPort(addr string) (string, int, error) {
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("perch migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	db := fs.String("db", "", "database DSN: sqlite:PATH (required)")
-	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions, recorded on first use")
+	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
+	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions, recorded on first use (SQLite)")
 	newLogger := logFlags(fs, "text")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -213,10 +214,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
 	}
-	store, err := system.OpenStore(ctx, *db, "", *partitions, log)
-	if err != nil {
+	if err := system.Migrate(ctx, *db, *partitions, log); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "schema is up to date")
-	return store.Close()
+	return nil
 }

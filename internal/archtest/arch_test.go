@@ -21,7 +21,7 @@ var forbidden = map[string][]string{
 }
 
 // testOnly are packages that production code must never import.
-var testOnly = []string{"internal/natstest", "internal/clustertest", "core/storetest"}
+var testOnly = []string{"internal/natstest", "internal/clustertest", "internal/pgtest", "core/storetest"}
 
 func TestImports(t *testing.T) {
 	root, err := filepath.Abs("../..")

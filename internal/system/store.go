@@ -2,27 +2,53 @@ package system
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
 
 	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/core/pgstore"
 	"github.com/perchhq/perch/core/sqlitestore"
 )
 
-// OpenStore opens the store a DSN names: "sqlite:PATH" (or a bare path) for the embedded
-// store. An empty DSN means SQLite at dataDir/perch.db.
-func OpenStore(ctx context.Context, dsn, dataDir string, partitions int, log *slog.Logger) (core.Store, error) {
+// StoreOptions are the choices `perch core` and `perch dev` pass on to the store.
+type StoreOptions struct {
+	// NoMigrate opens a PostgreSQL or CockroachDB store without migrating its schema, which
+	// must then be current (perch migrate). SQLite always migrates.
+	NoMigrate bool
+}
+
+// IsPostgres reports whether dsn names a PostgreSQL or CockroachDB database.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// OpenStore opens the store a DSN names: postgres:// or postgresql:// (CockroachDB or
+// PostgreSQL), or "sqlite:PATH" (or a bare path) for the embedded store. An empty DSN means
+// SQLite at dataDir/perch.db.
+func OpenStore(ctx context.Context, dsn, dataDir string, partitions int, log *slog.Logger, o StoreOptions) (core.Store, error) {
 	switch {
+	case IsPostgres(dsn):
+		var opts []pgstore.Option
+		if o.NoMigrate {
+			opts = append(opts, pgstore.WithoutMigrate())
+		}
+		return pgstore.Open(ctx, dsn, partitions, log, opts...)
 	case dsn == "":
 		return sqlitestore.Open(ctx, filepath.Join(dataDir, "perch.db"), partitions, log)
-	case strings.HasPrefix(dsn, "sqlite:"):
-		return sqlitestore.Open(ctx, strings.TrimPrefix(dsn, "sqlite:"), partitions, log)
-	case strings.Contains(dsn, "://"):
-		scheme, _, _ := strings.Cut(dsn, "://")
-		return nil, fmt.Errorf("database %s://...: this build of Perch supports sqlite:PATH", scheme)
 	default:
-		return sqlitestore.Open(ctx, dsn, partitions, log)
+		return sqlitestore.Open(ctx, strings.TrimPrefix(dsn, "sqlite:"), partitions, log)
 	}
+}
+
+// Migrate brings the schema of the database a DSN names up to date.
+func Migrate(ctx context.Context, dsn string, partitions int, log *slog.Logger) error {
+	if IsPostgres(dsn) {
+		return pgstore.Migrate(ctx, dsn, log)
+	}
+	s, err := OpenStore(ctx, dsn, "", partitions, log, StoreOptions{})
+	if err != nil {
+		return err
+	}
+	return s.Close()
 }

@@ -127,7 +127,7 @@ func Start(ctx context.Context, opts Options) (*System, error) {
 		s.nats = ns
 		s.url = ns.URL()
 	}
-	store, err := OpenStore(ctx, opts.DB, opts.Dir, opts.Partitions, opts.Logger)
+	store, err := OpenStore(ctx, opts.DB, opts.Dir, opts.Partitions, opts.Logger, StoreOptions{})
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("system: open store: %w", err)

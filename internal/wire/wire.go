@@ -1,11 +1,14 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/perchhq/perch/internal/problem"
@@ -148,10 +151,16 @@ func (c *Command) Validate() error {
 	if len(c.IdemKey) > MaxIdemKeyLen || len(c.Fingerprint) > MaxNameLen {
 		return errors.New("idempotency key or fingerprint too long")
 	}
+	if strings.IndexByte(c.WriteID+c.IdemKey+c.Fingerprint, 0) >= 0 {
+		return errors.New("NUL in write id, key or fingerprint")
+	}
 	switch c.Op {
 	case OpPut, OpPatch, OpCreate:
 		if len(c.Data) == 0 || c.Data[0] != '{' || !json.Valid(c.Data) {
 			return errors.New("data is not a JSON object")
+		}
+		if err := StorableJSON(c.Data); err != nil {
+			return err
 		}
 	case OpDelete:
 	default:
@@ -161,6 +170,59 @@ func (c *Command) Validate() error {
 		return errors.New("negative if_match")
 	}
 	return nil
+}
+
+// StorableJSON reports why valid JSON could not be stored by every Perch store, or nil: it
+// must not hold the NUL character (\u0000), an escaped UTF-16 surrogate that does not pair
+// (PostgreSQL's jsonb refuses both), or a number outside the range of a float64.
+func StorableJSON(data []byte) error {
+	for i := 0; i+1 < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		if data[i+1] != 'u' || i+6 > len(data) {
+			i++ // an escaped character other than \u: skip it
+			continue
+		}
+		r, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 16)
+		if err != nil {
+			return errors.New("bad \\u escape")
+		}
+		switch {
+		case r == 0:
+			return errors.New("the NUL character (\\u0000) cannot be stored")
+		case r >= 0xD800 && r <= 0xDBFF:
+			// A high surrogate must be followed by an escaped low one.
+			if i+12 > len(data) || data[i+6] != '\\' || data[i+7] != 'u' {
+				return errors.New("unpaired UTF-16 surrogate escape")
+			}
+			lo, err := strconv.ParseUint(string(data[i+8:i+12]), 16, 16)
+			if err != nil || lo < 0xDC00 || lo > 0xDFFF {
+				return errors.New("unpaired UTF-16 surrogate escape")
+			}
+			i += 11
+			continue
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return errors.New("unpaired UTF-16 surrogate escape")
+		}
+		i += 5
+	}
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n, ok := tok.(json.Number); ok {
+			if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+				return fmt.Errorf("number %.20s… out of range", n)
+			}
+		}
+	}
 }
 
 // ValidName reports whether s may name a collection or a document: 1 to MaxNameLen characters

@@ -92,3 +92,16 @@ func FuzzBatch(f *testing.F) {
 		}
 	})
 }
+
+func TestStorableJSON(t *testing.T) {
+	for _, ok := range []string{`{}`, `{"a":"\u00e9\n"}`, `{"s":"\ud83d\ude00"}`, `{"n":1e300,"m":-0.5}`, `{"k":"\\u0000"}`} {
+		if err := StorableJSON([]byte(ok)); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{`{"a":"\u0000"}`, `{"a":"x\ud800"}`, `{"a":"\udc00"}`, `{"a":"\ud800\u0041"}`, `{"n":1e400000}`} {
+		if err := StorableJSON([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

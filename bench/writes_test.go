@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/internal/clustertest"
+	"github.com/perchhq/perch/internal/pgtest"
+)
+
+// clients is the number of concurrent writers of the write benchmarks.
+const clients = 16
+
+// BenchmarkWritePath measures acknowledged writes per second through the whole write path
+// (HTTP → edge → JetStream, fsync on every write → core → PostgreSQL, outcome back to the
+// client) beside single-row upserts straight into the same PostgreSQL, both with 16
+// concurrent clients, in one run. Report edge-jetstream-core writes/s ÷ direct-upserts
+// writes/s. Needs PERCH_TEST_POSTGRES (make bench-writes starts one).
+func BenchmarkWritePath(b *testing.B) {
+	direct := pgtest.DSN(b)
+	path := pgtest.DSN(b)
+	b.Run("direct-upserts", func(b *testing.B) {
+		ctx := context.Background()
+		pool, err := pgxpool.New(ctx, direct+"&pool_max_conns=16")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pool.Close()
+		if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS direct_docs (
+			collection text NOT NULL, id text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL,
+			updated_at timestamptz NOT NULL, PRIMARY KEY (collection, id))`); err != nil {
+			b.Fatal(err)
+		}
+		run(b, func(i int) error {
+			_, err := pool.Exec(ctx, `INSERT INTO direct_docs (collection, id, version, data, updated_at)
+				VALUES ('bench', $1, 1, $2, now())
+				ON CONFLICT (collection, id) DO UPDATE SET version = direct_docs.version + 1, data = excluded.data, updated_at = excluded.updated_at`,
+				key(), fmt.Sprintf(`{"n":%d}`, i))
+			return err
+		})
+	})
+	b.Run("edge-jetstream-core", func(b *testing.B) {
+		c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path})
+		base := c.Edge(0) + "/v1/collections/bench/docs/"
+		hc := &fasthttp.Client{MaxConnsPerHost: clients}
+		run(b, func(i int) error {
+			req := fasthttp.AcquireRequest()
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.Header.SetMethod(fasthttp.MethodPut)
+			req.SetRequestURI(base + key())
+			req.Header.SetContentType("application/json")
+			req.SetBodyString(fmt.Sprintf(`{"n":%d}`, i))
+			if err := hc.Do(req, resp); err != nil {
+				return err
+			}
+			if s := resp.StatusCode(); s != 200 && s != 201 && s != 202 {
+				return fmt.Errorf("PUT answered %d: %s", s, resp.Body())
+			}
+			return nil
+		})
+	})
+}
+
+func key() string { return fmt.Sprintf("k%06d", rand.IntN(1_000_000)) }
+
+// run calls write b.N times from clients goroutines and reports writes/s and the latency
+// percentiles of the writes.
+func run(b *testing.B, write func(i int) error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	b.ResetTimer()
+	start := time.Now()
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1))
+				if i > b.N {
+					return
+				}
+				t0 := time.Now()
+				if err := write(i); err != nil {
+					failed.Store(err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	pct := func(p float64) float64 {
+		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
+	b.ReportMetric(pct(.50), "p50_ms")
+	b.ReportMetric(pct(.99), "p99_ms")
+}

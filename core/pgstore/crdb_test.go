@@ -1,0 +1,148 @@
+package pgstore
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// There is no CockroachDB server in this repository's CI: these tests check the SQL the store
+// generates for it, not its behaviour on a live cluster.
+
+// statements splits SQL into its statements, without comments and with spaces collapsed.
+func statements(sql string) []string {
+	sql = regexp.MustCompile(`(?m)--.*$`).ReplaceAllString(sql, "")
+	sql = regexp.MustCompile(`(?s)/\*.*?\*/`).ReplaceAllString(sql, "")
+	var out []string
+	for _, st := range strings.Split(sql, ";") {
+		if st = strings.Join(strings.Fields(st), " "); st != "" {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func TestCockroachMigrations(t *testing.T) {
+	ms, err := loadMigrations(migrationFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := ms[0]
+	pg := statements(init.sql)
+	crdb := statements(forCockroach(init.sql))
+	if len(pg) != len(crdb) {
+		t.Fatalf("%d statements for PostgreSQL, %d for CockroachDB", len(pg), len(crdb))
+	}
+	for _, st := range crdb {
+		if strings.Contains(st, "COLLATE") {
+			t.Errorf("CockroachDB statement with a collation (it cannot create C-collated columns): %s", st)
+		}
+	}
+	for _, st := range pg {
+		if strings.Contains(st, "USING HASH") {
+			t.Errorf("PostgreSQL statement with a hash-sharded key: %s", st)
+		}
+	}
+	// The ordered keys that would be a hot spot on CockroachDB are hash-sharded there, and only
+	// those.
+	wantHash := []string{
+		"CONSTRAINT writes_pkey PRIMARY KEY (write_id) USING HASH )",
+		"CREATE INDEX writes_created ON writes (created_at) USING HASH",
+		"CREATE INDEX idempotency_created ON idempotency (created_at) USING HASH",
+	}
+	hashed := 0
+	for _, st := range crdb {
+		hashed += strings.Count(st, "USING HASH")
+	}
+	if hashed != len(wantHash) {
+		t.Errorf("%d hash-sharded keys, want %d", hashed, len(wantHash))
+	}
+	all := strings.Join(crdb, ";\n")
+	for _, want := range wantHash {
+		if !strings.Contains(all, want) {
+			t.Errorf("CockroachDB schema lacks %q:\n%s", want, all)
+		}
+	}
+	// Apart from those marks the two are the same statements.
+	for i := range pg {
+		plain := strings.ReplaceAll(pg[i], ` COLLATE "C"`, "")
+		if got := strings.ReplaceAll(crdb[i], " USING HASH", ""); got != plain {
+			t.Errorf("statement %d differs beyond the marks:\n pg   %s\n crdb %s", i, plain, got)
+		}
+	}
+	if strings.Contains(forCockroach(init.sql), "/*crdb:") {
+		t.Error("a /*crdb: */ mark was left in the CockroachDB schema")
+	}
+}
+
+func TestCockroachDDL(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		m    multiRegion
+		want []string
+	}{
+		{"none", multiRegion{}, nil},
+		{"one region", multiRegion{primary: "us-east1"}, []string{
+			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
+			`ALTER TABLE documents SET LOCALITY REGIONAL BY ROW`,
+			`ALTER TABLE meta SET LOCALITY GLOBAL`,
+			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
+		}},
+		{"regions and zone survival", multiRegion{primary: "us-east1", others: []string{"europe-west1"}, survival: SurviveZone}, []string{
+			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
+			`ALTER DATABASE "perch" ADD REGION IF NOT EXISTS "europe-west1"`,
+			`ALTER DATABASE "perch" SURVIVE ZONE FAILURE`,
+			`ALTER TABLE documents SET LOCALITY REGIONAL BY ROW`,
+			`ALTER TABLE meta SET LOCALITY GLOBAL`,
+			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
+		}},
+		{"region survival", multiRegion{primary: "us-east1", others: []string{"europe-west1", "asia-south1"}, survival: SurviveRegion}, []string{
+			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
+			`ALTER DATABASE "perch" ADD REGION IF NOT EXISTS "europe-west1"`,
+			`ALTER DATABASE "perch" ADD REGION IF NOT EXISTS "asia-south1"`,
+			`ALTER DATABASE "perch" SURVIVE REGION FAILURE`,
+			`ALTER TABLE documents SET LOCALITY REGIONAL BY ROW`,
+			`ALTER TABLE meta SET LOCALITY GLOBAL`,
+			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.m.validate(); err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+			if got := crdbDDL("perch", tt.m); !slices.Equal(got, tt.want) {
+				t.Fatalf("statements\n %q\nwant\n %q", got, tt.want)
+			}
+		})
+	}
+	// Names are quoted as identifiers, whatever they hold.
+	got := crdbDDL(`we"ird`, multiRegion{primary: `a"b`})
+	if got[0] != `ALTER DATABASE "we""ird" SET PRIMARY REGION "a""b"` {
+		t.Fatalf("quoting: %s", got[0])
+	}
+}
+
+func TestRegionOptions(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts []Option
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"primary", []Option{WithRegions("us-east1")}, true},
+		{"region survival with three", []Option{WithRegions("a", "b", "c"), WithSurvival(SurviveRegion)}, true},
+		{"region survival with two", []Option{WithRegions("a", "b"), WithSurvival(SurviveRegion)}, false},
+		{"survival without regions", []Option{WithSurvival(SurviveZone)}, false},
+		{"unknown survival", []Option{WithRegions("a"), WithSurvival("galaxy")}, false},
+		{"duplicate region", []Option{WithRegions("a", "b", "a")}, false},
+		{"empty region", []Option{WithRegions("a", " ")}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := buildOptions(4, tt.opts)
+			if (err == nil) != tt.ok {
+				t.Fatalf("buildOptions: %v, want ok %t", err, tt.ok)
+			}
+		})
+	}
+}

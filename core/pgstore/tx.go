@@ -1,0 +1,159 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cockroachdb/cockroach-go/v2/crdb"
+	crdbpgx "github.com/cockroachdb/cockroach-go/v2/crdb/crdbpgxv5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Every transaction of the store runs through crdbpgxv5.ExecuteTx at SERIALIZABLE. ExecuteTx
+// wraps the closure in SAVEPOINT cockroach_restart and retries a 40001 in the same transaction
+// with ROLLBACK TO SAVEPOINT, which is how CockroachDB wants it. On top of it, runTx and
+// retry add what PostgreSQL needs and what ExecuteTx leaves to the caller:
+//   - a retry in a new transaction (PostgreSQL's snapshot does not move; see errFreshSnapshot);
+//   - the error of COMMIT, which ExecuteTx discards (see commitError);
+//   - backoff between attempts and a bound on them.
+
+var (
+	serializable   = pgx.TxOptions{IsoLevel: pgx.Serializable}
+	serializableRO = pgx.TxOptions{IsoLevel: pgx.Serializable, AccessMode: pgx.ReadOnly}
+)
+
+// releaseSavepoint is the statement with which crdb.ExecuteInTx commits on CockroachDB.
+const releaseSavepoint = "RELEASE SAVEPOINT cockroach_restart"
+
+// faults injects failures that a real server cannot be made to produce on demand: an
+// ambiguous result of a commit that did or did not happen. Production code never sets it;
+// tests do, through export_test.go.
+type faults struct {
+	// commit, when set, runs instead of COMMIT and returns what COMMIT should report.
+	commit func(ctx context.Context, tx pgx.Tx) error
+	// release, when set, runs instead of RELEASE SAVEPOINT cockroach_restart (the commit of
+	// CockroachDB) and returns what it should report.
+	release func(ctx context.Context, tx pgx.Tx) error
+}
+
+// txConn is the crdbpgxv5.Conn that ExecuteTx begins its transaction on: the pool, with the
+// transaction wrapped so that the store sees its COMMIT.
+type txConn struct {
+	pool      *pgxpool.Pool
+	faults    *faults
+	commitErr *error
+}
+
+func (c txConn) Begin(ctx context.Context) (pgx.Tx, error) { return c.BeginTx(ctx, pgx.TxOptions{}) }
+
+func (c txConn) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	tx, err := c.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &observedTx{Tx: tx, faults: c.faults, commitErr: c.commitErr}, nil
+}
+
+// observedTx records the error of COMMIT, which crdb.ExecuteInTx calls and ignores.
+type observedTx struct {
+	pgx.Tx
+	faults    *faults
+	commitErr *error
+}
+
+func (t *observedTx) Commit(ctx context.Context) error {
+	var err error
+	if t.faults != nil && t.faults.commit != nil {
+		err = t.faults.commit(ctx, t.Tx)
+	} else {
+		err = t.Tx.Commit(ctx)
+	}
+	*t.commitErr = err
+	return err
+}
+
+func (t *observedTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if sql == releaseSavepoint && t.faults != nil && t.faults.release != nil {
+		return pgconn.CommandTag{}, t.faults.release(ctx, t.Tx)
+	}
+	return t.Tx.Exec(ctx, sql, args...)
+}
+
+// runTx runs one attempt of a transaction: fn inside crdbpgxv5.ExecuteTx (which may run fn
+// more than once on CockroachDB). A failed COMMIT comes back as a *commitError.
+func (s *Store) runTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	var commitErr error
+	var (
+		runs  int
+		fnErr error
+	)
+	conn := txConn{pool: s.pool, faults: s.faults, commitErr: &commitErr}
+	err := crdbpgx.ExecuteTx(crdb.WithMaxRetries(ctx, inTxRetries), conn, opts, func(tx pgx.Tx) error {
+		runs++
+		if runs > 1 && !s.cockroach {
+			// The cause as text only: wrapped, its 40001 would make ExecuteTx retry again.
+			cause := "release failed"
+			if fnErr != nil {
+				cause = fnErr.Error()
+			}
+			return fmt.Errorf("%w: %s", errFreshSnapshot, cause)
+		}
+		fnErr = fn(tx)
+		return fnErr
+	})
+	if err == nil && commitErr != nil {
+		return &commitError{err: commitErr}
+	}
+	return err
+}
+
+// retry runs attempt until it succeeds, fails permanently, or maxAttempts attempts failed.
+// Ambiguous failures are retried too: retry is only for transactions that are idempotent
+// (ApplyBatch has its own loop, which resolves them).
+func (s *Store) retry(ctx context.Context, what string, attempt func() error) error {
+	for n := 1; ; n++ {
+		err := attempt()
+		if err == nil {
+			return nil
+		}
+		class := classify(err)
+		if class == permanent || n >= s.maxAttempts {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		s.retries.Add(1)
+		s.logger.Debug("retrying transaction", "what", what, "attempt", n, "class", class.String(), "err", err)
+		if err := sleep(ctx, n); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+}
+
+// inTxRetries bounds crdb.ExecuteInTx's retries inside one transaction (CockroachDB only; on
+// PostgreSQL the second run gives up at once). Zero would mean no bound to crdb.
+const inTxRetries = 10
+
+// Backoff between attempts: full jitter over an exponential bound.
+const (
+	backoffBase = 2 * time.Millisecond
+	backoffMax  = 100 * time.Millisecond
+)
+
+// sleep waits before attempt n+1, or returns the context's error.
+func sleep(ctx context.Context, n int) error {
+	bound := backoffBase << min(n, 10)
+	if bound > backoffMax {
+		bound = backoffMax
+	}
+	t := time.NewTimer(rand.N(bound) + time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
