@@ -11,20 +11,29 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/valyala/fasthttp"
 
 	"github.com/perchhq/perch/internal/clustertest"
+	"github.com/perchhq/perch/internal/natstest"
 	"github.com/perchhq/perch/internal/pgtest"
+	"github.com/perchhq/perch/internal/wire"
 )
 
 // clients is the number of concurrent writers of the write benchmarks.
 const clients = 16
 
 // BenchmarkWritePath measures acknowledged writes per second through the whole write path
-// (HTTP → edge → JetStream, fsync on every write → core → PostgreSQL, outcome back to the
-// client) beside single-row upserts straight into the same PostgreSQL, both with 16
-// concurrent clients, in one run. Report edge-jetstream-core writes/s ÷ direct-upserts
-// writes/s. Needs PERCH_TEST_POSTGRES (make bench-writes starts one).
+// (HTTP → edge → JetStream, fsync on every write → core → PostgreSQL) beside single-row
+// upserts straight into the same PostgreSQL, all with 16 concurrent clients, in one run:
+//
+//	direct-upserts            the baseline
+//	edge-jetstream-core       each write waits for the core's outcome (200/201)
+//	edge-jetstream-core-async Prefer: respond-async: 202 once JetStream stored the write; the
+//	                          time until the core has applied every write is included
+//
+// Report each writes/s ÷ direct-upserts writes/s. Needs PERCH_TEST_POSTGRES (make
+// bench-writes starts one).
 func BenchmarkWritePath(b *testing.B) {
 	direct := pgtest.DSN(b)
 	path := pgtest.DSN(b)
@@ -46,37 +55,67 @@ func BenchmarkWritePath(b *testing.B) {
 				ON CONFLICT (collection, id) DO UPDATE SET version = direct_docs.version + 1, data = excluded.data, updated_at = excluded.updated_at`,
 				key(), fmt.Sprintf(`{"n":%d}`, i))
 			return err
-		})
+		}, nil)
 	})
-	b.Run("edge-jetstream-core", func(b *testing.B) {
-		c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path})
-		base := c.Edge(0) + "/v1/collections/bench/docs/"
-		hc := &fasthttp.Client{MaxConnsPerHost: clients}
-		run(b, func(i int) error {
-			req := fasthttp.AcquireRequest()
-			resp := fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.Header.SetMethod(fasthttp.MethodPut)
-			req.SetRequestURI(base + key())
-			req.Header.SetContentType("application/json")
-			req.SetBodyString(fmt.Sprintf(`{"n":%d}`, i))
-			if err := hc.Do(req, resp); err != nil {
-				return err
+	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path})
+	for _, async := range []bool{false, true} {
+		name := "edge-jetstream-core"
+		if async {
+			name += "-async"
+		}
+		b.Run(name, func(b *testing.B) {
+			base := c.Edge(0) + "/v1/collections/bench/docs/"
+			hc := &fasthttp.Client{MaxConnsPerHost: clients}
+			write := func(i int) error {
+				req := fasthttp.AcquireRequest()
+				resp := fasthttp.AcquireResponse()
+				defer fasthttp.ReleaseRequest(req)
+				defer fasthttp.ReleaseResponse(resp)
+				req.Header.SetMethod(fasthttp.MethodPut)
+				req.SetRequestURI(base + key())
+				req.Header.SetContentType("application/json")
+				if async {
+					req.Header.Set("Prefer", "respond-async")
+				}
+				req.SetBodyString(fmt.Sprintf(`{"n":%d}`, i))
+				if err := hc.Do(req, resp); err != nil {
+					return err
+				}
+				if s := resp.StatusCode(); s != 200 && s != 201 && s != 202 {
+					return fmt.Errorf("PUT answered %d: %s", s, resp.Body())
+				}
+				return nil
 			}
-			if s := resp.StatusCode(); s != 200 && s != 201 && s != 202 {
-				return fmt.Errorf("PUT answered %d: %s", s, resp.Body())
-			}
-			return nil
+			run(b, write, func() { drained(b, c) })
 		})
+	}
+}
+
+// drained waits until the core has applied every write in the stream (the stream keeps a
+// batch until the core acknowledges it, after commit).
+func drained(b *testing.B, c *clustertest.Cluster) {
+	nc := natstest.Connect(b, c.NATSURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clustertest.Eventually(b, time.Minute, func() error {
+		s, err := js.Stream(context.Background(), wire.WriteStream)
+		if err != nil {
+			return err
+		}
+		if n := s.CachedInfo().State.Msgs; n > 0 {
+			return fmt.Errorf("%d batches not applied", n)
+		}
+		return nil
 	})
 }
 
 func key() string { return fmt.Sprintf("k%06d", rand.IntN(1_000_000)) }
 
-// run calls write b.N times from clients goroutines and reports writes/s and the latency
-// percentiles of the writes.
-func run(b *testing.B, write func(i int) error) {
+// run calls write b.N times from clients goroutines, then drain (when not nil), and reports
+// writes/s over the whole time and the latency percentiles of the writes.
+func run(b *testing.B, write func(i int) error, drain func()) {
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
@@ -102,6 +141,9 @@ func run(b *testing.B, write func(i int) error) {
 		}()
 	}
 	wg.Wait()
+	if drain != nil {
+		drain()
+	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	if err, _ := failed.Load().(error); err != nil {
