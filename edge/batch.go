@@ -32,15 +32,15 @@ func newLane(queue int) *lane {
 }
 
 // busy reports whether depth batches of the lane are waiting for the core, and until when at
-// the latest that can hold back the next one: a batch unanswered for longer than the write
-// timeout no longer counts (its core may be gone; the commands are safe in the stream).
-func (l *lane) busy(now time.Time, depth int, timeout time.Duration) (bool, time.Time) {
+// the latest that can hold back the next one: a batch unanswered for longer than hold no
+// longer counts (its core may be slow or gone; the commands are safe in the stream).
+func (l *lane) busy(now time.Time, depth int, hold time.Duration) (bool, time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
 	var oldest time.Time
 	for id, at := range l.unanswered {
-		if now.Sub(at) > timeout {
+		if now.Sub(at) > hold {
 			delete(l.unanswered, id)
 			continue
 		}
@@ -49,7 +49,7 @@ func (l *lane) busy(now time.Time, depth int, timeout time.Duration) (bool, time
 			oldest = at
 		}
 	}
-	return n >= depth, oldest.Add(timeout)
+	return n >= depth, oldest.Add(hold)
 }
 
 func (l *lane) published(id string, at time.Time) {
@@ -77,7 +77,7 @@ func (l *lane) answer(id string) bool {
 // stream holds them in the order they were submitted. A batch gathers the commands that
 // arrive while the one before is being stored, and for at most BatchWindow after its first.
 // While BatchDepth batches of the lane wait for the core, the next one goes on gathering
-// until one is answered: the core applies a partition's batches one at a time, so under load
+// until one is answered (or BatchHold passes): the core applies a partition's batches one at a time, so under load
 // this turns a queue of small batches into few large ones, each one transaction.
 func (w *writer) runPartition(p int, l *lane) {
 	defer w.wg.Done()
@@ -100,7 +100,7 @@ func (w *writer) runPartition(p int, l *lane) {
 	gather:
 		for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
 			if !window {
-				busy, until := l.busy(time.Now(), cfg.BatchDepth, cfg.WriteTimeout)
+				busy, until := l.busy(time.Now(), cfg.BatchDepth, cfg.BatchHold)
 				if !busy {
 					break
 				}

@@ -40,9 +40,14 @@ type Config struct {
 	// stream messages and transactions per write), more lanes apply in parallel. Default 1.
 	WriteLanes int
 	// BatchDepth is how many batches of one write lane may wait for the core's outcomes
-	// before the next batch is held back to gather more commands (for at most the write
-	// timeout). Default 2: one being applied, one ready.
+	// before the next batch is held back to gather more commands (for at most BatchHold).
+	// Default 1: the core applies a partition's batches one at a time, so a batch that waits
+	// at the edge grows, where one queued in the stream could not.
 	BatchDepth int
+	// BatchHold bounds how long a batch is held back for BatchDepth: longer than the core
+	// takes to apply a batch, short enough that writes still become durable (and get their
+	// 202) quickly when no core is running. Default 50ms.
+	BatchHold time.Duration
 	// BatchMax is the most commands one write batch carries. Default 128.
 	BatchMax int
 	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
@@ -80,7 +85,8 @@ func DefaultConfig() Config {
 		ReadTimeout:       2 * time.Second,
 		MaxBodyBytes:      1 << 20,
 		WriteLanes:        1,
-		BatchDepth:        2,
+		BatchDepth:        1,
+		BatchHold:         50 * time.Millisecond,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
 		BatchWindow:       time.Millisecond,
@@ -113,6 +119,7 @@ func (c *Config) complete() error {
 	set(&c.WriteTimeout, d.WriteTimeout)
 	set(&c.ReadTimeout, d.ReadTimeout)
 	set(&c.BatchWindow, d.BatchWindow)
+	set(&c.BatchHold, d.BatchHold)
 	set(&c.CacheTTL, d.CacheTTL)
 	set(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
 	set(&c.IdleTimeout, d.IdleTimeout)
