@@ -279,12 +279,13 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 }
 
 // announce publishes the change events of committed batches, off the path of the next
-// batch, and removes them from the outbox in bulk: one delete for all the events published in
-// a short while, rather than one transaction per batch. It returns once commits is closed
-// and drained. Events it could not confirm stay in the outbox for the sweeper.
+// batch: it sends what is ready, confirms it with one flush, and removes the events from the
+// outbox in bulk (one delete for all that were published in a short while, not one
+// transaction per batch). It returns once commits is closed and drained. Events it could
+// not confirm stay in the outbox for the sweeper.
 func (c *Core) announce() {
 	ctx := context.Background()
-	var published []wire.ChangeEvent
+	var sent, published []wire.ChangeEvent
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
@@ -298,40 +299,39 @@ func (c *Core) announce() {
 		published = published[:0]
 	}
 	for {
+		var events []wire.ChangeEvent
+		open := true
 		select {
-		case events, ok := <-c.commits:
-			if !ok {
-				remove()
-				return
-			}
-			if c.publish(events, "commit") {
-				published = append(published, events...)
-			}
-			// Take what else is ready before the round trip to NATS and the store.
-		more:
-			for {
-				select {
-				case events, ok := <-c.commits:
-					if !ok {
-						remove()
-						return
-					}
-					if c.publish(events, "commit") {
-						published = append(published, events...)
-					}
-				default:
-					break more
-				}
-			}
-			if len(published) >= 1024 {
-				remove()
-			} else if len(published) > 0 && !armed {
-				timer.Reset(50 * time.Millisecond)
-				armed = true
-			}
+		case events, open = <-c.commits:
 		case <-timer.C:
 			armed = false
 			remove()
+			continue
+		}
+		sent = sent[:0]
+		for more := open; more; {
+			if c.send(events) {
+				sent = append(sent, events...)
+			}
+			select {
+			case events, more = <-c.commits:
+				open = more
+			default:
+				more = false
+			}
+		}
+		if len(sent) > 0 && c.confirm(len(sent), "commit") {
+			published = append(published, sent...)
+		}
+		switch {
+		case !open:
+			remove()
+			return
+		case len(published) >= 1024:
+			remove()
+		case len(published) > 0 && !armed:
+			timer.Reset(50 * time.Millisecond)
+			armed = true
 		}
 	}
 }
@@ -372,19 +372,29 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 	}
 }
 
-// publish announces committed changes and reports whether NATS confirmed them all.
+// publish announces events and reports whether NATS confirmed them all.
 func (c *Core) publish(events []wire.ChangeEvent, source string) bool {
+	return c.send(events) && c.confirm(len(events), source)
+}
+
+// send publishes events without waiting for NATS to take them.
+func (c *Core) send(events []wire.ChangeEvent) bool {
 	for i := range events {
 		if err := c.publishEvent(&events[i]); err != nil {
 			c.log.Warn("publishing change event; the outbox keeps it", "collection", events[i].Collection, "id", events[i].ID, "err", err)
 			return false
 		}
 	}
+	return true
+}
+
+// confirm waits until NATS has taken everything sent so far: n events from source.
+func (c *Core) confirm(n int, source string) bool {
 	if err := c.nc.FlushTimeout(5 * time.Second); err != nil {
 		c.log.Warn("flushing change events; the outbox keeps them", "err", err)
 		return false
 	}
-	c.m.eventsOut.WithLabelValues(source).Add(float64(len(events)))
+	c.m.eventsOut.WithLabelValues(source).Add(float64(n))
 	return true
 }
 
