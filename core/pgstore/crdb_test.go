@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/perchhq/perch/core/migration"
 )
 
 // There is no CockroachDB server in this repository's CI: these tests check the SQL the store
@@ -24,13 +26,13 @@ func statements(sql string) []string {
 }
 
 func TestCockroachMigrations(t *testing.T) {
-	ms, err := loadMigrations(migrationFiles)
+	ms, err := migration.Load(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
 	init := ms[0]
-	pg := statements(init.sql)
-	crdb := statements(forCockroach(init.sql))
+	pg := statements(init.SQL)
+	crdb := statements(forCockroach(init.SQL))
 	if len(pg) != len(crdb) {
 		t.Fatalf("%d statements for PostgreSQL, %d for CockroachDB", len(pg), len(crdb))
 	}
@@ -71,7 +73,7 @@ func TestCockroachMigrations(t *testing.T) {
 			t.Errorf("statement %d differs beyond the marks:\n pg   %s\n crdb %s", i, plain, got)
 		}
 	}
-	if strings.Contains(forCockroach(init.sql), "/*crdb:") {
+	if strings.Contains(forCockroach(init.SQL), "/*crdb:") {
 		t.Error("a /*crdb: */ mark was left in the CockroachDB schema")
 	}
 }

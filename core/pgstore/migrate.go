@@ -10,14 +10,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/perchhq/perch/core/migration"
 )
 
 //go:embed migrations/*.sql
@@ -32,44 +30,6 @@ var migrationFiles = func() fs.FS {
 	return sub
 }()
 
-// migration is one schema change: the file NNNN_name.sql of the migrations directory.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads the migrations of fsys (a directory of NNNN_name.sql files) in version
-// order. Versions must be 1, 2, 3... without gaps or duplicates, so that a missing file is
-// caught here rather than silently skipped.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "*.sql")
-	if err != nil {
-		return nil, fmt.Errorf("list migrations: %w", err)
-	}
-	ms := make([]migration, 0, len(names))
-	for _, name := range names {
-		num, _, ok := strings.Cut(path.Base(name), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", name)
-		}
-		body, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", name, err)
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: version %d, want %d (versions must run 1, 2, 3...)",
-				m.name, m.version, i+1)
-		}
-	}
-	return ms, nil
-}
-
 // Migrate brings the schema of the database at dsn up to this build's last migration, and
 // on CockroachDB applies the multi-region configuration that WithRegions and WithSurvival ask
 // for. It is what `perch migrate --db DSN` runs. Any number of Migrate and Open calls may run
@@ -83,7 +43,7 @@ func Migrate(ctx context.Context, dsn string, logger *slog.Logger, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	ms, err := loadMigrations(migrationFiles)
+	ms, err := migration.Load(migrationFiles)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -156,14 +116,14 @@ var errLostLock = errors.New("lost the schema lock")
 // migrator applies migrations under the schema lock.
 type migrator struct {
 	s        *Store
-	ms       []migration
+	ms       []migration.File
 	region   multiRegion
 	holder   string        // who we are in schema_lock and schema_migrations
 	leaseTTL time.Duration // how long a lease lasts unless extended
 	poll     time.Duration // how often a waiting migrator tries the lock
 }
 
-func (s *Store) migrator(ms []migration, o options) *migrator {
+func (s *Store) migrator(ms []migration.File, o options) *migrator {
 	return &migrator{s: s, ms: ms, region: o.region, holder: holderName(), leaseTTL: time.Minute, poll: 500 * time.Millisecond}
 }
 
@@ -361,14 +321,14 @@ func (m *migrator) lock(ctx context.Context) (context.Context, func(), error) {
 // apply runs mg in one transaction together with its schema_migrations row, unless another
 // migrator applied it first. The transaction starts by locking the lease row (the fence): a
 // migrator whose lease was taken over stops before it changes anything.
-func (m *migrator) apply(ctx context.Context, mg migration) error {
+func (m *migrator) apply(ctx context.Context, mg migration.File) error {
 	s := m.s
-	sql := mg.sql
+	sql := mg.SQL
 	if s.cockroach {
 		sql = forCockroach(sql)
 	}
 	var applied bool
-	err := s.retry(ctx, "migration "+mg.name, func() error {
+	err := s.retry(ctx, "migration "+mg.Name, func() error {
 		applied = false
 		return s.runTx(ctx, serializable, func(tx pgx.Tx) error {
 			var one int
@@ -381,10 +341,10 @@ func (m *migrator) apply(ctx context.Context, mg migration) error {
 			if err != nil {
 				return err
 			}
-			if current >= mg.version {
+			if current >= mg.Version {
 				return nil
 			}
-			if current != mg.version-1 {
+			if current != mg.Version-1 {
 				return permanentf(fmt.Errorf("schema is at version %d", current))
 			}
 			// No arguments: pgx sends it with the simple protocol, which runs every statement
@@ -393,7 +353,7 @@ func (m *migrator) apply(ctx context.Context, mg migration) error {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at, applied_by)
-				VALUES ($1, $2, now(), $3)`, mg.version, mg.name, m.holder); err != nil {
+				VALUES ($1, $2, now(), $3)`, mg.Version, mg.Name, m.holder); err != nil {
 				return fmt.Errorf("record: %w", err)
 			}
 			applied = true
@@ -404,14 +364,14 @@ func (m *migrator) apply(ctx context.Context, mg migration) error {
 		return err
 	}
 	if applied {
-		s.logger.Info("applied store migration", "version", mg.version, "name", mg.name)
+		s.logger.Info("applied store migration", "version", mg.Version, "name", mg.Name)
 	}
 	return nil
 }
 
 // checkSchema fails with ErrSchemaBehind unless the database has every migration of ms
 // (Open with WithoutMigrate). A newer schema is fine: migrations are backward compatible.
-func checkSchema(ctx context.Context, q querier, ms []migration) error {
+func checkSchema(ctx context.Context, q querier, ms []migration.File) error {
 	var exists bool
 	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.tables
 		WHERE table_schema = current_schema() AND table_name = 'schema_migrations')`).Scan(&exists); err != nil {

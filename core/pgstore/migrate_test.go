@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/core/migration"
 	"github.com/perchhq/perch/internal/pgtest"
 )
 
@@ -69,7 +70,7 @@ func queryInt(t *testing.T, s *Store, query string, args ...any) int64 {
 
 func TestMigrateConcurrently(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	ms, err := loadMigrations(migrationFiles)
+	ms, err := migration.Load(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestMigrateConcurrentlySlow(t *testing.T) {
 		"0002_slow.sql":  {Data: []byte(`INSERT INTO ran VALUES (2); SELECT pg_sleep(0.3); INSERT INTO ran VALUES (2);`)},
 		"0003_more.sql":  {Data: []byte(`INSERT INTO ran VALUES (3);`)},
 	}
-	ms, err := loadMigrations(fsys)
+	ms, err := migration.Load(fsys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestWithoutMigrate(t *testing.T) {
 func TestSchemaLockLease(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	s := testStore(t, dsn, slog.New(slog.DiscardHandler))
-	ms, err := loadMigrations(migrationFiles)
+	ms, err := migration.Load(migrationFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +279,7 @@ func TestSchemaLockLease(t *testing.T) {
 	t.Run("fence", func(t *testing.T) {
 		// A migrator whose lease was taken over must not apply anything.
 		fsys := fstest.MapFS{"0001_x.sql": {Data: []byte(`CREATE TABLE fenced (n INT);`)}}
-		ms, err := loadMigrations(fsys)
+		ms, err := migration.Load(fsys)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/core/migration"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -121,7 +122,7 @@ func Open(ctx context.Context, dsn string, partitions int, logger *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	ms, err := loadMigrations(migrationFiles)
+	ms, err := migration.Load(migrationFiles)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
@@ -306,7 +307,7 @@ func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, erro
 	if err := s.checkOpen(); err != nil {
 		return wire.ListPage{}, err
 	}
-	limit := clamp(q.Limit, wire.DefaultListLimit, wire.MaxListLimit)
+	limit := core.ListLimit(q.Limit)
 	empty := wire.ListPage{Items: []wire.Document{}}
 	if !wire.ValidCollection(q.Collection) || !nameChars(q.IDPrefix) {
 		if !isOrder(q.Order) {
@@ -323,7 +324,7 @@ func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, erro
 	b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = $1 AND NOT deleted`)
 	if q.IDPrefix != "" {
 		b.WriteString(` AND id >= ` + arg(q.IDPrefix))
-		if end, ok := prefixEnd(q.IDPrefix); ok {
+		if end, ok := core.PrefixEnd(q.IDPrefix); ok {
 			b.WriteString(` AND id < ` + arg(end))
 		}
 	}
@@ -417,13 +418,8 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, erro
 	if len(q.After) > s.partitions {
 		return wire.SyncPage{}, fmt.Errorf("sync: position has %d partitions, the store %d", len(q.After), s.partitions)
 	}
-	limit := clamp(q.Limit, wire.DefaultSyncLimit, wire.MaxSyncLimit)
-	var collections []string
-	for _, c := range dedupe(q.Collections) {
-		if wire.ValidCollection(c) {
-			collections = append(collections, c)
-		}
-	}
+	limit := core.SyncLimit(q.Limit)
+	collections := core.SyncCollections(q.Collections)
 	after := make([]int64, s.partitions)
 	copy(after, q.After)
 	parts := make([]int32, s.partitions)
@@ -679,36 +675,9 @@ func decodeOutcome(raw []byte) (*wire.Outcome, error) {
 // CockroachDB's timestamptz precision, and what core.ApplyCommand truncates to).
 func micro(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-// clamp applies a query limit's rules: 0 means def, anything else is held to [1, max].
-func clamp(limit, def, max int) int {
-	switch {
-	case limit == 0:
-		return def
-	case limit < 1:
-		return 1
-	case limit > max:
-		return max
-	}
-	return limit
-}
-
-// prefixEnd returns the smallest string greater than every string that starts with prefix,
-// so that "id >= prefix AND id < end" selects the prefix with an index range (no LIKE: "_"
-// and "%" are wildcards). ok is false when there is none (prefix is all 0xff bytes).
-func prefixEnd(prefix string) (end string, ok bool) {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1]), true
-		}
-	}
-	return "", false
-}
-
 // nameChars reports whether s holds only characters that names may have (see
 // wire.ValidName), so that a prefix with any other cannot match a stored id. It also keeps
-// prefixEnd's result valid text: the greatest name character, '~', becomes DEL.
+// core.PrefixEnd's result valid text: the greatest name character, '~', becomes DEL.
 func nameChars(s string) bool {
 	return s == "" || wire.ValidName(strings.ReplaceAll(s, ".", "a"))
 }
@@ -717,16 +686,4 @@ func nameChars(s string) bool {
 // Anything else cannot have been stored, so a read for it finds nothing.
 func storableText(s string) bool {
 	return !strings.ContainsRune(s, 0) && strings.ToValidUTF8(s, "\uFFFD") == s
-}
-
-func dedupe(ss []string) []string {
-	seen := make(map[string]struct{}, len(ss))
-	out := make([]string, 0, len(ss))
-	for _, s := range ss {
-		if _, ok := seen[s]; !ok {
-			seen[s] = struct{}{}
-			out = append(out, s)
-		}
-	}
-	return out
 }

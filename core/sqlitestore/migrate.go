@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/perchhq/perch/core/migration"
 )
 
 //go:embed migrations/*.sql
@@ -27,50 +25,12 @@ func migrationsFS() (fs.FS, error) {
 	return sub, nil
 }
 
-// migration is one schema change: the file NNNN_name.sql of the migrations directory.
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads the migrations of fsys (a directory of NNNN_name.sql files) in version
-// order. Versions must be 1, 2, 3... without gaps or duplicates, so that a missing file is
-// caught here rather than silently skipped.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "*.sql")
-	if err != nil {
-		return nil, fmt.Errorf("list migrations: %w", err)
-	}
-	ms := make([]migration, 0, len(names))
-	for _, name := range names {
-		num, _, ok := strings.Cut(path.Base(name), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", name)
-		}
-		body, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", name, err)
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: version %d, want %d (versions must run 1, 2, 3...)",
-				m.name, m.version, i+1)
-		}
-	}
-	return ms, nil
-}
-
 // migrate brings the schema of db up to the last migration of fsys, each migration in its own
 // transaction together with its schema_migrations row, so that a crash leaves the schema at a
 // version boundary. Migrations are forward-only: a database whose schema is newer than fsys
 // knows is refused, since this code cannot know what the newer schema means.
 func migrate(ctx context.Context, db *sql.DB, fsys fs.FS, logger *slog.Logger) error {
-	ms, err := loadMigrations(fsys)
+	ms, err := migration.Load(fsys)
 	if err != nil {
 		return err
 	}
@@ -91,7 +51,7 @@ func migrate(ctx context.Context, db *sql.DB, fsys fs.FS, logger *slog.Logger) e
 		if err := applyMigration(ctx, db, m); err != nil {
 			return err
 		}
-		logger.Info("applied store migration", "version", m.version, "name", m.name)
+		logger.Info("applied store migration", "version", m.Version, "name", m.Name)
 	}
 	return nil
 }
@@ -107,10 +67,10 @@ func schemaVersion(ctx context.Context, q interface {
 }
 
 // applyMigration runs m in one (immediate) transaction unless another opener applied it first.
-func applyMigration(ctx context.Context, db *sql.DB, m migration) (err error) {
+func applyMigration(ctx context.Context, db *sql.DB, m migration.File) (err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migration %s: begin: %w", m.name, err)
+		return fmt.Errorf("migration %s: begin: %w", m.Name, err)
 	}
 	defer func() {
 		if err != nil {
@@ -121,21 +81,21 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration) (err error) {
 	if err != nil {
 		return err
 	}
-	if current >= m.version {
+	if current >= m.Version {
 		return tx.Commit()
 	}
-	if current != m.version-1 {
-		return fmt.Errorf("migration %s: schema is at version %d", m.name, current)
+	if current != m.Version-1 {
+		return fmt.Errorf("migration %s: schema is at version %d", m.Name, current)
 	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return fmt.Errorf("migration %s: %w", m.name, err)
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		return fmt.Errorf("migration %s: %w", m.Name, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-		m.version, time.Now().UnixMicro()); err != nil {
-		return fmt.Errorf("migration %s: record: %w", m.name, err)
+		m.Version, time.Now().UnixMicro()); err != nil {
+		return fmt.Errorf("migration %s: record: %w", m.Name, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migration %s: commit: %w", m.name, err)
+		return fmt.Errorf("migration %s: commit: %w", m.Name, err)
 	}
 	return nil
 }

@@ -436,14 +436,14 @@ func (s *Store) WriteOutcome(ctx context.Context, writeID string) (wire.Outcome,
 // List returns a page of live documents. The id orders compare ids byte by byte; the
 // updated_at orders break ties by id, in the same direction. An unknown order is an error.
 func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, error) {
-	limit := clamp(q.Limit, wire.DefaultListLimit, wire.MaxListLimit)
+	limit := core.ListLimit(q.Limit)
 	var b strings.Builder
 	args := []any{q.Collection}
 	b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND deleted = 0`)
 	if q.IDPrefix != "" {
 		b.WriteString(` AND id >= ?`)
 		args = append(args, q.IDPrefix)
-		if end, ok := prefixEnd(q.IDPrefix); ok {
+		if end, ok := core.PrefixEnd(q.IDPrefix); ok {
 			b.WriteString(` AND id < ?`)
 			args = append(args, end)
 		}
@@ -508,8 +508,8 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage,
 	if len(q.After) > s.partitions {
 		return wire.SyncPage{}, fmt.Errorf("sync: position has %d partitions, the store %d", len(q.After), s.partitions)
 	}
-	limit := clamp(q.Limit, wire.DefaultSyncLimit, wire.MaxSyncLimit)
-	collections := dedupe(q.Collections)
+	limit := core.SyncLimit(q.Limit)
+	collections := core.SyncCollections(q.Collections)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return wire.SyncPage{}, fmt.Errorf("sync: begin: %w", err)
@@ -739,43 +739,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// clamp applies a query limit's rules: 0 means def, anything else is held to [1, max].
-func clamp(limit, def, max int) int {
-	switch {
-	case limit == 0:
-		return def
-	case limit < 1:
-		return 1
-	case limit > max:
-		return max
-	}
-	return limit
-}
-
-// prefixEnd returns the smallest string greater than every string that starts with prefix,
-// so that "id >= prefix AND id < end" selects the prefix with an index range. ok is false when
-// there is none (prefix is all 0xff bytes).
-func prefixEnd(prefix string) (end string, ok bool) {
-	b := []byte(prefix)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1]), true
-		}
-	}
-	return "", false
-}
-
-func dedupe(ss []string) []string {
-	seen := make(map[string]struct{}, len(ss))
-	out := make([]string, 0, len(ss))
-	for _, s := range ss {
-		if _, ok := seen[s]; !ok {
-			seen[s] = struct{}{}
-			out = append(out, s)
-		}
-	}
-	return out
 }

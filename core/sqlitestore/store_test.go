@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/core/migration"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -157,7 +158,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := loadMigrations(fsys)
+	ms, err := migration.Load(fsys)
 	if err != nil {
 		t.Fatalf("embedded migrations: %v", err)
 	}
@@ -173,8 +174,8 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 			t.Fatalf("open %d: %d migrations recorded, want %d", open, len(got), len(ms))
 		}
 		for _, m := range ms {
-			if _, ok := got[m.version]; !ok {
-				t.Fatalf("open %d: migration %d not recorded", open, m.version)
+			if _, ok := got[m.Version]; !ok {
+				t.Fatalf("open %d: migration %d not recorded", open, m.Version)
 			}
 		}
 		if first == nil {
@@ -237,21 +238,19 @@ func TestMigrate(t *testing.T) {
 		}
 	})
 
-	for _, tt := range []struct {
-		name  string
-		files fstest.MapFS
-	}{
-		{"gap", fstest.MapFS{"0001_a.sql": {}, "0003_c.sql": {}}},
-		{"duplicate", fstest.MapFS{"0001_a.sql": {}, "01_b.sql": {}}},
-		{"bad name", fstest.MapFS{"init.sql": {}}},
-		{"zero", fstest.MapFS{"0000_a.sql": {}}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if _, err := loadMigrations(tt.files); err == nil {
-				t.Fatalf("loadMigrations(%v): no error", tt.files)
-			}
-		})
-	}
+	t.Run("bad files", func(t *testing.T) {
+		// The rules are core/migration's (TestLoadRefuses); migrate must stop at them before
+		// it changes anything.
+		s := openAt(t, dbPath(t), testPartitions)
+		gap := copyMap(base)
+		gap["0003_gap.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE gap (x INTEGER) STRICT;`)}
+		if err := migrate(t.Context(), s.w, gap, s.logger); err == nil || !strings.Contains(err.Error(), "0003_gap.sql") {
+			t.Fatalf("migrate with a gap: %v, want an error naming 0003_gap.sql", err)
+		}
+		if v, err := schemaVersion(t.Context(), s.w); err != nil || v != 1 {
+			t.Fatalf("schema version %d, %v after refused migrations; want 1", v, err)
+		}
+	})
 }
 
 // embeddedMap copies the migrations of fsys into a MapFS that tests can add to.
