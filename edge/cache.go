@@ -27,15 +27,19 @@ type entry struct {
 	// to carry its document): it is never served, and only a fill of version or later may
 	// replace it.
 	stale bool
+	// epoch is the cache's epoch when the entry was made; an entry of an older epoch is not
+	// served (see docCache.distrust).
+	epoch int64
 }
 
-// newer reports whether e may replace cur: a higher version, or the same version bringing
-// the document that a stale marker lacked.
+// newer reports whether e may replace cur: a higher version, or the same version bringing the
+// document that a stale marker lacked or made in a later epoch. Versions never go down, even
+// across epochs: a version the edge once held existed, and any later fill is at least as new.
 func (e *entry) newer(cur *entry) bool {
 	if e.version != cur.version {
 		return e.version > cur.version
 	}
-	return cur.stale && !e.stale
+	return cur.stale && !e.stale || e.epoch > cur.epoch && !e.stale
 }
 
 // docCache holds rendered documents and list pages. Documents are keyed by "collection/id";
@@ -51,7 +55,25 @@ type docCache struct {
 	ttl time.Duration
 	// gens maps a collection to *atomic.Int64, its list generation.
 	gens sync.Map
+	// epoch grows when the edge may have missed change events (a gap in a partition's
+	// sequence, a reconnection to NATS): every entry made before is then distrusted at once,
+	// without walking the cache.
+	epoch atomic.Int64
+	// floors holds, for a few seconds, the version of each document this edge's writes
+	// produced: a fill that started before the write committed must not install or serve
+	// an older version to the writer (read-your-writes even when the cache refused the
+	// write's own entry).
+	floorMu sync.Mutex
+	floors  map[string]floor
 }
+
+type floor struct {
+	version int64
+	at      time.Time
+}
+
+// floorTTL is how long a write's version floor is kept: longer than any fill takes.
+const floorTTL = 10 * time.Second
 
 func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, error) {
 	evictions := prometheus.NewCounter(prometheus.CounterOpts{
@@ -75,7 +97,46 @@ func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, erro
 	if err != nil {
 		return nil, err
 	}
-	return &docCache{c: c, ttl: ttl}, nil
+	return &docCache{c: c, ttl: ttl, floors: make(map[string]floor)}, nil
+}
+
+// valid reports whether e may be served: made in the current epoch and not a marker.
+func (dc *docCache) valid(e *entry) bool {
+	return !e.stale && e.epoch == dc.epoch.Load()
+}
+
+// distrust retires every entry at once: the edge may have missed change events.
+func (dc *docCache) distrust() { dc.epoch.Add(1) }
+
+// raiseFloor records that this edge's write produced version of key.
+func (dc *docCache) raiseFloor(key string, version int64, now time.Time) {
+	dc.floorMu.Lock()
+	if f, ok := dc.floors[key]; !ok || f.version < version {
+		dc.floors[key] = floor{version: version, at: now}
+	}
+	if len(dc.floors) > 1<<16 {
+		for k, f := range dc.floors {
+			if now.Sub(f.at) > floorTTL {
+				delete(dc.floors, k)
+			}
+		}
+	}
+	dc.floorMu.Unlock()
+}
+
+// floor returns the least version a fill of key may serve.
+func (dc *docCache) floor(key string, now time.Time) int64 {
+	dc.floorMu.Lock()
+	defer dc.floorMu.Unlock()
+	f, ok := dc.floors[key]
+	if !ok {
+		return 0
+	}
+	if now.Sub(f.at) > floorTTL {
+		delete(dc.floors, key)
+		return 0
+	}
+	return f.version
 }
 
 // get returns the entry of key. key may alias a request buffer: ristretto keeps only its hash.
@@ -87,6 +148,7 @@ func (dc *docCache) get(key []byte) (*entry, bool) {
 }
 
 func (dc *docCache) set(key string, e *entry) {
+	e.epoch = dc.epoch.Load()
 	dc.c.SetWithTTL(key, e, int64(len(e.body)+len(e.etag)+len(key)+96), dc.ttl)
 }
 

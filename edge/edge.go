@@ -43,9 +43,13 @@ type Edge struct {
 	registry prometheus.Registerer
 	writes   *writer
 	draining atomic.Bool
-	subs     []*nats.Subscription
-	closeMu  sync.Mutex
-	closed   bool
+	// lastSeq is the last change sequence seen per partition, 0 when unknown; owned by the
+	// change subscription. resetSequences asks it to forget them (after a reconnection).
+	lastSeq        []int64
+	resetSequences atomic.Bool
+	subs           []*nats.Subscription
+	closeMu        sync.Mutex
+	closed         bool
 }
 
 // New validates cfg and returns an edge that talks to the core through nc. members may be nil
@@ -85,6 +89,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		metrics:  m,
 		registry: reg,
 	}
+	e.lastSeq = make([]int64, cfg.Partitions)
 	e.writes = newWriter(e)
 	e.routes = e.routeTable()
 	if len(e.routes) > maxRoutes {

@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -26,6 +27,7 @@ func (e *Edge) subscribe() error {
 		_ = s.SetPendingLimits(1<<20, 256<<20)
 	}
 	e.subs = append(e.subs, out, ch)
+	e.nc.SetReconnectHandler(e.onReconnect)
 	// The subscriptions must be known to the server before the first write is published,
 	// or its outcome could go unheard.
 	return e.nc.Flush()
@@ -40,10 +42,16 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 		return
 	}
 	e.writes.answered(msg.Batch)
+	now := time.Now()
 	for i := range msg.Outcomes {
 		out := msg.Outcomes[i]
-		if out.Problem == nil && out.Doc != nil && validDoc(out.Doc) {
+		// A replayed outcome carries the document as the first write left it, which may be
+		// long superseded: it must not go into the cache.
+		if out.Problem == nil && !out.Replayed && out.Doc != nil && validDoc(out.Doc) {
+			key := docKey(out.Doc.Collection, out.Doc.ID)
+			e.cache.raiseFloor(key, out.Doc.Version, now)
 			e.cache.putDocument(out.Doc)
+			e.fills.Forget(key)
 			e.cache.retireLists(out.Doc.Collection)
 		}
 		e.writes.deliver(out)
@@ -53,12 +61,16 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 // onChange applies a change event to the cache: in place when it carries the document, as a
 // version marker (the next read fetches) when the document was too large to carry.
 func (e *Edge) onChange(m *nats.Msg) {
+	if e.resetSequences.Swap(false) {
+		clear(e.lastSeq)
+	}
 	var ev wire.ChangeEvent
 	if err := json.Unmarshal(m.Data, &ev); err != nil || !validEvent(&ev) {
 		e.metrics.events.WithLabelValues("invalid").Inc()
 		e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
 		return
 	}
+	e.checkSequence(&ev)
 	if ev.Doc != nil {
 		e.metrics.events.WithLabelValues("document").Inc()
 		e.cache.putDocument(ev.Doc)
@@ -66,7 +78,35 @@ func (e *Edge) onChange(m *nats.Msg) {
 		e.metrics.events.WithLabelValues("marker").Inc()
 		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
 	}
+	e.fills.Forget(docKey(ev.Collection, ev.ID))
 	e.cache.retireLists(ev.Collection)
+}
+
+// checkSequence detects missed change events: each partition numbers its changes without
+// gaps, so a jump means events were lost (a slow consumer, a NATS hiccup), and the cache can
+// no longer be trusted; it is distrusted whole, since the lost changes could be of any
+// document. A repeated or older sequence is an event published twice (the outbox sweeper)
+// and harmless. Called from the change subscription only, one event at a time.
+func (e *Edge) checkSequence(ev *wire.ChangeEvent) {
+	if ev.Partition < 0 || ev.Partition >= len(e.lastSeq) {
+		return
+	}
+	last := e.lastSeq[ev.Partition]
+	if last != 0 && ev.Seq > last+1 {
+		e.log.Warn("change events missed; distrusting the cache", "partition", ev.Partition, "after", last, "got", ev.Seq)
+		e.metrics.events.WithLabelValues("gap").Inc()
+		e.cache.distrust()
+	}
+	if ev.Seq > last {
+		e.lastSeq[ev.Partition] = ev.Seq
+	}
+}
+
+// onReconnect distrusts the cache: events published while the edge was away are lost to it.
+func (e *Edge) onReconnect(*nats.Conn) {
+	e.log.Warn("reconnected to NATS; change events may have been missed, distrusting the cache")
+	e.cache.distrust()
+	e.resetSequences.Store(true)
 }
 
 func validEvent(ev *wire.ChangeEvent) bool {

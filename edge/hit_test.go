@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
 	"github.com/perchhq/perch/internal/natstest"
@@ -121,5 +122,57 @@ func BenchmarkGetHit(b *testing.B) {
 				e.dispatch(ctx)
 			}
 		})
+	}
+}
+
+func changeMsg(t *testing.T, ev wire.ChangeEvent) *nats.Msg {
+	t.Helper()
+	data, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nats.Msg{Subject: wire.ChangeSubject(ev.Collection), Data: data}
+}
+
+// TestSequenceGapDistrustsCache: a jump in a partition's change sequence means events were
+// lost, so nothing cached before may be served.
+func TestSequenceGapDistrustsCache(t *testing.T) {
+	e := newTestEdge(t)
+	d := cacheDocument(t, e, "doc", 100)
+	now := time.Now().UTC()
+	other := func(seq int64) wire.ChangeEvent {
+		od := &wire.Document{Collection: "bench", ID: "other", Version: seq, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(`{}`)}
+		return wire.ChangeEvent{Partition: 2, Seq: seq, Collection: "bench", ID: "other", Version: seq, UpdatedAt: now, Doc: od}
+	}
+	hit := func() bool {
+		ent, ok := e.cache.get([]byte("bench/" + d.ID))
+		return ok && e.cache.valid(ent)
+	}
+	e.onChange(changeMsg(t, other(1)))
+	e.onChange(changeMsg(t, other(2)))
+	e.onChange(changeMsg(t, other(2))) // published twice: harmless
+	if !hit() {
+		t.Fatal("contiguous events distrusted the cache")
+	}
+	e.onChange(changeMsg(t, other(5)))
+	if hit() {
+		t.Fatal("a gap in the sequence left old entries served")
+	}
+}
+
+// TestReplayedOutcomeNotCached: the outcome of a replayed Idempotency-Key carries the
+// document as the first write left it; caching it could serve a superseded version.
+func TestReplayedOutcomeNotCached(t *testing.T) {
+	e := newTestEdge(t)
+	now := time.Now().UTC()
+	old := &wire.Document{Collection: "c", ID: "r", Version: 1, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(`{"v":1}`)}
+	data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 201, Doc: old, Replayed: true}}})
+	e.onOutcomes(&nats.Msg{Data: data})
+	e.cache.c.Wait()
+	if _, ok := e.cache.get([]byte("c/r")); ok {
+		t.Fatal("a replayed outcome went into the cache")
+	}
+	if f := e.cache.floor("c/r", time.Now()); f != 0 {
+		t.Fatalf("a replayed outcome raised the floor to %d", f)
 	}
 }

@@ -34,13 +34,14 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	kb := keyBufs.Get().(*[]byte)
 	key := appendDocKey((*kb)[:0], p.collection, p.id)
 	ent, ok := e.cache.get(key)
+	hit := ok && e.cache.valid(ent)
 	skey := ""
-	if !ok || ent.stale {
+	if !hit {
 		skey = string(key)
 	}
 	*kb = key
 	keyBufs.Put(kb)
-	if ok && !ent.stale {
+	if hit {
 		e.metrics.hits.Inc()
 		e.serveEntry(ctx, ent, csHit)
 		return
@@ -87,21 +88,28 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []by
 func (e *Edge) fillDocument(key, collection, id string) (*entry, bool, *problem.Problem) {
 	v, err, _ := e.fills.Do(key, func() (any, error) {
 		e.metrics.fills.Inc()
-		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
-		var ent *entry
-		switch {
-		case perr != nil && perr.Code == problem.NotFound:
-			ent = &entry{version: 0, status: fasthttp.StatusNotFound, body: notFoundBody}
-		case perr != nil:
-			e.metrics.fillErrors.Inc()
-			return nil, perr
-		case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
-			return nil, problem.New(problem.Internal, "the core answered for another document")
-		default:
-			ent = documentEntry(resp.Doc)
+		// A fill that raced one of this edge's writes may read the version before it; the
+		// write's floor sends it back to the core, which has committed the write.
+		for attempt := 0; ; attempt++ {
+			resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
+			var ent *entry
+			switch {
+			case perr != nil && perr.Code == problem.NotFound:
+				ent = &entry{version: 0, status: fasthttp.StatusNotFound, body: notFoundBody}
+			case perr != nil:
+				e.metrics.fillErrors.Inc()
+				return nil, perr
+			case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
+				return nil, problem.New(problem.Internal, "the core answered for another document")
+			default:
+				ent = documentEntry(resp.Doc)
+			}
+			if ent.version < e.cache.floor(key, time.Now()) && attempt < 3 {
+				continue
+			}
+			e.cache.set(key, ent)
+			return ent, nil
 		}
-		e.cache.set(key, ent)
-		return ent, nil
 	})
 	if err != nil {
 		var p *problem.Problem
@@ -195,7 +203,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	}
 
 	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
-	if ent, ok := e.cache.get([]byte(key)); ok {
+	if ent, ok := e.cache.get([]byte(key)); ok && e.cache.valid(ent) {
 		e.metrics.hits.Inc()
 		e.serveList(ctx, ent, csHit)
 		return
