@@ -85,13 +85,18 @@ func (w *writer) runPartition(p int, l *lane) {
 	batch := make([]*pending, 0, cfg.BatchMax)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	// carry is a command that would have made the last batch too large: it opens the next.
+	var carry *pending
 	for {
-		var first *pending
-		select {
-		case first = <-l.q:
-		case <-w.stopc:
-			w.drain(l.q)
-			return
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-l.q:
+			case <-w.stopc:
+				w.drain(l.q)
+				return
+			}
 		}
 		batch = append(batch[:0], first)
 		size := len(first.cmd.Data)
@@ -108,6 +113,10 @@ func (w *writer) runPartition(p int, l *lane) {
 			}
 			select {
 			case pd := <-l.q:
+				if size+len(pd.cmd.Data) > cfg.BatchBytes {
+					carry = pd
+					break gather
+				}
 				batch = append(batch, pd)
 				size += len(pd.cmd.Data)
 			case <-l.answered:
@@ -125,9 +134,13 @@ func (w *writer) runPartition(p int, l *lane) {
 		}
 		timer.Stop()
 		start := time.Now()
-		id, err := w.publish(p, batch)
-		if err == nil {
-			l.published(id, start)
+		// Known as unanswered before it is published: the core may answer before
+		// PublishMsg returns.
+		id := ulid.Make().String()
+		l.published(id, start)
+		err := w.publish(p, id, batch)
+		if err != nil {
+			l.answer(id)
 		}
 		w.e.metrics.publish.Observe(time.Since(start).Seconds())
 		w.e.metrics.batchSize.Observe(float64(len(batch)))
@@ -152,15 +165,15 @@ func (w *writer) drain(q chan *pending) {
 
 // publish stores one batch in the write stream. A publish whose acknowledgement was lost is
 // retried with the same Nats-Msg-Id, which JetStream deduplicates, until the write timeout.
-func (w *writer) publish(p int, batch []*pending) (string, error) {
+func (w *writer) publish(p int, id string, batch []*pending) error {
 	cfg := &w.e.cfg
-	b := wire.Batch{ID: ulid.Make().String(), Partition: p, Edge: cfg.ID, Commands: make([]wire.Command, len(batch))}
+	b := wire.Batch{ID: id, Partition: p, Edge: cfg.ID, Commands: make([]wire.Command, len(batch))}
 	for i, pd := range batch {
 		b.Commands[i] = pd.cmd
 	}
 	data, err := json.Marshal(&b)
 	if err != nil {
-		return "", fmt.Errorf("encode batch: %w", err)
+		return fmt.Errorf("encode batch: %w", err)
 	}
 	msg := nats.NewMsg(wire.WriteSubject(p))
 	msg.Data = data
@@ -172,16 +185,16 @@ func (w *writer) publish(p int, batch []*pending) (string, error) {
 	for {
 		_, err = w.e.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.WriteStream))
 		if err == nil {
-			return b.ID, nil
+			return nil
 		}
-		if ctx.Err() != nil {
-			return "", fmt.Errorf("publish batch %s: %w", b.ID, err)
+		if ctx.Err() != nil || errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("publish batch %s: %w", b.ID, err)
 		}
 		w.e.log.Debug("publishing write batch; retrying", "batch", b.ID, "partition", p, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return "", fmt.Errorf("publish batch %s: %w", b.ID, err)
+			return fmt.Errorf("publish batch %s: %w", b.ID, err)
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}

@@ -65,6 +65,16 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: jetstream: %w", err)
 	}
+	// A batch, and so every body, must fit in one NATS message of this server.
+	if mp := int(nc.MaxPayload()); mp > 0 {
+		if limit := mp - batchOverhead; limit < cfg.BatchBytes {
+			cfg.BatchBytes = max(limit, 1)
+		}
+		if cfg.MaxBodyBytes > cfg.BatchBytes {
+			cfg.Logger.Warn("the NATS server's max_payload caps request bodies", "max_payload", mp, "max_body_bytes", cfg.BatchBytes)
+			cfg.MaxBodyBytes = cfg.BatchBytes
+		}
+	}
 	m := newMetrics()
 	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, m)
 	if err != nil {

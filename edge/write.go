@@ -21,6 +21,8 @@ var (
 	hdrAPIKey         = "X-Api-Key"
 	maxIdemKeyLen     = 255
 	maxAPIKeyLen      = 255
+	// batchOverhead is what a write batch adds to its commands' data in a NATS message.
+	batchOverhead = 64 << 10
 )
 
 func (e *Edge) putDocument(ctx *fasthttp.RequestCtx, p params) {
@@ -368,17 +370,25 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 	w.mu.Unlock()
 
 	part := wire.WritePartition(w.e.cfg.ID, cmd.Collection, cmd.ID, w.e.cfg.WriteLanes, w.e.cfg.Partitions)
+	full := time.NewTimer(w.e.cfg.WriteTimeout)
+	defer full.Stop()
 	select {
 	case w.lanes[part].q <- pd:
+	case <-full.C:
+		w.forget(cmd.WriteID)
+		return nil, nil, problem.New(problem.Unavailable, "too many writes waiting to be stored; retry")
 	case <-w.stopc:
 		w.forget(cmd.WriteID)
 		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
 	}
 	if err := <-pd.durable; err != nil {
 		w.forget(cmd.WriteID)
-		w.e.log.Warn("write not stored by JetStream", "write_id", cmd.WriteID, "err", err)
-		return nil, nil, problem.New(problem.Unavailable, "the write could not be stored; retry")
+		w.e.log.Warn("write not confirmed stored by JetStream", "write_id", cmd.WriteID, "err", err)
+		return nil, nil, problem.New(problem.Unavailable,
+			"the write was not confirmed stored; retry it (with the same Idempotency-Key to be safe)")
 	}
+	// The stream has the data now; the wait for the outcome needs only the command's names.
+	pd.cmd.Data = nil
 	return pd, nil, nil
 }
 

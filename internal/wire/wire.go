@@ -117,7 +117,7 @@ const (
 	MaxBatchCommands = 4096
 	MaxNameLen       = 128
 	// MaxIdemKeyLen bounds a scoped Idempotency-Key: the app's key and the client's key.
-	MaxIdemKeyLen = 512
+	MaxIdemKeyLen = 520
 )
 
 // Validate reports whether b is well-formed for partitions partitions.
