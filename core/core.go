@@ -203,7 +203,9 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 	}
 	go func() {
 		<-ctx.Done()
-		it.Stop()
+		// Stop pulling, but apply what was delivered already: a batch dropped here would
+		// wait out the ack timeout before another core got it.
+		it.Drain()
 	}()
 	for {
 		msg, err := it.Next()
@@ -246,6 +248,22 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 	)
 	backoff := 50 * time.Millisecond
 	start := time.Now()
+	// A slow transaction must not look like a dead core: tell JetStream the batch is being
+	// worked on, well within the ack timeout.
+	working := make(chan struct{})
+	defer close(working)
+	go func() {
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-working:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
 	for {
 		outcomes, events, err = c.store.ApplyBatch(actx, &b, c.cfg.Now())
 		if err == nil {
@@ -469,8 +487,14 @@ type readService struct {
 	wg  sync.WaitGroup
 }
 
+// stop ends the read service once every read it took was answered: Drain lets the handler
+// run for the messages already received, so the wait is for the subscription to close
+// first, and only then for the reads it started.
 func (r *readService) stop() {
 	_ = r.sub.Drain()
+	for deadline := time.Now().Add(10 * time.Second); r.sub.IsValid() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	r.wg.Wait()
 }
 
