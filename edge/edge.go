@@ -47,6 +47,7 @@ type Edge struct {
 	// change subscription. resetSequences asks it to forget them (after a reconnection).
 	lastSeq        []int64
 	resetSequences atomic.Bool
+	serving        chan struct{}
 	subs           []*nats.Subscription
 	closeMu        sync.Mutex
 	closed         bool
@@ -100,6 +101,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		registry: reg,
 	}
 	e.lastSeq = make([]int64, cfg.Partitions)
+	e.serving = make(chan struct{})
 	e.writes = newWriter(e)
 	e.routes = e.routeTable()
 	if len(e.routes) > maxRoutes {
@@ -125,6 +127,9 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	return e, nil
 }
 
+// Serving is closed once Serve has subscribed and accepts requests.
+func (e *Edge) Serving() <-chan struct{} { return e.serving }
+
 // ID is the edge's id in the fleet.
 func (e *Edge) ID() string { return e.cfg.ID }
 
@@ -149,16 +154,19 @@ func (e *Edge) routeTable() []route {
 func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 	if _, mismatch, err := wire.EnsureWriteStream(ctx, e.js, e.cfg.Stream); err != nil {
 		ln.Close()
+		e.close()
 		return err
 	} else if mismatch != "" {
 		e.log.Warn("the write stream differs from this edge's configuration; leaving it as it is", "mismatch", mismatch)
 	}
 	if err := e.subscribe(); err != nil {
 		ln.Close()
+		e.close()
 		return err
 	}
 	e.writes.start()
 	e.log.Info("edge serving", "addr", ln.Addr().String(), "url", e.cfg.PublicURL)
+	close(e.serving)
 
 	errc := make(chan error, 1)
 	go func() { errc <- e.srv.Serve(ln) }()
@@ -181,6 +189,9 @@ func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 	e.log.Info("edge stopped")
 	return err
 }
+
+// Close releases an edge that will not be served (Serve releases it when it returns).
+func (e *Edge) Close() { e.close() }
 
 func (e *Edge) close() {
 	e.closeMu.Lock()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -302,7 +303,10 @@ type writer struct {
 	e     *Edge
 	lanes []*lane
 	stopc chan struct{}
-	wg    sync.WaitGroup
+	// done is closed once every lane has stopped: a command queued after that will never
+	// be published.
+	done chan struct{}
+	wg   sync.WaitGroup
 
 	mu sync.Mutex
 	// waiting maps a write id to its request, until the outcome comes or it expires.
@@ -317,6 +321,7 @@ func newWriter(e *Edge) *writer {
 		e:        e,
 		lanes:    make([]*lane, e.cfg.Partitions),
 		stopc:    make(chan struct{}),
+		done:     make(chan struct{}),
 		waiting:  make(map[string]*pending),
 		inflight: make(map[string]*pending),
 	}
@@ -347,6 +352,7 @@ func (w *writer) stop() {
 	w.mu.Unlock()
 	close(w.stopc)
 	w.wg.Wait()
+	close(w.done)
 }
 
 // submit queues cmd and returns once JetStream stored it, or the problem that kept it from
@@ -381,7 +387,13 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 		w.forget(cmd.WriteID)
 		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
 	}
-	if err := <-pd.durable; err != nil {
+	var err error
+	select {
+	case err = <-pd.durable:
+	case <-w.done:
+		err = errors.New("edge stopped")
+	}
+	if err != nil {
 		w.forget(cmd.WriteID)
 		w.e.log.Warn("write not confirmed stored by JetStream", "write_id", cmd.WriteID, "err", err)
 		return nil, nil, problem.New(problem.Unavailable,

@@ -41,7 +41,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
 	noMigrate := fs.Bool("no-migrate", false, "do not migrate the schema at start; it must be current (perch migrate)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
-	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
+	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -93,7 +93,8 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Var(&join, "join", "gossip addresses of running edges, comma-separated")
 	publicURL := fs.String("public-url", "", "URL clients reach this edge at (default http://<listen>)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
-	replicas := fs.Int("stream-replicas", 1, "JetStream replicas of the write stream when it is created (3 in production)")
+	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
+	id := fs.String("id", "", "this edge's id, unique in the fleet and stable across restarts (e.g. the pod name); default <region>-<random>")
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
@@ -128,6 +129,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	defer nc.Close()
 	cfg := edge.DefaultConfig()
+	cfg.ID = *id
 	cfg.Region = *region
 	cfg.PublicURL = *publicURL
 	cfg.Partitions = *partitions

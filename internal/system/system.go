@@ -307,16 +307,24 @@ func (s *System) StartEdge(i int) error {
 	}
 	g, err := gossip.New(gcfg)
 	if err != nil {
+		e.Close()
 		ln.Close()
 		nc.Close()
 		return fmt.Errorf("system: gossip for edge %s: %w", re.region, err)
 	}
 	e.SetMembership(g)
 	ctx, cancel := context.WithCancel(context.Background())
-	re.edge, re.gossip, re.nc, re.cancel = e, g, nc, cancel
 	done := make(chan error, 1)
-	re.done = done
 	go func() { done <- e.Serve(ctx, ln) }()
+	select {
+	case <-e.Serving():
+	case err := <-done:
+		cancel()
+		_ = g.Shutdown()
+		nc.Close()
+		return fmt.Errorf("system: edge %s: %w", re.region, err)
+	}
+	re.edge, re.gossip, re.nc, re.cancel, re.done = e, g, nc, cancel, done
 	return nil
 }
 
