@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,15 +20,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	db := fs.String("db", "", "database DSN, e.g. postgres://... (default: SQLite under --data)")
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
 	newLogger := logFlags(fs, "text")
-	if err := parseFlags(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := newLogger(stderr)
+	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
-		return err
+		return done(err)
 	}
 	if len(regions) == 0 {
 		regions = listFlag{"us-east", "eu-west", "ap-south"}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,15 +43,9 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
-	if err := parseFlags(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := newLogger(stderr)
+	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
-		return err
+		return done(err)
 	}
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
@@ -98,15 +91,9 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	newLogger := logFlags(fs, "json")
-	if err := parseFlags(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := newLogger(stderr)
+	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
-		return err
+		return done(err)
 	}
 	if *region == "" {
 		return fmt.Errorf("%w: --region is required", errUsage)
@@ -203,15 +190,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions, recorded on first use (SQLite)")
 	newLogger := logFlags(fs, "text")
-	if err := parseFlags(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	log, err := newLogger(stderr)
+	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
-		return err
+		return done(err)
 	}
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)

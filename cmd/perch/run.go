@@ -64,6 +64,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
+// setup parses a subcommand's command line and makes its logger. A request for help (-h)
+// comes back as flag.ErrHelp: pass errors through done.
+func setup(fs *flag.FlagSet, args []string, getenv func(string) string, newLogger func(io.Writer) (*slog.Logger, error), stderr io.Writer) (*slog.Logger, error) {
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return nil, err
+	}
+	return newLogger(stderr)
+}
+
+// done is what a subcommand returns for err from setup: nothing after its help was shown.
+func done(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
 // parseFlags parses args into fs after taking defaults from PERCH_* environment variables, so
 // that a flag given on the command line wins over the environment.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/perchhq/perch/internal/clustertest"
+)
+
+// syncBuffer is a bytes.Buffer safe to write from the command and read from the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func noEnv(string) string { return "" }
+
+func TestRunUsage(t *testing.T) {
+	var out, errOut syncBuffer
+	if err := run(t.Context(), []string{"version"}, noEnv, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "perch ") {
+		t.Fatalf("version: %q, %v", out.String(), err)
+	}
+	for _, args := range [][]string{nil, {"bogus"}, {"core"}, {"edge", "--nats", "nats://127.0.0.1:1"}, {"dev", "--port-base", "0"}, {"dev", "--nope"}} {
+		err := run(t.Context(), args, noEnv, &out, &errOut)
+		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
+			t.Errorf("perch %v: %v, want a usage error (exit 2)", args, err)
+		}
+	}
+	// -h is not an error.
+	if err := run(t.Context(), []string{"edge", "-h"}, noEnv, &out, &errOut); err != nil {
+		t.Errorf("edge -h: %v", err)
+	}
+}
+
+// TestDev runs `perch dev` as the CLI contract says: it prints its edges' URLs, serves, stops
+// cleanly when asked, and keeps the data for the next start. The port base comes from the
+// environment, as every flag may.
+func TestDev(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	env := func(k string) string {
+		if k == "PERCH_PORT_BASE" {
+			return strconv.Itoa(port)
+		}
+		return ""
+	}
+	start := func() (string, context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"dev", "--data", dir, "--regions", "solo", "--log-level", "error"}, env, &out, &out)
+		}()
+		re := regexp.MustCompile(`edge solo\s+(http://\S+)`)
+		var url string
+		clustertest.Eventually(t, 30*time.Second, func() error {
+			select {
+			case err := <-done:
+				t.Fatalf("perch dev ended: %v\n%s", err, out.String())
+			default:
+			}
+			m := re.FindStringSubmatch(out.String())
+			if m == nil || !strings.Contains(out.String(), "metrics") {
+				return errors.New("no edge URL printed yet")
+			}
+			url = m[1]
+			return nil
+		})
+		if want := "http://127.0.0.1:" + strconv.Itoa(port); url != want {
+			t.Fatalf("edge at %s, want %s from PERCH_PORT_BASE", url, want)
+		}
+		clustertest.WaitReady(t, url)
+		return url, cancel, done
+	}
+	stop := func(cancel context.CancelFunc, done chan error) {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("perch dev stopped with %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("perch dev did not stop")
+		}
+	}
+
+	url, cancel, done := start()
+	if r := clustertest.Do(t, "PUT", url+"/v1/collections/notes/docs/kept", nil, []byte(`{"a":1}`)); r.Status != 201 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Body)
+	}
+	stop(cancel, done)
+
+	url, cancel, done = start()
+	defer stop(cancel, done)
+	if r := clustertest.Do(t, "GET", url+"/v1/collections/notes/docs/kept", nil, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"data":{"a":1}`) {
+		t.Fatalf("after a restart: %d %s", r.Status, r.Body)
+	}
+}
