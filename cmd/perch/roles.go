@@ -39,6 +39,9 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	natsURL := fs.String("nats", "", "NATS URL(s), comma-separated (required)")
 	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
 	noMigrate := fs.Bool("no-migrate", false, "do not migrate the schema at start; it must be current (perch migrate)")
+	dbRegions := listFlag{}
+	fs.Var(&dbRegions, "db-regions", "CockroachDB: make the database multi-region over these regions, the primary first")
+	survive := fs.String("survive", "", "CockroachDB multi-region survival goal: zone or region")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
@@ -50,7 +53,8 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
 	}
-	store, err := system.OpenStore(ctx, *db, "", *partitions, log, system.StoreOptions{NoMigrate: *noMigrate})
+	store, err := system.OpenStore(ctx, *db, "", *partitions, log,
+		system.StoreOptions{NoMigrate: *noMigrate, Regions: dbRegions, Survive: *survive})
 	if err != nil {
 		return err
 	}
@@ -189,6 +193,9 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	fs.SetOutput(stderr)
 	db := fs.String("db", "", "database DSN: postgres://... (CockroachDB, PostgreSQL) or sqlite:PATH (required)")
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions, recorded on first use (SQLite)")
+	dbRegions := listFlag{}
+	fs.Var(&dbRegions, "db-regions", "CockroachDB: make the database multi-region over these regions, the primary first")
+	survive := fs.String("survive", "", "CockroachDB multi-region survival goal: zone or region")
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -197,7 +204,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
 	}
-	if err := system.Migrate(ctx, *db, *partitions, log); err != nil {
+	if err := system.Migrate(ctx, *db, *partitions, log, system.StoreOptions{Regions: dbRegions, Survive: *survive}); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "schema is up to date")

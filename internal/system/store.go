@@ -2,6 +2,7 @@ package system
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,29 @@ type StoreOptions struct {
 	// NoMigrate opens a PostgreSQL or CockroachDB store without migrating its schema, which
 	// must then be current (perch migrate). SQLite always migrates.
 	NoMigrate bool
+	// Regions, when set, makes a CockroachDB database multi-region: the first is the primary
+	// region. Survive is the survival goal, "zone" or "region". Ignored by PostgreSQL and
+	// SQLite.
+	Regions []string
+	Survive string
+}
+
+func (o StoreOptions) pg() ([]pgstore.Option, error) {
+	var opts []pgstore.Option
+	if o.NoMigrate {
+		opts = append(opts, pgstore.WithoutMigrate())
+	}
+	if len(o.Regions) > 0 {
+		opts = append(opts, pgstore.WithRegions(o.Regions[0], o.Regions[1:]...))
+	}
+	switch pgstore.Survival(o.Survive) {
+	case "":
+	case pgstore.SurviveZone, pgstore.SurviveRegion:
+		opts = append(opts, pgstore.WithSurvival(pgstore.Survival(o.Survive)))
+	default:
+		return nil, fmt.Errorf("survival goal %q: zone or region", o.Survive)
+	}
+	return opts, nil
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL or CockroachDB database.
@@ -29,9 +53,9 @@ func IsPostgres(dsn string) bool {
 func OpenStore(ctx context.Context, dsn, dataDir string, partitions int, log *slog.Logger, o StoreOptions) (core.Store, error) {
 	switch {
 	case IsPostgres(dsn):
-		var opts []pgstore.Option
-		if o.NoMigrate {
-			opts = append(opts, pgstore.WithoutMigrate())
+		opts, err := o.pg()
+		if err != nil {
+			return nil, err
 		}
 		return pgstore.Open(ctx, dsn, partitions, log, opts...)
 	case dsn == "":
@@ -42,9 +66,13 @@ func OpenStore(ctx context.Context, dsn, dataDir string, partitions int, log *sl
 }
 
 // Migrate brings the schema of the database a DSN names up to date.
-func Migrate(ctx context.Context, dsn string, partitions int, log *slog.Logger) error {
+func Migrate(ctx context.Context, dsn string, partitions int, log *slog.Logger, o StoreOptions) error {
 	if IsPostgres(dsn) {
-		return pgstore.Migrate(ctx, dsn, log)
+		opts, err := o.pg()
+		if err != nil {
+			return err
+		}
+		return pgstore.Migrate(ctx, dsn, log, opts...)
 	}
 	s, err := OpenStore(ctx, dsn, "", partitions, log, StoreOptions{})
 	if err != nil {
