@@ -176,3 +176,20 @@ func TestReplayedOutcomeNotCached(t *testing.T) {
 		t.Fatalf("a replayed outcome raised the floor to %d", f)
 	}
 }
+
+// TestVersionFloor: a write's version floor holds for floorTTL and never goes down.
+func TestVersionFloor(t *testing.T) {
+	e := newTestEdge(t)
+	now := time.Now()
+	e.cache.raiseFloor("c/d", 5, now)
+	e.cache.raiseFloor("c/d", 3, now)
+	if f := e.cache.floor("c/d", now); f != 5 {
+		t.Fatalf("floor %d, want 5", f)
+	}
+	if f := e.cache.floor("c/other", now); f != 0 {
+		t.Fatalf("floor of an unwritten key %d", f)
+	}
+	if f := e.cache.floor("c/d", now.Add(floorTTL+time.Second)); f != 0 {
+		t.Fatalf("floor %d after its time", f)
+	}
+}
