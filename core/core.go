@@ -143,10 +143,10 @@ func (c *Core) Run(ctx context.Context) error {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	if err := c.m.register(reg); err != nil {
+	if err := c.m.collectors.Register(reg); err != nil {
 		return fmt.Errorf("core: metrics: %w", err)
 	}
-	defer c.m.unregister(reg)
+	defer c.m.collectors.Unregister(reg)
 	if _, mismatch, err := wire.EnsureWriteStream(ctx, c.js, c.cfg.Stream); err != nil {
 		return err
 	} else if mismatch != "" {

@@ -2,6 +2,8 @@ package core
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/perchhq/perch/internal/telemetry"
 )
 
 // metrics are the core's Prometheus metrics.
@@ -16,7 +18,7 @@ type metrics struct {
 	readSeconds    *prometheus.HistogramVec
 	consumerErrors prometheus.Counter
 
-	collectors []prometheus.Collector
+	collectors telemetry.Set
 }
 
 func newMetrics() *metrics {
@@ -52,22 +54,7 @@ func newMetrics() *metrics {
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
 	}
-	m.collectors = []prometheus.Collector{m.batches, m.commands, m.batchSize, m.applySeconds, m.applyRetries,
+	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.applySeconds, m.applyRetries,
 		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors}
 	return m
-}
-
-func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
 }

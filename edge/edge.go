@@ -86,7 +86,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		reg = prometheus.NewRegistry()
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"edge": cfg.ID, "region": cfg.Region}, reg)
-	if err := m.register(reg); err != nil {
+	if err := m.collectors.Register(reg); err != nil {
 		cache.close()
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
@@ -205,7 +205,7 @@ func (e *Edge) close() {
 		_ = s.Unsubscribe()
 	}
 	e.cache.close()
-	e.metrics.unregister(e.registry)
+	e.metrics.collectors.Unregister(e.registry)
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,7 +26,7 @@ type metrics struct {
 	publish    prometheus.Histogram
 	events     *prometheus.CounterVec
 
-	collectors []prometheus.Collector
+	collectors telemetry.Set
 	// children holds the resolved request counter and histogram of each route (the last
 	// slot: no route), method and status, created on first use.
 	children [maxRoutes + 1][len(methods)][600]atomic.Pointer[requestChildren]
@@ -77,24 +79,8 @@ func newMetrics() *metrics {
 	}
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
-	m.collectors = []prometheus.Collector{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events}
+	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events}
 	return m
-}
-
-// register adds the metrics to reg; unregister removes them (an edge that stops).
-func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range m.collectors {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range m.collectors {
-		reg.Unregister(c)
-	}
 }
 
 // observe records one answered request.
