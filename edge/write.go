@@ -151,7 +151,8 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		cmd.Fingerprint = fingerprint(ctx, p, cmd.Data, cmd.IfMatch)
 	}
 	// The core drops a batch it cannot apply; nothing it would drop may be published.
-	if err := cmd.Validate(); err != nil {
+	// jsonObject made the checks of the data (with their own problems).
+	if err := cmd.ValidateFields(); err != nil {
 		return cmd, problem.New(problem.BadRequest, err.Error())
 	}
 	return cmd, nil
