@@ -63,16 +63,15 @@ type docCache struct {
 	// produced: a fill that started before the write committed must not install or serve
 	// an older version to the writer (read-your-writes even when the cache refused the
 	// write's own entry).
-	floorMu sync.Mutex
-	floors  map[string]floor
+	// Floors live in two generations, swapped every floorTTL, so each is kept between one and
+	// two floorTTLs and none is ever searched for.
+	floorMu   sync.Mutex
+	floors    map[string]int64
+	oldFloors map[string]int64
+	rotated   time.Time
 }
 
-type floor struct {
-	version int64
-	at      time.Time
-}
-
-// floorTTL is how long a write's version floor is kept: longer than any fill takes.
+// floorTTL is how long a write's version floor is kept at least: longer than any fill takes.
 const floorTTL = 10 * time.Second
 
 func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, error) {
@@ -97,7 +96,7 @@ func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, erro
 	if err != nil {
 		return nil, err
 	}
-	return &docCache{c: c, ttl: ttl, floors: make(map[string]floor)}, nil
+	return &docCache{c: c, ttl: ttl, floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}, nil
 }
 
 // valid reports whether e may be served: made in the current epoch and not a marker.
@@ -111,16 +110,8 @@ func (dc *docCache) distrust() { dc.epoch.Add(1) }
 // raiseFloor records that this edge's write produced version of key.
 func (dc *docCache) raiseFloor(key string, version int64, now time.Time) {
 	dc.floorMu.Lock()
-	if f, ok := dc.floors[key]; !ok || f.version < version {
-		dc.floors[key] = floor{version: version, at: now}
-	}
-	if len(dc.floors) > 1<<16 {
-		for k, f := range dc.floors {
-			if now.Sub(f.at) > floorTTL {
-				delete(dc.floors, k)
-			}
-		}
-	}
+	dc.rotateFloors(now)
+	dc.floors[key] = max(dc.floors[key], version)
 	dc.floorMu.Unlock()
 }
 
@@ -128,15 +119,21 @@ func (dc *docCache) raiseFloor(key string, version int64, now time.Time) {
 func (dc *docCache) floor(key string, now time.Time) int64 {
 	dc.floorMu.Lock()
 	defer dc.floorMu.Unlock()
-	f, ok := dc.floors[key]
-	if !ok {
-		return 0
+	dc.rotateFloors(now)
+	return max(dc.floors[key], dc.oldFloors[key])
+}
+
+func (dc *docCache) rotateFloors(now time.Time) {
+	switch d := now.Sub(dc.rotated); {
+	case d > 2*floorTTL:
+		clear(dc.oldFloors)
+		clear(dc.floors)
+		dc.rotated = now
+	case d > floorTTL:
+		dc.floors, dc.oldFloors = dc.oldFloors, dc.floors
+		clear(dc.floors)
+		dc.rotated = now
 	}
-	if now.Sub(f.at) > floorTTL {
-		delete(dc.floors, key)
-		return 0
-	}
-	return f.version
 }
 
 // get returns the entry of key. key may alias a request buffer: ristretto keeps only its hash.

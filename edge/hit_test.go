@@ -189,7 +189,10 @@ func TestVersionFloor(t *testing.T) {
 	if f := e.cache.floor("c/other", now); f != 0 {
 		t.Fatalf("floor of an unwritten key %d", f)
 	}
-	if f := e.cache.floor("c/d", now.Add(floorTTL+time.Second)); f != 0 {
+	if f := e.cache.floor("c/d", now.Add(floorTTL+time.Second)); f != 5 {
+		t.Fatalf("floor %d within its second generation, want 5", f)
+	}
+	if f := e.cache.floor("c/d", now.Add(3*floorTTL)); f != 0 {
 		t.Fatalf("floor %d after its time", f)
 	}
 }
