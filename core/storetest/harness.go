@@ -182,6 +182,24 @@ func (h *harness) applyAt(now time.Time, cmds ...wire.Command) ([]wire.Outcome, 
 	return outs, evs
 }
 
+// applyConcurrently applies cmds in one batch per partition and returns the first error.
+// Unlike apply it does not fail the test, so that a goroutine other than the test's may call
+// it.
+func (h *harness) applyConcurrently(cmds ...wire.Command) error {
+	byPart := map[int][]wire.Command{}
+	for _, c := range cmds {
+		p := h.partition(c)
+		byPart[p] = append(byPart[p], c)
+	}
+	for p, cmds := range byPart {
+		b := &wire.Batch{ID: h.next("b"), Partition: p, Edge: "storetest", Commands: cmds}
+		if _, _, err := h.store.ApplyBatch(h.ctx, b, h.now); err != nil {
+			return fmt.Errorf("concurrent ApplyBatch: %w", err)
+		}
+	}
+	return nil
+}
+
 // one applies a single command and returns its outcome.
 func (h *harness) one(c wire.Command) wire.Outcome {
 	h.tb.Helper()

@@ -289,18 +289,13 @@ func testListPagingUnderUpdates(h *harness) {
 		for round := 0; ; round++ {
 			// Rewrite every 7th document, a different slice each round, one batch per
 			// partition.
-			byPart := map[int][]wire.Command{}
+			var cmds []wire.Command
 			for i := round % 7; i < n; i += 7 {
-				c := h.put("notes", all[i], fmt.Sprintf(`{"round":%d}`, round))
-				p := h.partition(c)
-				byPart[p] = append(byPart[p], c)
+				cmds = append(cmds, h.put("notes", all[i], fmt.Sprintf(`{"round":%d}`, round)))
 			}
-			for p, cmds := range byPart {
-				b := &wire.Batch{ID: h.next("b"), Partition: p, Edge: "storetest", Commands: cmds}
-				if _, _, err := h.store.ApplyBatch(h.ctx, b, h.now); err != nil {
-					failed <- fmt.Errorf("concurrent ApplyBatch: %w", err)
-					return
-				}
+			if err := h.applyConcurrently(cmds...); err != nil {
+				failed <- err
+				return
 			}
 			select {
 			case progress <- struct{}{}:

@@ -286,16 +286,9 @@ func testSyncPagingUnderWrites(h *harness) {
 				}
 			}
 			cmds = append(cmds, h.put("a", fmt.Sprintf("new%d", round), `{}`))
-			byPart := map[int][]wire.Command{}
-			for _, c := range cmds {
-				byPart[h.partition(c)] = append(byPart[h.partition(c)], c)
-			}
-			for p, cmds := range byPart {
-				b := &wire.Batch{ID: h.next("b"), Partition: p, Edge: "storetest", Commands: cmds}
-				if _, _, err := h.store.ApplyBatch(h.ctx, b, h.now); err != nil {
-					failed <- fmt.Errorf("concurrent ApplyBatch: %w", err)
-					return
-				}
+			if err := h.applyConcurrently(cmds...); err != nil {
+				failed <- err
+				return
 			}
 			select {
 			case progress <- struct{}{}:
