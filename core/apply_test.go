@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestMergePatch(t *testing.T) {
@@ -59,4 +60,17 @@ func FuzzMergePatch(f *testing.F) {
 			t.Fatalf("patch %s not idempotent on %s: %s then %s", patch, doc, once, twice)
 		}
 	})
+}
+
+func TestRetentionAtLeastADay(t *testing.T) {
+	// The contract keeps Idempotency-Keys at least 24 hours, whatever the configuration.
+	for _, r := range []time.Duration{0, time.Hour, 48 * time.Hour} {
+		c := Config{Retention: r}
+		if err := c.complete(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Retention < 24*time.Hour || (r > 24*time.Hour && c.Retention != r) {
+			t.Errorf("Retention %v became %v", r, c.Retention)
+		}
+	}
 }

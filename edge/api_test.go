@@ -418,3 +418,34 @@ func TestUnstorableBodies(t *testing.T) {
 		expectProblem(t, r, 400, "bad_json")
 	}
 }
+
+// TestReadyzWhileDraining: an edge asked to stop answers /readyz 503 (so that load balancers
+// take it out) while it still serves, for its drain delay.
+func TestReadyzWhileDraining(t *testing.T) {
+	ecfg := edge.DefaultConfig()
+	ecfg.DrainDelay = 3 * time.Second
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"a"}, Edge: &ecfg})
+	url := c.Edge(0)
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.StopEdge(0) }()
+	clustertest.Eventually(t, 5*time.Second, func() error {
+		r, err := clustertest.Send("GET", url+"/readyz", nil, nil)
+		if err != nil {
+			return err
+		}
+		if r.Status != 503 {
+			return fmt.Errorf("readyz %d while draining", r.Status)
+		}
+		return nil
+	})
+	// Still serving: liveness holds, writes are refused with a problem rather than lost.
+	if r, err := clustertest.Send("GET", url+"/healthz", nil, nil); err != nil || r.Status != 200 {
+		t.Fatalf("healthz while draining: %v %v", r.Status, err)
+	}
+	if r, err := clustertest.Send("PUT", url+"/v1/collections/d/docs/x", nil, []byte(`{}`)); err != nil || r.Status != 503 {
+		t.Fatalf("write while draining: %v %v", r.Status, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
