@@ -362,6 +362,13 @@ func TestEdgesAndHealth(t *testing.T) {
 		}
 		return nil
 	})
+	// Every GET says how the edge's cache took part (RFC 9211), for the API's own routes too.
+	for _, path := range []string{"/healthz", "/readyz", "/v1/edges", "/v1/openapi.json", "/v1/sync?collections=a", "/v1/collections/a/docs", "/v1/collections/a/docs/x"} {
+		r := clustertest.Do(t, "GET", c.Edge(0)+path, nil, nil)
+		if !strings.HasPrefix(r.Header["Cache-Status"], "perch;") {
+			t.Errorf("GET %s: %d without Cache-Status", path, r.Status)
+		}
+	}
 	if r := clustertest.Do(t, "GET", c.Edge(0)+"/healthz", nil, nil); r.Status != 200 {
 		t.Fatalf("healthz %d", r.Status)
 	}

@@ -241,12 +241,14 @@ func (e *Edge) logRejected(ctx *fasthttp.RequestCtx, status int) {
 }
 
 func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ params) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz says whether the edge should get traffic: not while it drains, nor while it has no
 // NATS connection (it could neither take writes nor fill misses).
 func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ params) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	switch {
 	case e.draining.Load():
 		writeProblem(ctx, problem.New(problem.Unavailable, "draining"))
@@ -275,6 +277,7 @@ func (e *Edge) listEdges(ctx *fasthttp.RequestCtx, _ params) {
 		out = append(out, edgeJSON{ID: e.cfg.ID, Region: e.cfg.Region, URL: e.cfg.PublicURL, Healthy: !e.draining.Load()})
 	}
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valPrivateNoCache)
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"edges": out})
 }
 

@@ -13,6 +13,7 @@ import (
 var openAPI []byte
 
 func serveOpenAPI(ctx *fasthttp.RequestCtx, _ params) {
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentTypeBytes(ctJSON)
 	ctx.Response.SetBodyRaw(openAPI)
