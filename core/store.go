@@ -49,6 +49,54 @@ type Writer interface {
 	// committed, or (a commit whose outcome the database could not report, which a store
 	// resolves by reading the write ids back whenever it can) it was, and the retry replays it.
 	ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error)
+	// ApplyBatches is group commit across messages: it applies bs, batches of one partition,
+	// in one serializable transaction, as ApplyBatch would one after the other, and returns a
+	// result per batch and the change events of them all, in the order they were applied.
+	//
+	// Batches with a Producer are fenced (see wire.Batch). The store records each producer's
+	// last applied sequence in the same transaction; a producer it has no record of is at 0.
+	// A producer's batches in bs are taken in sequence order, whatever their order in bs.
+	// Batch Seq last+1 is applied (BatchApplied); a Seq at or below last was applied before
+	// (BatchDuplicate: nothing is applied, and the outcomes are those recorded for its write
+	// ids); a Seq above last+1 must wait for the ones before it (BatchEarly: nothing is done).
+	// Batches without a Producer are always applied.
+	ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) ([]BatchResult, []wire.ChangeEvent, error)
+}
+
+// BatchStatus is what ApplyBatches did with one batch.
+type BatchStatus int
+
+const (
+	// BatchApplied: the batch's commands were applied, each with its outcome (a command may
+	// still have failed alone, or replayed a recorded outcome).
+	BatchApplied BatchStatus = iota
+	// BatchDuplicate: the producer's sequence had passed the batch, which was applied before
+	// (JetStream redelivered it). Nothing was applied.
+	BatchDuplicate
+	// BatchEarly: the producer's sequence has not reached the batch: one before it has not
+	// been applied yet. Nothing was done; the batch is to be offered again later.
+	BatchEarly
+)
+
+func (s BatchStatus) String() string {
+	switch s {
+	case BatchApplied:
+		return "applied"
+	case BatchDuplicate:
+		return "duplicate"
+	case BatchEarly:
+		return "early"
+	}
+	return "unknown"
+}
+
+// BatchResult is the result of one batch of ApplyBatches.
+type BatchResult struct {
+	Status BatchStatus
+	// Outcomes has one outcome per command, in order, when Applied; when Duplicate, the
+	// recorded outcomes (Replayed set) of those of its write ids the store still keeps; nil
+	// when Early.
+	Outcomes []wire.Outcome
 }
 
 // Outbox gives access to the change events committed but not yet confirmed published.
@@ -61,14 +109,20 @@ type Outbox interface {
 	DeleteEvents(ctx context.Context, events []wire.ChangeEvent) error
 }
 
+// ProducerRetention is how long past the write records' retention a store keeps a producer's
+// sequence after its last batch: long enough that no batch of the producer can still be in
+// the stream (a later batch of a forgotten producer would wait for its predecessor forever).
+const ProducerRetention = 30 * 24 * time.Hour
+
 // Store is what the core needs of a database. Implementations: core/sqlitestore (embedded)
 // and core/pgstore (CockroachDB, PostgreSQL); core/storetest is the suite each must pass.
 type Store interface {
 	Reader
 	Writer
 	Outbox
-	// Expire forgets write records and Idempotency-Keys recorded before the given time and
-	// returns how many it removed. Documents and tombstones are kept.
+	// Expire forgets write records and Idempotency-Keys recorded before the given time, and
+	// producers last seen before ProducerRetention earlier than it, and returns how many
+	// write records and keys it removed. Documents and tombstones are kept.
 	Expire(ctx context.Context, before time.Time) (int64, error)
 	// Close releases the store's resources. Calls after Close fail.
 	Close() error

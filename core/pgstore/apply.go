@@ -43,22 +43,39 @@ import (
 // against a commit that lands late: the retry would then conflict with it on the write ids
 // instead of missing it.
 //
-// An attempt that records no write id (every command a replay of an earlier batch) writes
-// nothing, so its commit needs no resolving.
+// An attempt that records no write id (every command a replay of an earlier batch) writes at
+// most its producers' sequences, so its commit needs no resolving: a retry that finds them
+// moved answers the batches as duplicates, with the same replayed outcomes.
 func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error) {
+	res, evs, err := s.ApplyBatches(ctx, []*wire.Batch{b}, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res[0].Outcomes, evs, nil
+}
+
+// ApplyBatches is ApplyBatch for several batches of one partition in one transaction of the
+// same round trips; the load also reads the producers' sequences (core.Fence), and the write
+// records the ones that moved.
+func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) ([]core.BatchResult, []wire.ChangeEvent, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, nil, err
 	}
-	if err := b.Validate(s.partitions); err != nil {
-		return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+	if err := core.CheckGroup(bs, s.partitions); err != nil {
+		return nil, nil, err
 	}
-	keys := batchKeys(b)
+	name := bs[0].ID
+	if len(bs) > 1 {
+		name = fmt.Sprintf("%s (and %d more)", bs[0].ID, len(bs)-1)
+	}
+	partition := bs[0].Partition
+	keys := batchKeys(bs)
 	var unresolved []*attempt // attempts whose commit was ambiguous, oldest first
 	for n := 1; ; n++ {
 		var last *attempt // the run of the closure whose commit was tried
 		err := s.runTx(ctx, serializable, func(tx pgx.Tx) error {
 			last = nil
-			a, err := s.applyOnce(ctx, tx, b, now, keys, unresolved)
+			a, err := s.applyOnce(ctx, tx, bs, now, keys, unresolved)
 			if err != nil {
 				return err
 			}
@@ -68,35 +85,35 @@ func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([
 		if err == nil {
 			if len(unresolved) > 0 {
 				s.logger.Warn("ambiguous commit of a write batch resolved: it had not committed, and is now applied",
-					"batch", b.ID, "partition", b.Partition)
+					"batch", name, "partition", partition)
 			}
-			return last.outs, last.evs, nil
+			return last.results, last.evs, nil
 		}
 		var done *committedEarlier
 		if errors.As(err, &done) {
 			s.logger.Warn("ambiguous commit of a write batch resolved: it had committed",
-				"batch", b.ID, "partition", b.Partition)
-			return done.a.outs, done.a.evs, nil
+				"batch", name, "partition", partition)
+			return done.a.results, done.a.evs, nil
 		}
 		class := classify(err)
 		if class == ambiguous && last != nil && len(last.recorded) > 0 {
 			s.logger.Warn("commit of a write batch is ambiguous; reading back its write ids",
-				"batch", b.ID, "partition", b.Partition, "err", err)
+				"batch", name, "partition", partition, "err", err)
 			unresolved = append(unresolved, last)
 		}
 		if class == permanent || n >= s.maxAttempts {
 			if len(unresolved) > 0 {
-				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", b.ID, ErrCommitUnknown, err)
+				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", name, ErrCommitUnknown, err)
 			}
-			return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+			return nil, nil, fmt.Errorf("apply batch %s: %w", name, err)
 		}
 		s.retries.Add(1)
-		s.logger.Debug("retrying write batch", "batch", b.ID, "attempt", n, "class", class.String(), "err", err)
+		s.logger.Debug("retrying write batch", "batch", name, "attempt", n, "class", class.String(), "err", err)
 		if err := sleep(ctx, n); err != nil {
 			if len(unresolved) > 0 {
-				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", b.ID, ErrCommitUnknown, err)
+				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", name, ErrCommitUnknown, err)
 			}
-			return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+			return nil, nil, fmt.Errorf("apply batch %s: %w", name, err)
 		}
 	}
 }
@@ -105,7 +122,7 @@ func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([
 type attempt struct {
 	token    string   // written into the write records it created
 	recorded []string // the write ids it recorded
-	outs     []wire.Outcome
+	results  []core.BatchResult
 	evs      []wire.ChangeEvent
 }
 
@@ -119,31 +136,35 @@ func (e *committedEarlier) Error() string {
 
 type docKey struct{ collection, id string }
 
-// keys is what a batch's commands name, each once, in the arrays the load statements take.
+// keys is what a group's commands name, each once, in the arrays the load statements take.
 type keys struct {
 	writeIDs, idemKeys    []string
 	collections, docIDs   []string
+	producers             []string
 	docs                  map[docKey]struct{}
 	writeIndex, idemIndex map[string]struct{}
 }
 
-func batchKeys(b *wire.Batch) *keys {
-	k := &keys{docs: map[docKey]struct{}{}, writeIndex: map[string]struct{}{}, idemIndex: map[string]struct{}{}}
-	for i := range b.Commands {
-		c := &b.Commands[i]
-		if _, ok := k.writeIndex[c.WriteID]; !ok {
-			k.writeIndex[c.WriteID] = struct{}{}
-			k.writeIDs = append(k.writeIDs, c.WriteID)
-		}
-		if _, ok := k.idemIndex[c.IdemKey]; c.IdemKey != "" && !ok {
-			k.idemIndex[c.IdemKey] = struct{}{}
-			k.idemKeys = append(k.idemKeys, c.IdemKey)
-		}
-		dk := docKey{c.Collection, c.ID}
-		if _, ok := k.docs[dk]; !ok {
-			k.docs[dk] = struct{}{}
-			k.collections = append(k.collections, c.Collection)
-			k.docIDs = append(k.docIDs, c.ID)
+func batchKeys(bs []*wire.Batch) *keys {
+	k := &keys{docs: map[docKey]struct{}{}, writeIndex: map[string]struct{}{}, idemIndex: map[string]struct{}{},
+		producers: core.Producers(bs)}
+	for _, b := range bs {
+		for i := range b.Commands {
+			c := &b.Commands[i]
+			if _, ok := k.writeIndex[c.WriteID]; !ok {
+				k.writeIndex[c.WriteID] = struct{}{}
+				k.writeIDs = append(k.writeIDs, c.WriteID)
+			}
+			if _, ok := k.idemIndex[c.IdemKey]; c.IdemKey != "" && !ok {
+				k.idemIndex[c.IdemKey] = struct{}{}
+				k.idemKeys = append(k.idemKeys, c.IdemKey)
+			}
+			dk := docKey{c.Collection, c.ID}
+			if _, ok := k.docs[dk]; !ok {
+				k.docs[dk] = struct{}{}
+				k.collections = append(k.collections, c.Collection)
+				k.docIDs = append(k.docIDs, c.ID)
+			}
 		}
 	}
 	return k
@@ -155,8 +176,13 @@ const (
 	loadCounter   = `SELECT seq FROM partitions WHERE part = $1 FOR UPDATE`
 	loadWrites    = `SELECT write_id, outcome, txn FROM writes WHERE write_id = ANY($1::TEXT[])`
 	loadIdem      = `SELECT idem_key, fingerprint, outcome FROM idempotency WHERE idem_key = ANY($1::TEXT[])`
-	loadDocuments = `SELECT ` + docColumns + ` FROM documents
-		JOIN unnest($1::TEXT[], $2::TEXT[]) AS k(c, i) ON collection = k.c AND id = k.i`
+	// A lookup per key, whatever the plan: the statement is prepared once, and PostgreSQL's
+	// generic plan for a plain join with unnest (of unknown length) hashes the whole table.
+	// LIMIT 1 (the key is the primary key) keeps the subquery from being flattened into that
+	// join.
+	loadDocuments = `SELECT d.* FROM unnest($1::TEXT[], $2::TEXT[]) AS k(c, i),
+		LATERAL (SELECT ` + docColumns + ` FROM documents WHERE collection = k.c AND id = k.i LIMIT 1) AS d`
+	loadProducers = `SELECT producer, seq FROM producers WHERE producer = ANY($1::TEXT[])`
 
 	storeDocuments = `INSERT INTO documents (collection, id, version, deleted, data, created_at, updated_at, part, seq)
 		SELECT u.collection, u.id, u.version, u.deleted, u.data::JSONB, u.created_at, u.updated_at, $9::INT, u.seq
@@ -175,12 +201,16 @@ const (
 	storeIdem = `INSERT INTO idempotency (idem_key, fingerprint, outcome, created_at)
 		SELECT u.idem_key, u.fingerprint, u.outcome::JSONB, $4::TIMESTAMPTZ
 		FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS u(idem_key, fingerprint, outcome)`
+	storeProducers = `INSERT INTO producers (producer, seq, updated_at)
+		SELECT u.producer, u.seq, $3::TIMESTAMPTZ FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(producer, seq)
+		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at`
 	storeCounter = `UPDATE partitions SET seq = $1 WHERE part = $2 AND seq = $3`
 )
 
-// applyOnce runs one attempt of b in tx: load, decide, write.
-func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, b *wire.Batch, now time.Time, k *keys, unresolved []*attempt) (*attempt, error) {
-	st, tokens, err := load(ctx, tx, b.Partition, k)
+// applyOnce runs one attempt of bs in tx: load, decide, write.
+func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now time.Time, k *keys, unresolved []*attempt) (*attempt, error) {
+	partition := bs[0].Partition
+	st, tokens, err := load(ctx, tx, partition, k)
 	if err != nil {
 		return nil, err
 	}
@@ -193,43 +223,62 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, b *wire.Batch, now tim
 	if err != nil {
 		return nil, err
 	}
-	a := &attempt{token: token, outs: make([]wire.Outcome, 0, len(b.Commands))}
-	w := newWriteSet(b.Partition, micro(now), token)
+	a := &attempt{token: token, results: make([]core.BatchResult, len(bs))}
+	w := newWriteSet(partition, micro(now), token)
 	first := st.seq
-	for i := range b.Commands {
-		cmd := &b.Commands[i]
-		d, err := core.ApplyCommand(st, cmd, now)
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
-		}
-		if d.Next != nil {
-			st.seq++
-			ev := core.EventFor(b.Partition, st.seq, d.Next)
-			st.docs[docKey{d.Next.Collection, d.Next.ID}] = d.Next
-			if err := w.addChange(d.Next, &ev); err != nil {
+	fence := core.NewFence(st.producers)
+	for _, i := range core.Order(bs) {
+		b := bs[i]
+		res := &a.results[i]
+		switch res.Status = fence.Admit(b); res.Status {
+		case core.BatchEarly:
+			continue
+		case core.BatchDuplicate:
+			if res.Outcomes, err = core.DuplicateOutcomes(b, st.PriorWrite); err != nil {
 				return nil, err
 			}
-			a.evs = append(a.evs, ev)
+			continue
 		}
-		if d.Record || d.RecordIdempotency {
-			out := d.Outcome
-			raw, err := json.Marshal(&out)
+		res.Outcomes = make([]wire.Outcome, 0, len(b.Commands))
+		for j := range b.Commands {
+			cmd := &b.Commands[j]
+			d, err := core.ApplyCommand(st, cmd, now)
 			if err != nil {
-				return nil, permanentf(fmt.Errorf("encode outcome of %s: %w", cmd.WriteID, err))
+				return nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
 			}
-			if d.Record {
-				st.writes[cmd.WriteID] = &out
-				w.writeIDs = append(w.writeIDs, cmd.WriteID)
-				w.writeOuts = append(w.writeOuts, string(raw))
+			if d.Next != nil {
+				st.seq++
+				ev := core.EventFor(partition, st.seq, d.Next)
+				st.docs[docKey{d.Next.Collection, d.Next.ID}] = d.Next
+				if err := w.addChange(d.Next, &ev); err != nil {
+					return nil, err
+				}
+				a.evs = append(a.evs, ev)
 			}
-			if d.RecordIdempotency {
-				st.idem[cmd.IdemKey] = idemRecord{fingerprint: cmd.Fingerprint, out: &out}
-				w.idemKeys = append(w.idemKeys, cmd.IdemKey)
-				w.idemFPs = append(w.idemFPs, cmd.Fingerprint)
-				w.idemOuts = append(w.idemOuts, string(raw))
+			if d.Record || d.RecordIdempotency {
+				out := d.Outcome
+				raw, err := json.Marshal(&out)
+				if err != nil {
+					return nil, permanentf(fmt.Errorf("encode outcome of %s: %w", cmd.WriteID, err))
+				}
+				if d.Record {
+					st.writes[cmd.WriteID] = &out
+					w.writeIDs = append(w.writeIDs, cmd.WriteID)
+					w.writeOuts = append(w.writeOuts, string(raw))
+				}
+				if d.RecordIdempotency {
+					st.idem[cmd.IdemKey] = idemRecord{fingerprint: cmd.Fingerprint, out: &out}
+					w.idemKeys = append(w.idemKeys, cmd.IdemKey)
+					w.idemFPs = append(w.idemFPs, cmd.Fingerprint)
+					w.idemOuts = append(w.idemOuts, string(raw))
+				}
 			}
+			res.Outcomes = append(res.Outcomes, d.Outcome)
 		}
-		a.outs = append(a.outs, d.Outcome)
+	}
+	for p, seq := range fence.Advanced() {
+		w.producers = append(w.producers, p)
+		w.producerSeqs = append(w.producerSeqs, seq)
 	}
 	if err := w.store(ctx, tx, first, st.seq); err != nil {
 		return nil, err
@@ -241,10 +290,11 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, b *wire.Batch, now tim
 // txState is the core.TxState of one attempt: what the load read, updated in memory with
 // what the attempt's commands decided, so that each command sees the ones before it.
 type txState struct {
-	seq    int64                     // the partition's counter
-	writes map[string]*wire.Outcome  // every write id of the batch: its outcome, or nil
-	idem   map[string]idemRecord     // every Idempotency-Key of the batch
-	docs   map[docKey]*wire.Document // every document of the batch: latest version, or nil
+	seq       int64                     // the partition's counter
+	producers map[string]int64          // the recorded sequence of every producer of the group
+	writes    map[string]*wire.Outcome  // every write id of the batch: its outcome, or nil
+	idem      map[string]idemRecord     // every Idempotency-Key of the batch
+	docs      map[docKey]*wire.Document // every document of the batch: latest version, or nil
 }
 
 type idemRecord struct {
@@ -282,9 +332,10 @@ func (t *txState) Document(collection, id string) (*wire.Document, error) {
 // the set of attempt tokens found on the batch's write records.
 func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, tokens map[string]struct{}, err error) {
 	st = &txState{
-		writes: make(map[string]*wire.Outcome, len(k.writeIDs)),
-		idem:   make(map[string]idemRecord, len(k.idemKeys)),
-		docs:   make(map[docKey]*wire.Document, len(k.docIDs)),
+		producers: make(map[string]int64, len(k.producers)),
+		writes:    make(map[string]*wire.Outcome, len(k.writeIDs)),
+		idem:      make(map[string]idemRecord, len(k.idemKeys)),
+		docs:      make(map[docKey]*wire.Document, len(k.docIDs)),
 	}
 	for _, id := range k.writeIDs {
 		st.writes[id] = nil
@@ -302,6 +353,9 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		b.Queue(loadIdem, k.idemKeys)
 	}
 	b.Queue(loadDocuments, k.collections, k.docIDs)
+	if len(k.producers) > 0 {
+		b.Queue(loadProducers, k.producers)
+	}
 	br := tx.SendBatch(ctx, b)
 	defer func() {
 		if cerr := br.Close(); err == nil && cerr != nil {
@@ -383,6 +437,27 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read documents: %w", err)
 	}
+
+	if len(k.producers) > 0 {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, nil, fmt.Errorf("read producers: %w", err)
+		}
+		for rows.Next() {
+			var (
+				p   string
+				seq int64
+			)
+			if err := rows.Scan(&p, &seq); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("read producers: %w", err)
+			}
+			st.producers[p] = seq
+		}
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("read producers: %w", err)
+		}
+	}
 	return st, tokens, nil
 }
 
@@ -404,6 +479,8 @@ type writeSet struct {
 	events                      []string
 	writeIDs, writeOuts         []string
 	idemKeys, idemFPs, idemOuts []string
+	producers                   []string
+	producerSeqs                []int64
 }
 
 func newWriteSet(partition int, at time.Time, token string) *writeSet {
@@ -441,7 +518,7 @@ func (w *writeSet) addChange(d *wire.Document, ev *wire.ChangeEvent) error {
 	return nil
 }
 
-// store writes the set in one round trip. first is the counter the load read, last the one
+// store writes the set in one round trip (the counter last, whose update it checks). first is the counter the load read, last the one
 // the batch ends at.
 func (w *writeSet) store(ctx context.Context, tx pgx.Tx, first, last int64) (err error) {
 	b := &pgx.Batch{}
@@ -455,6 +532,9 @@ func (w *writeSet) store(ctx context.Context, tx pgx.Tx, first, last int64) (err
 	}
 	if len(w.idemKeys) > 0 {
 		b.Queue(storeIdem, w.idemKeys, w.idemFPs, w.idemOuts, w.at)
+	}
+	if len(w.producers) > 0 {
+		b.Queue(storeProducers, w.producers, w.producerSeqs, w.at)
 	}
 	if last != first {
 		b.Queue(storeCounter, last, w.partition, first)

@@ -617,15 +617,21 @@ func (s *Store) Expire(ctx context.Context, before time.Time) (int64, error) {
 	}
 	at := micro(before)
 	var total int64
-	for _, del := range []string{
-		`DELETE FROM writes WHERE write_id IN (SELECT write_id FROM writes WHERE created_at < $1 LIMIT $2)`,
-		`DELETE FROM idempotency WHERE idem_key IN (SELECT idem_key FROM idempotency WHERE created_at < $1 LIMIT $2)`,
+	for _, del := range []struct {
+		sql    string
+		before time.Time
+		count  bool
+	}{
+		{`DELETE FROM writes WHERE write_id IN (SELECT write_id FROM writes WHERE created_at < $1 LIMIT $2)`, at, true},
+		{`DELETE FROM idempotency WHERE idem_key IN (SELECT idem_key FROM idempotency WHERE created_at < $1 LIMIT $2)`, at, true},
+		{`DELETE FROM producers WHERE producer IN (SELECT producer FROM producers WHERE updated_at < $1 LIMIT $2)`,
+			at.Add(-core.ProducerRetention), false},
 	} {
 		for {
 			var n int64
 			err := s.retry(ctx, "expire", func() error {
 				return s.runTx(ctx, serializable, func(tx pgx.Tx) error {
-					tag, err := tx.Exec(ctx, del, at, expireChunk)
+					tag, err := tx.Exec(ctx, del.sql, del.before, expireChunk)
 					n = tag.RowsAffected()
 					return err
 				})
@@ -633,7 +639,9 @@ func (s *Store) Expire(ctx context.Context, before time.Time) (int64, error) {
 			if err != nil {
 				return total, err
 			}
-			total += n
+			if del.count {
+				total += n
+			}
 			if n < expireChunk {
 				break
 			}

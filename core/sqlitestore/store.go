@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,10 +43,11 @@ type Store struct {
 	closeErr  error
 }
 
-// writeStmts are the statements of ApplyBatch, prepared once on the writer's connection and
+// writeStmts are the statements of ApplyBatches, prepared once on the writer's connection and
 // bound to each transaction with Tx.StmtContext, which reuses them on that connection.
 type writeStmts struct {
 	document, priorWrite, priorIdem, upsert, recordWrite, recordIdem, outbox, seq, setSeq *sql.Stmt
+	producer, setProducer                                                                 *sql.Stmt
 }
 
 type readStmts struct {
@@ -199,6 +202,9 @@ func (s *Store) prepare(ctx context.Context) error {
 		{s.w, &s.ws.outbox, `INSERT INTO outbox (partition, seq, event, created_at) VALUES (?, ?, ?, ?)`},
 		{s.w, &s.ws.seq, `SELECT seq FROM partitions WHERE p = ?`},
 		{s.w, &s.ws.setSeq, `UPDATE partitions SET seq = ? WHERE p = ?`},
+		{s.w, &s.ws.producer, `SELECT seq FROM producers WHERE producer = ?`},
+		{s.w, &s.ws.setProducer, `INSERT INTO producers (producer, seq, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at`},
 		{s.r, &s.rs.document, document},
 		{s.r, &s.rs.write, write},
 	}
@@ -222,7 +228,8 @@ func (s *Store) closeDBs() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{
 		s.ws.document, s.ws.priorWrite, s.ws.priorIdem, s.ws.upsert, s.ws.recordWrite,
-		s.ws.recordIdem, s.ws.outbox, s.ws.seq, s.ws.setSeq, s.rs.document, s.rs.write,
+		s.ws.recordIdem, s.ws.outbox, s.ws.seq, s.ws.setSeq, s.ws.producer, s.ws.setProducer,
+		s.rs.document, s.rs.write,
 	} {
 		if st != nil {
 			errs = append(errs, st.Close())
@@ -239,68 +246,140 @@ func (s *Store) closeDBs() error {
 	return nil
 }
 
-// ApplyBatch applies b in one immediate transaction on the single writer connection. Conflicts
-// cannot happen (there is one writer), so nothing is retried; a lock held by another process is
-// waited for up to busyTimeout.
-func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) (outs []wire.Outcome, evs []wire.ChangeEvent, err error) {
-	if err := b.Validate(s.partitions); err != nil {
-		return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+// ApplyBatch applies b alone: it is ApplyBatches of b, returning its result's outcomes. A
+// batch without a Producer is applied whole, one outcome per command. A fenced batch its
+// producer had passed gets the recorded outcomes of those of its write ids the store keeps and
+// no event; one that came early gets nil outcomes, no event and no error: nothing was done.
+func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error) {
+	results, evs, err := s.ApplyBatches(ctx, []*wire.Batch{b}, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	return results[0].Outcomes, evs, nil
+}
+
+// ApplyBatches applies bs in one immediate transaction on the single writer connection:
+// the producers' sequences are read, each batch the fence admits is applied in core.Order,
+// and the partition counter and the advanced producers are written once at the end.
+// Conflicts cannot happen (there is one writer), so nothing is retried; a lock held by another
+// process is waited for up to busyTimeout.
+func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) (results []core.BatchResult, evs []wire.ChangeEvent, err error) {
+	if err := core.CheckGroup(bs, s.partitions); err != nil {
+		return nil, nil, err
+	}
+	what := "apply batch " + bs[0].ID
+	if len(bs) > 1 {
+		what = fmt.Sprintf("apply %d batches %s…%s", len(bs), bs[0].ID, bs[len(bs)-1].ID)
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("apply batch %s: begin: %w", b.ID, err)
+		return nil, nil, fmt.Errorf("%s: begin: %w", what, err)
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, rollback(tx))
-			outs, evs = nil, nil
+			results, evs = nil, nil
 		}
 	}()
 	st := &txState{ctx: ctx, tx: tx, s: &s.ws}
+	partition := bs[0].Partition
 	var seq int64
-	if err := st.stmt(s.ws.seq).QueryRowContext(ctx, b.Partition).Scan(&seq); err != nil {
-		return nil, nil, fmt.Errorf("apply batch %s: read partition %d: %w", b.ID, b.Partition, err)
+	if err := st.stmt(s.ws.seq).QueryRowContext(ctx, partition).Scan(&seq); err != nil {
+		return nil, nil, fmt.Errorf("%s: read partition %d: %w", what, partition, err)
 	}
 	first := seq
+	fence, err := st.fence(core.Producers(bs))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	results = make([]core.BatchResult, len(bs))
+	for _, i := range core.Order(bs) {
+		b := bs[i]
+		switch status := fence.Admit(b); status {
+		case core.BatchApplied:
+			var outs []wire.Outcome
+			if outs, evs, err = st.apply(b, &seq, evs, now); err != nil {
+				return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+			}
+			results[i] = core.BatchResult{Status: status, Outcomes: outs}
+		case core.BatchDuplicate:
+			outs, err := core.DuplicateOutcomes(b, st.PriorWrite)
+			if err != nil {
+				return nil, nil, fmt.Errorf("apply batch %s: %w", b.ID, err)
+			}
+			results[i] = core.BatchResult{Status: status, Outcomes: outs}
+		default:
+			results[i] = core.BatchResult{Status: status}
+		}
+	}
+	if seq != first {
+		if _, err := st.stmt(s.ws.setSeq).ExecContext(ctx, seq, partition); err != nil {
+			return nil, nil, fmt.Errorf("%s: advance partition %d: %w", what, partition, err)
+		}
+	}
+	advanced := fence.Advanced()
+	for _, p := range slices.Sorted(maps.Keys(advanced)) {
+		if _, err := st.stmt(s.ws.setProducer).ExecContext(ctx, p, advanced[p], now.UnixMicro()); err != nil {
+			return nil, nil, fmt.Errorf("%s: advance producer %s: %w", what, p, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return results, evs, nil
+}
+
+// apply applies b's commands in order, numbering their changes after *seq (which it
+// advances), and returns b's outcomes and evs with b's events appended.
+func (t *txState) apply(b *wire.Batch, seq *int64, evs []wire.ChangeEvent, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error) {
 	at := now.UnixMicro()
-	outs = make([]wire.Outcome, 0, len(b.Commands))
+	outs := make([]wire.Outcome, 0, len(b.Commands))
 	for i := range b.Commands {
 		cmd := &b.Commands[i]
-		d, err := core.ApplyCommand(st, cmd, now)
+		d, err := core.ApplyCommand(t, cmd, now)
 		if err != nil {
-			return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			return nil, nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
 		}
 		if d.Next != nil {
-			seq++
-			ev := core.EventFor(b.Partition, seq, d.Next)
-			if err := st.store(d.Next, b.Partition, seq); err != nil {
-				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			*seq++
+			ev := core.EventFor(b.Partition, *seq, d.Next)
+			if err := t.store(d.Next, b.Partition, *seq); err != nil {
+				return nil, nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
 			}
-			if err := st.appendEvent(&ev, at); err != nil {
-				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			if err := t.appendEvent(&ev, at); err != nil {
+				return nil, nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
 			}
 			evs = append(evs, ev)
 		}
 		if d.Record || d.RecordIdempotency {
-			if err := st.record(cmd, &d, at); err != nil {
-				return nil, nil, fmt.Errorf("apply batch %s: write %s: %w", b.ID, cmd.WriteID, err)
+			if err := t.record(cmd, &d, at); err != nil {
+				return nil, nil, fmt.Errorf("write %s: %w", cmd.WriteID, err)
 			}
 		}
 		outs = append(outs, d.Outcome)
 	}
-	if seq != first {
-		if _, err := st.stmt(s.ws.setSeq).ExecContext(ctx, seq, b.Partition); err != nil {
-			return nil, nil, fmt.Errorf("apply batch %s: advance partition %d: %w", b.ID, b.Partition, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, nil, fmt.Errorf("apply batch %s: commit: %w", b.ID, err)
-	}
 	return outs, evs, nil
 }
 
-// txState is the core.TxState of one ApplyBatch transaction. Its reads go through the
-// transaction, so they see the batch's earlier commands.
+// fence reads the recorded sequences of producers into a core.Fence.
+func (t *txState) fence(producers []string) (*core.Fence, error) {
+	last := make(map[string]int64, len(producers))
+	for _, p := range producers {
+		var seq int64
+		err := t.stmt(t.s.producer).QueryRowContext(t.ctx, p).Scan(&seq)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			continue // never seen, or forgotten: at 0
+		case err != nil:
+			return nil, fmt.Errorf("read producer %s: %w", p, err)
+		}
+		last[p] = seq
+	}
+	return core.NewFence(last), nil
+}
+
+// txState is the core.TxState of one ApplyBatches transaction. Its reads go through the
+// transaction, so they see the earlier commands of the batch and of the group.
 type txState struct {
 	ctx   context.Context
 	tx    *sql.Tx
@@ -675,7 +754,9 @@ func (s *Store) DeleteEvents(ctx context.Context, events []wire.ChangeEvent) (er
 }
 
 // Expire deletes the write records and Idempotency-Keys recorded (at the now of their
-// ApplyBatch) before the given time, in one transaction.
+// ApplyBatch) before the given time, and the producers last advanced before
+// core.ProducerRetention earlier than it, in one transaction. Only the records and keys are
+// counted.
 func (s *Store) Expire(ctx context.Context, before time.Time) (n int64, err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -697,6 +778,10 @@ func (s *Store) Expire(ctx context.Context, before time.Time) (n int64, err erro
 			return 0, fmt.Errorf("expire %s: %w", table, err)
 		}
 		n += k
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM producers WHERE updated_at < ?`,
+		before.Add(-core.ProducerRetention).UnixMicro()); err != nil {
+		return 0, fmt.Errorf("expire producers: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("expire: commit: %w", err)

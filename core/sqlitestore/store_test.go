@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -198,8 +199,10 @@ func TestMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := embeddedMap(t, embedded)
+	last := len(base) // this build's version
+	name := func(v int, what string) string { return fmt.Sprintf("%04d_%s.sql", v, what) }
 	withNext := copyMap(base)
-	withNext["0002_more.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE extra (x INTEGER) STRICT; INSERT INTO extra VALUES (1);`)}
+	withNext[name(last+1, "more")] = &fstest.MapFile{Data: []byte(`CREATE TABLE extra (x INTEGER) STRICT; INSERT INTO extra VALUES (1);`)}
 
 	t.Run("forward", func(t *testing.T) {
 		s := openAt(t, dbPath(t), testPartitions)
@@ -213,24 +216,25 @@ func TestMigrate(t *testing.T) {
 		if err := s.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM extra`).Scan(&n); err != nil || n != 1 {
 			t.Fatalf("extra rows: %d, %v; want the migration applied once", n, err)
 		}
-		if v, err := schemaVersion(ctx, s.w); err != nil || v != 2 {
-			t.Fatalf("schema version %d, %v; want 2", v, err)
+		if v, err := schemaVersion(ctx, s.w); err != nil || v != last+1 {
+			t.Fatalf("schema version %d, %v; want %d", v, err, last+1)
 		}
-		// This build's migrations stop at 1: a database at 2 is newer than it knows.
-		if err := migrate(ctx, s.w, base, s.logger); err == nil || !strings.Contains(err.Error(), "version 2") {
-			t.Fatalf("migrate with older migrations: %v, want an error about version 2", err)
+		// This build's migrations stop at last: a database at last+1 is newer than it knows.
+		want := fmt.Sprintf("version %d", last+1)
+		if err := migrate(ctx, s.w, base, s.logger); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("migrate with older migrations: %v, want an error about %s", err, want)
 		}
 	})
 
 	t.Run("failed migration rolls back", func(t *testing.T) {
 		s := openAt(t, dbPath(t), testPartitions)
 		bad := copyMap(base)
-		bad["0002_bad.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE half (x INTEGER); SELECT no_such_function();`)}
+		bad[name(last+1, "bad")] = &fstest.MapFile{Data: []byte(`CREATE TABLE half (x INTEGER); SELECT no_such_function();`)}
 		if err := migrate(t.Context(), s.w, bad, s.logger); err == nil {
 			t.Fatal("migrate with a failing migration: no error")
 		}
-		if v, err := schemaVersion(t.Context(), s.w); err != nil || v != 1 {
-			t.Fatalf("schema version %d, %v after a failed migration; want 1", v, err)
+		if v, err := schemaVersion(t.Context(), s.w); err != nil || v != last {
+			t.Fatalf("schema version %d, %v after a failed migration; want %d", v, err, last)
 		}
 		var n int
 		if err := s.w.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlite_schema WHERE name = 'half'`).Scan(&n); err != nil || n != 0 {
@@ -243,12 +247,13 @@ func TestMigrate(t *testing.T) {
 		// it changes anything.
 		s := openAt(t, dbPath(t), testPartitions)
 		gap := copyMap(base)
-		gap["0003_gap.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE gap (x INTEGER) STRICT;`)}
-		if err := migrate(t.Context(), s.w, gap, s.logger); err == nil || !strings.Contains(err.Error(), "0003_gap.sql") {
-			t.Fatalf("migrate with a gap: %v, want an error naming 0003_gap.sql", err)
+		gapName := name(last+2, "gap")
+		gap[gapName] = &fstest.MapFile{Data: []byte(`CREATE TABLE gap (x INTEGER) STRICT;`)}
+		if err := migrate(t.Context(), s.w, gap, s.logger); err == nil || !strings.Contains(err.Error(), gapName) {
+			t.Fatalf("migrate with a gap: %v, want an error naming %s", err, gapName)
 		}
-		if v, err := schemaVersion(t.Context(), s.w); err != nil || v != 1 {
-			t.Fatalf("schema version %d, %v after refused migrations; want 1", v, err)
+		if v, err := schemaVersion(t.Context(), s.w); err != nil || v != last {
+			t.Fatalf("schema version %d, %v after refused migrations; want %d", v, err, last)
 		}
 	})
 }
@@ -268,8 +273,8 @@ func embeddedMap(tb testing.TB, fsys fs.FS) fstest.MapFS {
 		}
 		m[name] = &fstest.MapFile{Data: data}
 	}
-	if len(m) != 1 {
-		tb.Fatalf("%d embedded migrations; this test adds the second", len(m))
+	if len(m) == 0 {
+		tb.Fatal("no embedded migrations")
 	}
 	return m
 }
@@ -333,5 +338,70 @@ func TestReadsDoNotWaitForWriter(t *testing.T) {
 	page, err := s.Sync(ctx, wire.SyncQuery{Collections: []string{"notes"}})
 	if err != nil || len(page.Changes) != 1 {
 		t.Fatalf("Sync while a write transaction is open: %+v, %v", page, err)
+	}
+}
+
+// fenced is putBatch as batch seq of producer.
+func fenced(producer string, seq int64, b *wire.Batch) *wire.Batch {
+	b.Producer, b.Seq = producer, seq
+	return b
+}
+
+// TestApplyBatchFenced: ApplyBatch is ApplyBatches of one batch, fence included.
+func TestApplyBatchFenced(t *testing.T) {
+	s := openAt(t, dbPath(t), testPartitions)
+	now := time.Now()
+	early := fenced("edge-1", 2, putBatch("b2", "w2", "notes", "a", `{"n":2}`))
+	if outs, evs, err := s.ApplyBatch(t.Context(), early, now); err != nil || outs != nil || evs != nil {
+		t.Fatalf("ApplyBatch of an early batch: %v, %v, %v; want nothing", outs, evs, err)
+	}
+	first := fenced("edge-1", 1, putBatch("b1", "w1", "notes", "a", `{"n":1}`))
+	outs, evs := apply(t, s, first, now)
+	if len(outs) != 1 || outs[0].Status != 201 || len(evs) != 1 {
+		t.Fatalf("ApplyBatch of seq 1: %+v, %d events", outs, len(evs))
+	}
+	again, evs := apply(t, s, first, now)
+	if len(again) != 1 || !again[0].Replayed || again[0].Status != 201 || len(evs) != 0 {
+		t.Fatalf("ApplyBatch of seq 1 again: %+v, %d events; want the replay", again, len(evs))
+	}
+	if outs, _ := apply(t, s, early, now); len(outs) != 1 || outs[0].Status != 200 {
+		t.Fatalf("ApplyBatch of seq 2 after 1: %+v", outs)
+	}
+}
+
+// TestApplyBatchesAtomic fails the last batch of a group with a database error: nothing of the
+// group commits, neither the earlier batches nor the producers' sequences.
+func TestApplyBatchesAtomic(t *testing.T) {
+	s := openAt(t, dbPath(t), testPartitions)
+	ctx := t.Context()
+	if _, err := s.w.ExecContext(ctx, `CREATE TRIGGER boom BEFORE INSERT ON documents
+		WHEN NEW.id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
+		t.Fatalf("create trigger: %v", err)
+	}
+	p := wire.Partition("notes", "boom", testPartitions)
+	var id string
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("a%d", i); wire.Partition("notes", c, testPartitions) == p {
+			id = c
+		}
+	}
+	bs := []*wire.Batch{
+		fenced("edge-1", 1, putBatch("b1", "w1", "notes", id, `{}`)),
+		putBatch("b2", "w2", "notes", "boom", `{}`),
+	}
+	if results, evs, err := s.ApplyBatches(ctx, bs, time.Now()); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("ApplyBatches with a failing batch: %v, %v, %v; want the trigger's error", results, evs, err)
+	}
+	if _, err := s.Get(ctx, "notes", id); !errors.Is(err, core.ErrNotFound) {
+		t.Fatalf("document of the group's first batch: %v, want core.ErrNotFound", err)
+	}
+	var n int
+	if err := s.r.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM producers) + (SELECT COUNT(*) FROM writes)
+		+ (SELECT COUNT(*) FROM outbox) + (SELECT seq FROM partitions WHERE p = ?)`, p).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows left by the failed group: %d, %v; want none", n, err)
+	}
+	results, _, err := s.ApplyBatches(ctx, bs[:1], time.Now())
+	if err != nil || results[0].Status != core.BatchApplied {
+		t.Fatalf("retry of the first batch alone: %+v, %v; want it applied", results, err)
 	}
 }

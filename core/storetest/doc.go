@@ -15,10 +15,10 @@
 //		})
 //	}
 //
-// Every test gets a fresh store. The tests are grouped in categories (Writes, Replay, Events,
-// List, Sync, Concurrency, Expire, Lifecycle); a backend that cannot honour one says so with
-// Except and a reason, and the category shows as skipped with it (the model is spicedb's
-// datastore test suite).
+// Every test gets a fresh store. The tests are grouped in categories (Writes, Replay,
+// ApplyBatches, Events, List, Sync, Concurrency, Expire, Lifecycle); a backend that cannot
+// honour one says so with Except and a reason, and the category shows as skipped with it (the
+// model is spicedb's datastore test suite).
 //
 // The suite decides what to expect from the Store contract (core/store.go) and from
 // core.ApplyCommand, never from a backend. Where the contract leaves a choice open, Run's

@@ -88,6 +88,10 @@ func testUseAfterClose(h *harness) {
 		}},
 		{"WriteOutcome", func() error { _, err := h.store.WriteOutcome(h.ctx, cmd.WriteID); return err }},
 		{"ApplyBatch", func() error { _, _, err := h.store.ApplyBatch(h.ctx, h.batch(cmd), h.now); return err }},
+		{"ApplyBatches", func() error {
+			_, _, err := h.store.ApplyBatches(h.ctx, []*wire.Batch{h.batch(cmd)}, h.now)
+			return err
+		}},
 		{"PendingEvents", func() error { _, err := h.store.PendingEvents(h.ctx, h.now.Add(time.Hour), 10); return err }},
 		{"DeleteEvents", func() error {
 			return h.store.DeleteEvents(h.ctx, []wire.ChangeEvent{{Partition: 0, Seq: 1}})

@@ -118,6 +118,19 @@ func (h *harness) batch(cmds ...wire.Command) *wire.Batch {
 
 func (h *harness) partition(c wire.Command) int { return wire.Partition(c.Collection, c.ID, h.parts) }
 
+// batchOf makes batch seq of producer, of cmds, which must all be in one partition.
+func (h *harness) batchOf(producer string, seq int64, cmds ...wire.Command) *wire.Batch {
+	h.tb.Helper()
+	b := h.batch(cmds...)
+	for _, c := range cmds {
+		if p := h.partition(c); p != b.Partition {
+			h.tb.Fatalf("batchOf: %s/%s is in partition %d, not %d", c.Collection, c.ID, p, b.Partition)
+		}
+	}
+	b.Producer, b.Seq = producer, seq
+	return b
+}
+
 // applyBatch applies b at the next tick and fails the test on an error or a malformed answer.
 func (h *harness) applyBatch(b *wire.Batch) ([]wire.Outcome, []wire.ChangeEvent) {
 	h.tb.Helper()
@@ -144,6 +157,80 @@ func (h *harness) applyBatchAt(b *wire.Batch, now time.Time) ([]wire.Outcome, []
 		}
 	}
 	return outs, evs
+}
+
+// applyBatches applies bs in one ApplyBatches call at the next tick and fails the test on an
+// error or a malformed answer: a result per batch; an applied batch's outcomes one per command
+// in order; a duplicate's those of some of its write ids, in order and replayed; none for an
+// early one; the events in the batches' partition, numbered one after the other.
+func (h *harness) applyBatches(bs ...*wire.Batch) ([]core.BatchResult, []wire.ChangeEvent) {
+	h.tb.Helper()
+	return h.applyBatchesAt(h.tick(), bs...)
+}
+
+func (h *harness) applyBatchesAt(now time.Time, bs ...*wire.Batch) ([]core.BatchResult, []wire.ChangeEvent) {
+	h.tb.Helper()
+	results, evs, err := h.store.ApplyBatches(h.ctx, bs, now)
+	if err != nil {
+		h.tb.Fatalf("ApplyBatches(%s): %v", batchIDs(bs), err)
+	}
+	if len(results) != len(bs) {
+		h.tb.Fatalf("ApplyBatches(%s): %d results for %d batches", batchIDs(bs), len(results), len(bs))
+	}
+	for i, r := range results {
+		b := bs[i]
+		switch r.Status {
+		case core.BatchApplied:
+			if len(r.Outcomes) != len(b.Commands) {
+				h.tb.Fatalf("ApplyBatches: applied %s: %d outcomes for %d commands", b.ID, len(r.Outcomes), len(b.Commands))
+			}
+			for j := range r.Outcomes {
+				if r.Outcomes[j].WriteID != b.Commands[j].WriteID {
+					h.tb.Fatalf("ApplyBatches: applied %s: outcome %d has write id %q, want %q",
+						b.ID, j, r.Outcomes[j].WriteID, b.Commands[j].WriteID)
+				}
+			}
+		case core.BatchDuplicate:
+			j := 0
+			for _, o := range r.Outcomes {
+				for j < len(b.Commands) && b.Commands[j].WriteID != o.WriteID {
+					j++
+				}
+				if j == len(b.Commands) {
+					h.tb.Fatalf("ApplyBatches: duplicate %s: outcome of %q, not one of its write ids in order", b.ID, o.WriteID)
+				}
+				j++
+				if !o.Replayed {
+					h.tb.Fatalf("ApplyBatches: duplicate %s: outcome of %s not marked replayed", b.ID, o.WriteID)
+				}
+			}
+		case core.BatchEarly:
+			if r.Outcomes != nil {
+				h.tb.Fatalf("ApplyBatches: early %s: outcomes %v, want nil", b.ID, r.Outcomes)
+			}
+		default:
+			h.tb.Fatalf("ApplyBatches: %s: status %v", b.ID, r.Status)
+		}
+	}
+	for i, ev := range evs {
+		if ev.Partition != bs[0].Partition {
+			h.tb.Fatalf("ApplyBatches in partition %d: event in partition %d", bs[0].Partition, ev.Partition)
+		}
+		if i > 0 && ev.Seq != evs[i-1].Seq+1 {
+			h.tb.Fatalf("ApplyBatches: event seq %d after %d", ev.Seq, evs[i-1].Seq)
+		}
+	}
+	return results, evs
+}
+
+func batchIDs(bs []*wire.Batch) []string {
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		if b != nil {
+			ids[i] = b.ID
+		}
+	}
+	return ids
 }
 
 // apply applies cmds, grouped by partition into one batch per partition (keeping their order

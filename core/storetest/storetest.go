@@ -22,14 +22,15 @@ type Category string
 
 // The categories of the suite, in the order they run. Each is the name of a subtest of Run.
 const (
-	Writes      Category = "Writes"      // put, create, patch, delete, If-Match, batches
-	Replay      Category = "Replay"      // write-id replay and Idempotency-Keys
-	Events      Category = "Events"      // change events and the outbox
-	List        Category = "List"        // orders, prefixes, keyset paging
-	Sync        Category = "Sync"        // delta sync across partitions
-	Concurrency Category = "Concurrency" // concurrent writers and readers
-	Expire      Category = "Expire"      // forgetting write records and keys
-	Lifecycle   Category = "Lifecycle"   // Close
+	Writes      Category = "Writes"       // put, create, patch, delete, If-Match, batches
+	Replay      Category = "Replay"       // write-id replay and Idempotency-Keys
+	Batches     Category = "ApplyBatches" // group commit and the producers' fence
+	Events      Category = "Events"       // change events and the outbox
+	List        Category = "List"         // orders, prefixes, keyset paging
+	Sync        Category = "Sync"         // delta sync across partitions
+	Concurrency Category = "Concurrency"  // concurrent writers and readers
+	Expire      Category = "Expire"       // forgetting write records and keys
+	Lifecycle   Category = "Lifecycle"    // Close
 )
 
 // Option changes how Run runs the suite.
@@ -56,6 +57,7 @@ var suite = []struct {
 }{
 	{Writes, writeTests},
 	{Replay, replayTests},
+	{Batches, batchTests},
 	{Events, eventTests},
 	{List, listTests},
 	{Sync, syncTests},
@@ -70,9 +72,10 @@ var suite = []struct {
 //
 // The suite drives a store only through core.Store and decides what to expect from the
 // contract in core/store.go and core.ApplyCommand. Beyond what those say, it pins down:
-//   - times: the now passed to ApplyBatch is the time of everything the batch records (the
-//     documents' created_at and updated_at, write records, Idempotency-Keys, outbox events), so
-//     Expire and PendingEvents compare with it; times come back in UTC to the microsecond;
+//   - times: the now passed to ApplyBatch (ApplyBatches) is the time of everything the batch
+//     (the group) records (the documents' created_at and updated_at, write records,
+//     Idempotency-Keys, outbox events, the producers' sequences), so Expire and PendingEvents
+//     compare with it; times come back in UTC to the microsecond;
 //   - ids compare byte by byte (C collation) in List's id orders and as its tie-breaker;
 //     -updated_at is the exact reverse of updated_at;
 //   - List and Sync limits: 0 means the default, others are held to [1, max];

@@ -24,6 +24,8 @@ const (
 	// CoreQueue is the queue group of the core's read service: each read request is answered
 	// by one core.
 	CoreQueue = "perch-core"
+	// CoreGroup is the priority group in which cores pull a partition's write batches.
+	CoreGroup = "perch-core"
 	// DefaultPartitions is the number of write partitions. Every edge and core of a fleet must
 	// agree on it; the core records it in the database on first start and refuses another.
 	DefaultPartitions = 16
@@ -102,12 +104,22 @@ type Command struct {
 const AnyVersion int64 = -1
 
 // Batch is one JetStream message: the commands an edge gathered for one partition in a short
-// window, for any documents. Its ID is the message's Nats-Msg-Id. Commands are applied in order; each has its own
-// outcome, so one failing command does not fail the others.
+// window, for any documents. Its ID is the message's Nats-Msg-Id. Commands are applied in
+// order; each has its own outcome, so one failing command does not fail the others.
+//
+// Producer and Seq fence the order of application. A producer is one publisher of one
+// partition (an edge process's lane) that numbers its batches 1, 2, 3, … without gaps: it
+// publishes a batch only once JetStream stored the one before, and starts a new producer
+// when a publish failed for good. A store applies a producer's batch only right after the
+// one before it, whichever core delivers it and however JetStream redelivers, so a core may
+// take many of a partition's batches at once and they still apply in the order the edge took
+// the writes. A batch without Producer is not fenced.
 type Batch struct {
 	ID        string    `json:"id"`
 	Partition int       `json:"partition"`
 	Edge      string    `json:"edge"`
+	Producer  string    `json:"producer,omitempty"`
+	Seq       int64     `json:"seq,omitempty"`
 	Commands  []Command `json:"commands"`
 }
 
@@ -130,6 +142,14 @@ func (b *Batch) Validate(partitions int) error {
 	}
 	if len(b.Commands) == 0 || len(b.Commands) > MaxBatchCommands {
 		return fmt.Errorf("batch with %d commands", len(b.Commands))
+	}
+	switch {
+	case len(b.Producer) > MaxNameLen:
+		return errors.New("batch producer too long")
+	case b.Producer != "" && b.Seq < 1:
+		return fmt.Errorf("batch of producer %q with sequence %d", b.Producer, b.Seq)
+	case b.Producer == "" && b.Seq != 0:
+		return errors.New("batch sequence without a producer")
 	}
 	for i := range b.Commands {
 		c := &b.Commands[i]
