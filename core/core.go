@@ -29,6 +29,12 @@ type Config struct {
 	// AckWait is how long JetStream waits for the core to acknowledge a batch before it
 	// redelivers it to another core. A core applying a slow batch extends it. Default 30s.
 	AckWait time.Duration
+	// GroupBatches bounds how many of a partition's batches (stream messages) the core
+	// applies in one transaction: group commit across messages, so that writes queued behind
+	// a slow transaction cost one more transaction, not one each. Default 128.
+	GroupBatches int
+	// GroupCommands bounds the commands of one transaction. Default 2048.
+	GroupCommands int
 	// EventDocLimit is the largest document (data bytes) carried whole in a change event;
 	// larger ones are announced by version only. Default 64 KiB.
 	EventDocLimit int
@@ -54,6 +60,8 @@ func DefaultConfig() Config {
 	return Config{
 		Partitions:      wire.DefaultPartitions,
 		AckWait:         30 * time.Second,
+		GroupBatches:    128,
+		GroupCommands:   2048,
 		EventDocLimit:   64 << 10,
 		OutboxSweep:     time.Second,
 		Retention:       24 * time.Hour,
@@ -80,6 +88,12 @@ func (c *Config) complete() error {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = d.AckWait
+	}
+	if c.GroupBatches <= 0 {
+		c.GroupBatches = d.GroupBatches
+	}
+	if c.GroupCommands <= 0 {
+		c.GroupCommands = d.GroupCommands
 	}
 	if c.EventDocLimit <= 0 {
 		c.EventDocLimit = d.EventDocLimit
@@ -154,20 +168,9 @@ func (c *Core) Run(ctx context.Context) error {
 	}
 	consumers := make([]jetstream.Consumer, c.cfg.Partitions)
 	for p := range consumers {
-		cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, jetstream.ConsumerConfig{
-			Durable:       fmt.Sprintf("perch-core-%d", p),
-			Description:   fmt.Sprintf("Perch core workers of write partition %d", p),
-			FilterSubject: wire.WriteSubject(p),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// One batch in flight per partition, whatever the number of cores: the order
-			// of the stream is the order of application.
-			MaxAckPending: 1,
-			AckWait:       c.cfg.AckWait,
-			MaxDeliver:    -1,
-		})
+		cons, err := c.ensureConsumer(ctx, p)
 		if err != nil {
-			return fmt.Errorf("core: consumer for partition %d: %w", p, err)
+			return err
 		}
 		consumers[p] = cons
 	}
@@ -195,9 +198,57 @@ func (c *Core) Run(ctx context.Context) error {
 	return err
 }
 
-// consume applies the batches of one partition, one at a time, until ctx is cancelled.
+// consumerConfig is the durable consumer of partition p, shared by every core. Many batches
+// may be delivered at once (group commit); their order of application is kept by the store's
+// fence (wire.Batch), not by delivering one at a time. The consumer pins the partition to one
+// core at a time, so that batches are not spread over cores only to wait for each other; when
+// the pinned core stops pulling for PinnedTTL, another takes over.
+func (c *Core) consumerConfig(p int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        fmt.Sprintf("perch-core-%d", p),
+		Description:    fmt.Sprintf("Perch core workers of write partition %d", p),
+		FilterSubject:  wire.WriteSubject(p),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxAckPending:  2 * c.cfg.GroupBatches,
+		AckWait:        c.cfg.AckWait,
+		MaxDeliver:     -1,
+		PriorityGroups: []string{wire.CoreGroup},
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PinnedTTL:      c.cfg.AckWait,
+	}
+}
+
+// ensureConsumer creates or updates the consumer of partition p. A consumer left by an older
+// core that JetStream cannot update in place (its priority policy) is replaced: the batches
+// it had not had acknowledged stay in the work-queue stream, and the new consumer delivers
+// them again (the fence and the write records make that harmless).
+func (c *Core) ensureConsumer(ctx context.Context, p int) (jetstream.Consumer, error) {
+	cfg := c.consumerConfig(p)
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, cfg)
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		if info, ierr := c.js.Consumer(ctx, wire.WriteStream, cfg.Durable); ierr == nil && info.CachedInfo().Config.PriorityPolicy != cfg.PriorityPolicy {
+			c.log.Warn("replacing a write consumer of an older configuration", "consumer", cfg.Durable, "err", err)
+			if derr := c.js.DeleteConsumer(ctx, wire.WriteStream, cfg.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
+				return nil, fmt.Errorf("core: replace consumer for partition %d: %w", p, derr)
+			}
+			cons, err = c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, cfg)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("core: consumer for partition %d: %w", p, err)
+	}
+	return cons, nil
+}
+
+// earlyDelay is how long a batch delivered before its predecessor waits to be delivered again.
+const earlyDelay = 250 * time.Millisecond
+
+// consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
+// delivered when the core is ready for more, up to GroupBatches and GroupCommands, in one
+// transaction.
 func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(4))
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup))
 	if err != nil {
 		return fmt.Errorf("core: consume partition %d: %w", p, err)
 	}
@@ -207,49 +258,106 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 		// wait out the ack timeout before another core got it.
 		it.Drain()
 	}()
+	var (
+		group []delivered
+		carry *delivered
+	)
 	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return nil
+		group = group[:0]
+		commands := 0
+		if carry != nil {
+			group = append(group, *carry)
+			commands += len(carry.b.Commands)
+			carry = nil
+		} else {
+			msg, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+					return nil
+				}
+				c.m.consumerErrors.Inc()
+				c.log.Warn("fetching write batches", "partition", p, "err", err)
+				continue
 			}
-			c.m.consumerErrors.Inc()
-			c.log.Warn("fetching write batches", "partition", p, "err", err)
-			continue
+			if d, ok := c.decode(p, msg); ok {
+				group = append(group, d)
+				commands += len(d.b.Commands)
+			}
 		}
-		c.handleBatch(ctx, p, msg)
+		// Take what has been delivered meanwhile, without waiting for more.
+		for len(group) < c.cfg.GroupBatches && commands < c.cfg.GroupCommands {
+			msg, err := it.Next(jetstream.NextMaxWait(50 * time.Microsecond))
+			if err != nil {
+				break
+			}
+			d, ok := c.decode(p, msg)
+			if !ok {
+				continue
+			}
+			if commands+len(d.b.Commands) > c.cfg.GroupCommands && len(group) > 0 {
+				carry = &d
+				break
+			}
+			group = append(group, d)
+			commands += len(d.b.Commands)
+		}
+		if len(group) > 0 {
+			c.handleGroup(ctx, p, group)
+		}
 	}
 }
 
-// handleBatch applies one message. The batch is acknowledged only after its transaction
-// committed; until then JetStream keeps it and redelivers it if this core dies.
-func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
-	var b wire.Batch
-	if err := json.Unmarshal(msg.Data(), &b); err != nil {
-		// A batch no core can apply: edges validate before publishing, so this is corruption
-		// or a foreign publisher. Retrying would block the partition forever.
+// delivered is a batch and the message that brought it.
+type delivered struct {
+	msg jetstream.Msg
+	b   *wire.Batch
+}
+
+// decode reads a delivered batch. One that no core can apply is terminated: edges validate
+// before publishing, so it is corruption or a foreign publisher, and retrying would block the
+// partition forever.
+func (c *Core) decode(p int, msg jetstream.Msg) (delivered, bool) {
+	b := new(wire.Batch)
+	if err := json.Unmarshal(msg.Data(), b); err != nil {
 		c.m.batches.WithLabelValues("dropped").Inc()
 		c.log.Error("dropping malformed write batch", "partition", p, "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
 		_ = msg.Term()
-		return
+		return delivered{}, false
 	}
-	if err := b.Validate(c.cfg.Partitions); err != nil {
+	err := b.Validate(c.cfg.Partitions)
+	if err == nil && b.Partition != p {
+		err = fmt.Errorf("batch of partition %d on the subject of partition %d", b.Partition, p)
+	}
+	if err != nil {
 		c.m.batches.WithLabelValues("dropped").Inc()
 		c.log.Error("dropping invalid write batch", "partition", p, "batch", b.ID, "err", err)
 		_ = msg.Term()
-		return
+		return delivered{}, false
 	}
-	// A batch that started is finished even when the core is asked to stop.
+	return delivered{msg: msg, b: b}, true
+}
+
+// handleGroup applies delivered batches of one partition in one transaction. Each batch is
+// acknowledged only after the transaction committed; until then JetStream keeps it and
+// redelivers it if this core dies.
+func (c *Core) handleGroup(ctx context.Context, p int, group []delivered) {
+	bs := make([]*wire.Batch, len(group))
+	commands := 0
+	for i := range group {
+		bs[i] = group[i].b
+		commands += len(bs[i].Commands)
+	}
+	// A group that started is finished even when the core is asked to stop.
 	actx := context.WithoutCancel(ctx)
 	var (
-		outcomes []wire.Outcome
-		events   []wire.ChangeEvent
-		err      error
+		results []BatchResult
+		events  []wire.ChangeEvent
+		err     error
 	)
 	backoff := 50 * time.Millisecond
 	start := time.Now()
-	// A slow transaction must not look like a dead core: tell JetStream the batch is being
-	// worked on, well within the ack timeout.
+	// A slow transaction must not look like a dead core: tell JetStream the batches are
+	// being worked on, well within the ack timeout.
 	working := make(chan struct{})
 	defer close(working)
 	go func() {
@@ -260,23 +368,29 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 			case <-working:
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for i := range group {
+					_ = group[i].msg.InProgress()
+				}
 			}
 		}
 	}()
 	for {
-		outcomes, events, err = c.store.ApplyBatch(actx, &b, c.cfg.Now())
+		results, events, err = c.store.ApplyBatches(actx, bs, c.cfg.Now())
 		if err == nil {
 			break
 		}
 		c.m.applyRetries.Inc()
-		c.log.Warn("applying write batch failed; retrying", "partition", p, "batch", b.ID, "commands", len(b.Commands), "err", err)
+		c.log.Warn("applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
 		if ctx.Err() != nil {
-			// Leave it to the next core, at once.
-			_ = msg.Nak()
+			// Leave them to the next core, at once.
+			for i := range group {
+				_ = group[i].msg.Nak()
+			}
 			return
 		}
-		_ = msg.InProgress()
+		for i := range group {
+			_ = group[i].msg.InProgress()
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -284,12 +398,27 @@ func (c *Core) handleBatch(ctx context.Context, p int, msg jetstream.Msg) {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 	c.m.applySeconds.Observe(time.Since(start).Seconds())
-	c.m.batchSize.Observe(float64(len(b.Commands)))
-	c.countBatch(outcomes)
-	c.publishOutcomes(&b, outcomes)
-	if err := msg.Ack(); err != nil {
-		// The batch will be redelivered and its outcomes replayed: nothing is applied twice.
-		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+	c.m.groupBatches.Observe(float64(len(bs)))
+	for i, res := range results {
+		b, msg := bs[i], group[i].msg
+		switch res.Status {
+		case BatchEarly:
+			// Its predecessor is in the stream, delivered to another core or again later.
+			c.m.batches.WithLabelValues("early").Inc()
+			c.log.Debug("write batch delivered before its predecessor; waiting", "partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq)
+			_ = msg.NakWithDelay(earlyDelay)
+			continue
+		case BatchDuplicate:
+			c.m.batches.WithLabelValues("duplicate").Inc()
+		default:
+			c.m.batchSize.Observe(float64(len(b.Commands)))
+			c.countBatch(res.Outcomes)
+		}
+		c.publishOutcomes(b, res.Outcomes)
+		if err := msg.Ack(); err != nil {
+			// The batch will be redelivered and answered as a duplicate: nothing is applied twice.
+			c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+		}
 	}
 	if len(events) > 0 {
 		c.commits <- events
@@ -376,7 +505,7 @@ func (c *Core) countBatch(outcomes []wire.Outcome) {
 }
 
 func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
-	if b.Edge == "" {
+	if b.Edge == "" || len(outcomes) == 0 {
 		return
 	}
 	data, err := json.Marshal(wire.Outcomes{Batch: b.ID, Outcomes: outcomes})

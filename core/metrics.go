@@ -11,6 +11,7 @@ type metrics struct {
 	batches        *prometheus.CounterVec
 	commands       *prometheus.CounterVec
 	batchSize      prometheus.Histogram
+	groupBatches   prometheus.Histogram
 	applySeconds   prometheus.Histogram
 	applyRetries   prometheus.Counter
 	eventsOut      *prometheus.CounterVec
@@ -24,17 +25,21 @@ type metrics struct {
 func newMetrics() *metrics {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before: a redelivery), dropped (malformed).",
+			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before), duplicate (redelivered after it was applied), early (delivered before its predecessor; delivered again later), dropped (malformed).",
 		}, []string{"result"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_core_commands_total", Help: "Write commands by outcome: applied, replayed, rejected.",
 		}, []string{"outcome"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "perch_core_batch_commands", Help: "Commands per applied batch (one transaction each).",
+			Name: "perch_core_batch_commands", Help: "Commands per applied batch (one stream message).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		groupBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_core_transaction_batches", Help: "Batches (stream messages) applied per transaction: group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "perch_core_apply_seconds", Help: "Time to apply a batch in the store, retries included.",
+			Name: "perch_core_apply_seconds", Help: "Time to apply a transaction's batches in the store, retries included.",
 			Buckets: prometheus.ExponentialBuckets(.00025, 2, 14),
 		}),
 		applyRetries: prometheus.NewCounter(prometheus.CounterOpts{
@@ -54,7 +59,7 @@ func newMetrics() *metrics {
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
 	}
-	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.applySeconds, m.applyRetries,
+	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.applySeconds, m.applyRetries,
 		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors}
 	return m
 }
