@@ -86,7 +86,9 @@ func BenchmarkWritePath(b *testing.B) {
 				}
 				return nil
 			}
+			before := pathStats(b, c)
 			run(b, write, func() { drained(b, c) })
+			pathStats(b, c).since(before).report(b)
 		})
 	}
 }
@@ -157,4 +159,54 @@ func run(b *testing.B, write func(i int) error, drain func()) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
 	b.ReportMetric(pct(.50), "p50_ms")
 	b.ReportMetric(pct(.99), "p99_ms")
+}
+
+// stats are the sums of the histograms that explain a write-path figure.
+type stats struct{ publishes, commands, publishSeconds, txns, batches, txnSeconds float64 }
+
+func pathStats(b *testing.B, c *clustertest.Cluster) stats {
+	fams, err := c.Metrics().Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var s stats
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			if h == nil {
+				continue
+			}
+			switch f.GetName() {
+			case "perch_edge_write_batch_commands":
+				s.publishes += float64(h.GetSampleCount())
+				s.commands += h.GetSampleSum()
+			case "perch_edge_write_publish_seconds":
+				s.publishSeconds += h.GetSampleSum()
+			case "perch_core_transaction_batches":
+				s.txns += float64(h.GetSampleCount())
+				s.batches += h.GetSampleSum()
+			case "perch_core_apply_seconds":
+				s.txnSeconds += h.GetSampleSum()
+			}
+		}
+	}
+	return s
+}
+
+func (s stats) since(t stats) stats {
+	return stats{s.publishes - t.publishes, s.commands - t.commands, s.publishSeconds - t.publishSeconds,
+		s.txns - t.txns, s.batches - t.batches, s.txnSeconds - t.txnSeconds}
+}
+
+// report adds how the writes were grouped: commands per stream message, messages per
+// transaction, and the mean transaction time.
+func (s stats) report(b *testing.B) {
+	if s.publishes > 0 {
+		b.ReportMetric(s.commands/s.publishes, "cmds/msg")
+		b.ReportMetric(1000*s.publishSeconds/s.publishes, "publish_ms")
+	}
+	if s.txns > 0 {
+		b.ReportMetric(s.batches/s.txns, "msgs/txn")
+		b.ReportMetric(1000*s.txnSeconds/s.txns, "txn_ms")
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,67 +17,20 @@ import (
 // lane is the publisher of one partition.
 type lane struct {
 	q chan *pending
-	// answered is signalled when the outcomes of one of this lane's batches arrive.
-	answered chan struct{}
-
-	mu sync.Mutex
-	// unanswered holds when each batch published and not yet answered by the core was
-	// published.
-	unanswered map[string]time.Time
+	// producer and seq fence the lane's batches (wire.Batch): seq is that of the last batch
+	// published. Only the lane's goroutine uses them.
+	producer string
+	seq      int64
 }
 
-func newLane(queue int) *lane {
-	return &lane{q: make(chan *pending, queue), answered: make(chan struct{}, 1), unanswered: make(map[string]time.Time)}
-}
-
-// busy reports whether depth batches of the lane are waiting for the core, and until when at
-// the latest that can hold back the next one: a batch unanswered for longer than hold no
-// longer counts (its core may be slow or gone; the commands are safe in the stream).
-func (l *lane) busy(now time.Time, depth int, hold time.Duration) (bool, time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	var oldest time.Time
-	for id, at := range l.unanswered {
-		if now.Sub(at) > hold {
-			delete(l.unanswered, id)
-			continue
-		}
-		n++
-		if oldest.IsZero() || at.Before(oldest) {
-			oldest = at
-		}
-	}
-	return n >= depth, oldest.Add(hold)
-}
-
-func (l *lane) published(id string, at time.Time) {
-	l.mu.Lock()
-	l.unanswered[id] = at
-	l.mu.Unlock()
-}
-
-// answer records that the core answered batch id; false when the lane did not know it.
-func (l *lane) answer(id string) bool {
-	l.mu.Lock()
-	_, ok := l.unanswered[id]
-	delete(l.unanswered, id)
-	l.mu.Unlock()
-	if ok {
-		select {
-		case l.answered <- struct{}{}:
-		default:
-		}
-	}
-	return ok
-}
+func newLane(queue int) *lane { return &lane{q: make(chan *pending, queue)} }
 
 // runPartition publishes the commands of one partition, one batch at a time, so that the
-// stream holds them in the order they were submitted. A batch gathers the commands that
-// arrive while the one before is being stored, and for at most BatchWindow after its first.
-// While BatchDepth batches of the lane wait for the core, the next one goes on gathering
-// until one is answered (or BatchHold passes): the core applies a partition's batches one at a time, so under load
-// this turns a queue of small batches into few large ones, each one transaction.
+// stream holds them in the order they were submitted and each batch's predecessor is stored
+// before it (the fence of wire.Batch). A batch is group commit at the edge: it takes every
+// command that queued while the one before was being stored, and waits for more only until
+// its first command has waited BatchWindow. Under load batches therefore fill without
+// waiting, and the core applies whatever queued in the stream meanwhile in one transaction.
 func (w *writer) runPartition(p int, l *lane) {
 	defer w.wg.Done()
 	cfg := &w.e.cfg
@@ -100,17 +52,9 @@ func (w *writer) runPartition(p int, l *lane) {
 		}
 		batch = append(batch[:0], first)
 		size := len(first.cmd.Data)
-		timer.Reset(cfg.BatchWindow)
-		window := true
+		timer.Reset(max(0, time.Until(first.created.Add(cfg.BatchWindow))))
 	gather:
 		for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
-			if !window {
-				busy, until := l.busy(time.Now(), cfg.BatchDepth, cfg.BatchHold)
-				if !busy {
-					break
-				}
-				timer.Reset(time.Until(until))
-			}
 			select {
 			case pd := <-l.q:
 				if size+len(pd.cmd.Data) > cfg.BatchBytes {
@@ -119,28 +63,38 @@ func (w *writer) runPartition(p int, l *lane) {
 				}
 				batch = append(batch, pd)
 				size += len(pd.cmd.Data)
-			case <-l.answered:
-				if !window {
-					timer.Stop()
-				}
 			case <-timer.C:
-				if !window {
-					break gather
+				// Take what queued meanwhile, without waiting.
+				for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
+					select {
+					case pd := <-l.q:
+						if size+len(pd.cmd.Data) > cfg.BatchBytes {
+							carry = pd
+							break gather
+						}
+						batch = append(batch, pd)
+						size += len(pd.cmd.Data)
+					default:
+						break gather
+					}
 				}
-				window = false
+				break gather
 			case <-w.stopc:
 				break gather
 			}
 		}
 		timer.Stop()
 		start := time.Now()
-		// Known as unanswered before it is published: the core may answer before
-		// PublishMsg returns.
-		id := ulid.Make().String()
-		l.published(id, start)
-		err := w.publish(p, id, batch)
+		if l.producer == "" {
+			l.producer, l.seq = ulid.Make().String(), 0
+		}
+		l.seq++
+		err := w.publish(p, ulid.Make().String(), l.producer, l.seq, batch)
 		if err != nil {
-			l.answer(id)
+			// The batch may or may not be in the stream: the next one cannot follow it
+			// without a gap that would stall the lane, so it opens a new producer. The
+			// clients of this one were not promised anything.
+			l.producer = ""
 		}
 		w.e.metrics.publish.Observe(time.Since(start).Seconds())
 		w.e.metrics.batchSize.Observe(float64(len(batch)))
@@ -165,9 +119,9 @@ func (w *writer) drain(q chan *pending) {
 
 // publish stores one batch in the write stream. A publish whose acknowledgement was lost is
 // retried with the same Nats-Msg-Id, which JetStream deduplicates, until the write timeout.
-func (w *writer) publish(p int, id string, batch []*pending) error {
+func (w *writer) publish(p int, id, producer string, seq int64, batch []*pending) error {
 	cfg := &w.e.cfg
-	b := wire.Batch{ID: id, Partition: p, Edge: cfg.ID, Commands: make([]wire.Command, len(batch))}
+	b := wire.Batch{ID: id, Partition: p, Edge: cfg.ID, Producer: producer, Seq: seq, Commands: make([]wire.Command, len(batch))}
 	for i, pd := range batch {
 		b.Commands[i] = pd.cmd
 	}

@@ -39,22 +39,14 @@ type Config struct {
 	// applied in the order the edge took them; fewer lanes make larger batches (fewer
 	// stream messages and transactions per write), more lanes apply in parallel. Default 1.
 	WriteLanes int
-	// BatchDepth is how many batches of one write lane may wait for the core's outcomes
-	// before the next batch is held back to gather more commands (for at most BatchHold).
-	// Default 1: the core applies a partition's batches one at a time, so a batch that waits
-	// at the edge grows, where one queued in the stream could not.
-	BatchDepth int
-	// BatchHold bounds how long a batch is held back for BatchDepth: longer than the core
-	// takes to apply a batch, short enough that writes still become durable (and get their
-	// 202) quickly when no core is running. Default 50ms.
-	BatchHold time.Duration
 	// BatchMax is the most commands one write batch carries. Default 128.
 	BatchMax int
 	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
 	BatchBytes int
-	// BatchWindow is how long a batch waits for more commands after its first. The edge
-	// publishes one batch per partition at a time and gathers the commands that arrive
-	// meanwhile, so under load batches fill without waiting. Default 1ms.
+	// BatchWindow is how long a batch's first command may wait for others to join it,
+	// counted from when it was submitted. The edge publishes one batch per partition at a
+	// time and takes every command that queued meanwhile, so under load batches fill without
+	// waiting. Default 1ms.
 	BatchWindow time.Duration
 	// CacheBytes bounds the memory of cached responses. Default 256 MiB.
 	CacheBytes int64
@@ -85,8 +77,6 @@ func DefaultConfig() Config {
 		ReadTimeout:       2 * time.Second,
 		MaxBodyBytes:      1 << 20,
 		WriteLanes:        1,
-		BatchDepth:        1,
-		BatchHold:         50 * time.Millisecond,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
 		BatchWindow:       time.Millisecond,
@@ -119,7 +109,6 @@ func (c *Config) complete() error {
 	set(&c.WriteTimeout, d.WriteTimeout)
 	set(&c.ReadTimeout, d.ReadTimeout)
 	set(&c.BatchWindow, d.BatchWindow)
-	set(&c.BatchHold, d.BatchHold)
 	set(&c.CacheTTL, d.CacheTTL)
 	set(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
 	set(&c.IdleTimeout, d.IdleTimeout)
@@ -134,9 +123,6 @@ func (c *Config) complete() error {
 	}
 	if c.WriteLanes <= 0 {
 		c.WriteLanes = d.WriteLanes
-	}
-	if c.BatchDepth <= 0 {
-		c.BatchDepth = d.BatchDepth
 	}
 	if c.BatchMax <= 0 {
 		c.BatchMax = d.BatchMax

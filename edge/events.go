@@ -41,7 +41,6 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 		e.log.Error("malformed outcomes message", "bytes", len(m.Data), "err", err)
 		return
 	}
-	e.writes.answered(msg.Batch)
 	now := time.Now()
 	for i := range msg.Outcomes {
 		out := msg.Outcomes[i]

@@ -405,15 +405,6 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 	return pd, nil, nil
 }
 
-// answered tells the lanes that the core answered a batch.
-func (w *writer) answered(batch string) {
-	for _, l := range w.lanes {
-		if l.answer(batch) {
-			return
-		}
-	}
-}
-
 // deliver hands an outcome to the request waiting for it, if any.
 func (w *writer) deliver(out wire.Outcome) {
 	w.mu.Lock()
