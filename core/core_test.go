@@ -1,0 +1,222 @@
+package core_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/perchhq/perch/core"
+	"github.com/perchhq/perch/core/sqlitestore"
+	"github.com/perchhq/perch/internal/natstest"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// runningCore is one core of a test, stoppable as a crash would stop it.
+type runningCore struct {
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startCore(t *testing.T, url string, store core.Store, cfg core.Config) *runningCore {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := core.New(cfg, nc, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rc := &runningCore{nc: nc, cancel: cancel, done: make(chan error, 1)}
+	go func() { rc.done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+	case err := <-rc.done:
+		t.Fatalf("core: %v", err)
+	}
+	t.Cleanup(rc.kill)
+	return rc
+}
+
+// kill drops the core's connection first, so that nothing delivered to it is acknowledged.
+func (rc *runningCore) kill() {
+	if rc.nc.IsClosed() {
+		return
+	}
+	rc.nc.Close()
+	rc.cancel()
+	<-rc.done
+}
+
+func testConfig() core.Config {
+	cfg := core.LocalConfig()
+	cfg.Partitions = 2
+	cfg.AckWait = time.Second
+	cfg.GroupBatches = 8
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return cfg
+}
+
+func openStore(t *testing.T, partitions int) core.Store {
+	t.Helper()
+	s, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "perch.db"), partitions, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// publisher publishes the batches of one producer straight into the write stream, as an edge's
+// lane does.
+type publisher struct {
+	t        *testing.T
+	js       jetstream.JetStream
+	producer string
+	seq      int64
+	writeIDs []string // every command's write id, in the order the producer took them
+}
+
+func (p *publisher) batch(commands int) *wire.Batch {
+	p.seq++
+	b := &wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq}
+	for range commands {
+		id := ulid.Make().String()
+		p.writeIDs = append(p.writeIDs, id)
+		b.Commands = append(b.Commands, wire.Command{
+			WriteID: id, Op: wire.OpPut, Collection: "c", ID: "doc",
+			Data: fmt.Appendf(nil, `{"write":%d}`, len(p.writeIDs)),
+		})
+	}
+	return b
+}
+
+func (p *publisher) publish(b *wire.Batch) {
+	p.t.Helper()
+	data, err := json.Marshal(b)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	msg := nats.NewMsg(wire.WriteSubject(b.Partition))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, b.ID)
+	if _, err := p.js.PublishMsg(context.Background(), msg); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// checkOrder waits until every write of p is applied and checks that they were applied in the
+// producer's order: each PUTs the same document, so the n-th must have made version n.
+func (p *publisher) checkOrder(store core.Store) {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d, err := store.Get(context.Background(), "c", "doc")
+		if err == nil && d.Version == int64(len(p.writeIDs)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("document at %+v (err %v), want version %d", d, err, len(p.writeIDs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for i, id := range p.writeIDs {
+		out, err := store.WriteOutcome(context.Background(), id)
+		if err != nil {
+			p.t.Fatalf("write %d (%s): %v", i+1, id, err)
+		}
+		if out.Problem != nil || out.Doc == nil || out.Doc.Version != int64(i+1) {
+			p.t.Fatalf("write %d applied out of order: %+v", i+1, out)
+		}
+	}
+}
+
+func newPublisher(t *testing.T, url string) *publisher {
+	nc := natstest.Connect(t, url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wire.EnsureWriteStream(t.Context(), js, wire.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &publisher{t: t, js: js, producer: ulid.Make().String()}
+}
+
+// TestBatchesApplyInProducerOrderAcrossCoreCrashes runs three cores on one partition's
+// stream, kills them in turn while batches flow (their delivered, unacknowledged batches are
+// redelivered, possibly after later ones were delivered to another core), and checks that
+// every write was applied once, in the order its producer published it.
+func TestBatchesApplyInProducerOrderAcrossCoreCrashes(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	cores := []*runningCore{startCore(t, srv.URL(), store, cfg), startCore(t, srv.URL(), store, cfg)}
+	for round := range 6 {
+		for range 40 {
+			p.publish(p.batch(1 + rand.IntN(3)))
+		}
+		// Kill the oldest core while its batches are in flight, and start another.
+		cores[0].kill()
+		cores = append(cores[1:], startCore(t, srv.URL(), store, cfg))
+		t.Logf("round %d: %d writes published", round, len(p.writeIDs))
+	}
+	p.checkOrder(store)
+}
+
+// TestBatchDeliveredBeforeItsPredecessorWaits publishes a producer's batches out of order, as
+// a redelivery can present them: the later one waits until the earlier one is applied.
+func TestBatchDeliveredBeforeItsPredecessorWaits(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	startCore(t, srv.URL(), store, cfg)
+	first, second := p.batch(2), p.batch(2)
+	p.publish(second)
+	time.Sleep(100 * time.Millisecond) // delivered and found early
+	if _, err := store.Get(t.Context(), "c", "doc"); err == nil {
+		t.Fatal("a batch was applied before its predecessor")
+	}
+	p.publish(first)
+	p.checkOrder(store)
+}
+
+// TestConsumerOfAnOlderCoreIsReplaced starts a core where an older one left a consumer that
+// delivered one batch at a time and had no priority group; JetStream cannot update that in
+// place, so the core replaces it, and the batch waiting in the stream is applied.
+func TestConsumerOfAnOlderCoreIsReplaced(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	if _, err := p.js.CreateOrUpdateConsumer(t.Context(), wire.WriteStream, jetstream.ConsumerConfig{
+		Durable: "perch-core-0", FilterSubject: wire.WriteSubject(0), AckPolicy: jetstream.AckExplicitPolicy,
+		MaxAckPending: 1, MaxDeliver: -1,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.publish(p.batch(3))
+	startCore(t, srv.URL(), store, cfg)
+	p.checkOrder(store)
+	cons, err := p.js.Consumer(t.Context(), wire.WriteStream, "perch-core-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cons.CachedInfo().Config; got.PriorityPolicy != jetstream.PriorityPolicyPinned || got.MaxAckPending != 2*cfg.GroupBatches {
+		t.Fatalf("consumer config %+v", got)
+	}
+}
