@@ -173,9 +173,9 @@ func batchKeys(bs []*wire.Batch) *keys {
 // The statements of ApplyBatch. Their texts do not depend on the batch's size, so pgx
 // prepares each once per connection.
 const (
-	loadCounter   = `SELECT seq FROM partitions WHERE part = $1 FOR UPDATE`
-	loadWrites    = `SELECT write_id, outcome, txn FROM writes WHERE write_id = ANY($1::TEXT[])`
-	loadIdem      = `SELECT idem_key, fingerprint, outcome FROM idempotency WHERE idem_key = ANY($1::TEXT[])`
+	loadCounter = `SELECT seq FROM partitions WHERE part = $1 FOR UPDATE`
+	loadWrites  = `SELECT write_id, outcome, txn FROM writes WHERE write_id = ANY($1::TEXT[])`
+	loadIdem    = `SELECT idem_key, fingerprint, outcome FROM idempotency WHERE idem_key = ANY($1::TEXT[])`
 	// A lookup per key, whatever the plan: the statement is prepared once, and PostgreSQL's
 	// generic plan for a plain join with unnest (of unknown length) hashes the whole table.
 	// LIMIT 1 (the key is the primary key) keeps the subquery from being flattened into that
