@@ -93,8 +93,8 @@ func BenchmarkWritePath(b *testing.B) {
 	}
 }
 
-// drained waits until the core has applied every write in the stream (the stream keeps a
-// batch until the core acknowledges it, after commit).
+// drained waits until the core has applied every write in the stream: every partition's
+// consumer has delivered everything and had it all acknowledged (after commit).
 func drained(b *testing.B, c *clustertest.Cluster) {
 	nc := natstest.Connect(b, c.NATSURL())
 	js, err := jetstream.New(nc)
@@ -106,10 +106,13 @@ func drained(b *testing.B, c *clustertest.Cluster) {
 		if err != nil {
 			return err
 		}
-		if n := s.CachedInfo().State.Msgs; n > 0 {
-			return fmt.Errorf("%d batches not applied", n)
+		lister := s.ListConsumers(context.Background())
+		for info := range lister.Info() {
+			if n := info.NumPending + uint64(info.NumAckPending); n > 0 {
+				return fmt.Errorf("%s: %d batches not applied", info.Name, n)
+			}
 		}
-		return nil
+		return lister.Err()
 	})
 }
 

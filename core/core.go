@@ -188,6 +188,7 @@ func (c *Core) Run(ctx context.Context) error {
 	for p, cons := range consumers {
 		g.Go(func() error { return c.consume(gctx, p, cons) })
 	}
+	g.Go(func() error { c.purgeApplied(gctx, consumers); return nil })
 	g.Go(func() error { c.sweepOutbox(gctx); return nil })
 	g.Go(func() error { c.expire(gctx); return nil })
 	err = g.Wait()
@@ -220,9 +221,9 @@ func (c *Core) consumerConfig(p int) jetstream.ConsumerConfig {
 }
 
 // ensureConsumer creates or updates the consumer of partition p. A consumer left by an older
-// core that JetStream cannot update in place (its priority policy) is replaced: the batches
-// it had not had acknowledged stay in the work-queue stream, and the new consumer delivers
-// them again (the fence and the write records make that harmless).
+// core that JetStream cannot update in place (its priority policy) is replaced: the new
+// consumer delivers again whatever the stream still holds of the partition (the fence and
+// the write records make that harmless).
 func (c *Core) ensureConsumer(ctx context.Context, p int) (jetstream.Consumer, error) {
 	cfg := c.consumerConfig(p)
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, cfg)
@@ -422,6 +423,54 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered) {
 	}
 	if len(events) > 0 {
 		c.commits <- events
+	}
+}
+
+// purgeInterval is how often a core removes the applied batches from the write stream.
+const purgeInterval = time.Second
+
+// purgeApplied removes from the write stream the batches that every core is done with: those
+// at or below each partition consumer's ack floor, which cores acknowledge only after commit.
+// The stream keeps batches by limits rather than as a work queue because a work queue's
+// removal of each acknowledged message costs JetStream a write and an fsync of its own; one
+// purge per partition and interval costs one.
+func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer) {
+	stream, err := c.js.Stream(ctx, wire.WriteStream)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("the write stream is unavailable; applied batches are not purged", "err", err)
+		}
+		return
+	}
+	purged := make([]uint64, len(consumers))
+	t := time.NewTicker(purgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for p, cons := range consumers {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Debug("reading a write consumer", "partition", p, "err", err)
+				}
+				continue
+			}
+			floor := info.AckFloor.Stream
+			if floor <= purged[p] {
+				continue
+			}
+			if err := stream.Purge(ctx, jetstream.WithPurgeSubject(wire.WriteSubject(p)), jetstream.WithPurgeSequence(floor+1)); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("purging applied write batches", "partition", p, "err", err)
+				}
+				continue
+			}
+			purged[p] = floor
+		}
 	}
 }
 

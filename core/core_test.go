@@ -175,6 +175,7 @@ func TestBatchesApplyInProducerOrderAcrossCoreCrashes(t *testing.T) {
 		t.Logf("round %d: %d writes published", round, len(p.writeIDs))
 	}
 	p.checkOrder(store)
+	p.waitPurged()
 }
 
 // TestBatchDeliveredBeforeItsPredecessorWaits publishes a producer's batches out of order, as
@@ -193,6 +194,27 @@ func TestBatchDeliveredBeforeItsPredecessorWaits(t *testing.T) {
 	}
 	p.publish(first)
 	p.checkOrder(store)
+	p.waitPurged()
+}
+
+// waitPurged waits until the cores have removed every applied batch from the stream.
+func (p *publisher) waitPurged() {
+	p.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := p.js.Stream(context.Background(), wire.WriteStream)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		n := s.CachedInfo().State.Msgs
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%d applied batches still in the stream", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestConsumerOfAnOlderCoreIsReplaced starts a core where an older one left a consumer that

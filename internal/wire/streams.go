@@ -20,9 +20,12 @@ type StreamOptions struct {
 }
 
 // WriteStreamConfig is the configuration of the stream that carries write batches: file
-// storage, work-queue retention (a batch is removed once the core acknowledged it, which it
-// does only after commit), deduplication by Nats-Msg-Id. Durability of each write depends on
-// the server storing it with fsync on every write (sync_interval: always); see DESIGN §2.
+// storage, deduplication by Nats-Msg-Id, and retention by limits with none set: the cores
+// purge the batches every core is done with (core.purgeApplied), at or below each partition
+// consumer's ack floor, which cores acknowledge only after commit. A work queue would remove
+// each message as it is acknowledged, at the cost of a write and an fsync per message.
+// Durability of each write depends on the server storing it with fsync on every write
+// (sync_interval: always); see DESIGN §2.
 func WriteStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
@@ -34,7 +37,7 @@ func WriteStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Name:        WriteStream,
 		Description: "Perch write batches, partitioned by perch.writes.<partition>",
 		Subjects:    []string{WriteSubjectPrefix + "*"},
-		Retention:   jetstream.WorkQueuePolicy,
+		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
 		Duplicates:  o.Duplicates,
