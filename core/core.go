@@ -573,15 +573,65 @@ func (c *Core) publish(events []wire.ChangeEvent, source string) bool {
 	return c.send(events) && c.confirm(len(events), source)
 }
 
-// send publishes events without waiting for NATS to take them.
+// send publishes events without waiting for NATS to take them: one message per run of
+// consecutive events of one collection, a JSON array of them, so that a transaction's
+// changes cost a message, not one each, and edges still receive each partition's events in
+// sequence order (NATS keeps the order of one connection's messages to a subscriber).
 func (c *Core) send(events []wire.ChangeEvent) bool {
+	limit := max(int(c.nc.MaxPayload())/2, 1)
+	buf := make([]byte, 0, 4096)
+	n := 0 // events in buf
+	flush := func(collection string) error {
+		if n == 0 {
+			return nil
+		}
+		buf = append(buf, ']')
+		err := c.nc.Publish(wire.ChangeSubject(collection), buf)
+		buf, n = buf[:0], 0
+		return err
+	}
 	for i := range events {
-		if err := c.publishEvent(&events[i]); err != nil {
-			c.log.Warn("publishing change event; the outbox keeps it", "collection", events[i].Collection, "id", events[i].ID, "err", err)
+		ev := &events[i]
+		raw, err := c.encodeEvent(ev)
+		if err != nil {
+			c.log.Error("encoding change event; the outbox keeps it", "collection", ev.Collection, "id", ev.ID, "err", err)
+			return false
+		}
+		if n > 0 && (ev.Collection != events[i-1].Collection || len(buf)+len(raw)+2 > limit) {
+			if err := flush(events[i-1].Collection); err != nil {
+				c.log.Warn("publishing change events; the outbox keeps them", "collection", events[i-1].Collection, "err", err)
+				return false
+			}
+		}
+		if n == 0 {
+			buf = append(buf, '[')
+		} else {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, raw...)
+		n++
+	}
+	if len(events) > 0 {
+		if err := flush(events[len(events)-1].Collection); err != nil {
+			c.log.Warn("publishing change events; the outbox keeps them", "collection", events[len(events)-1].Collection, "err", err)
 			return false
 		}
 	}
 	return true
+}
+
+// encodeEvent returns the JSON of ev as published: the store's encoding when it made one,
+// without the document when that is larger than EventDocLimit (edges then fetch it).
+func (c *Core) encodeEvent(ev *wire.ChangeEvent) ([]byte, error) {
+	large := ev.Doc != nil && len(ev.Doc.Data) > c.cfg.EventDocLimit
+	if len(ev.Encoded) > 0 && !large {
+		return ev.Encoded, nil
+	}
+	out := *ev
+	if large {
+		out.Doc = nil
+	}
+	return json.Marshal(&out)
 }
 
 // confirm waits until NATS has taken everything sent so far: n events from source.
@@ -592,18 +642,6 @@ func (c *Core) confirm(n int, source string) bool {
 	}
 	c.m.eventsOut.WithLabelValues(source).Add(float64(n))
 	return true
-}
-
-func (c *Core) publishEvent(ev *wire.ChangeEvent) error {
-	out := *ev
-	if out.Doc != nil && len(out.Doc.Data) > c.cfg.EventDocLimit {
-		out.Doc = nil
-	}
-	data, err := json.Marshal(&out)
-	if err != nil {
-		return err
-	}
-	return c.nc.Publish(wire.ChangeSubject(ev.Collection), data)
 }
 
 // sweepOutbox republishes events that stayed in the outbox longer than a sweep interval: their

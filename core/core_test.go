@@ -242,3 +242,46 @@ func TestConsumerOfAnOlderCoreIsReplaced(t *testing.T) {
 		t.Fatalf("consumer config %+v", got)
 	}
 }
+
+// TestChangeEventsKeepPartitionOrder applies one batch that changes two collections in turn:
+// each run of one collection is one message, and a subscriber to every collection hears the
+// partition's changes in sequence order.
+func TestChangeEventsKeepPartitionOrder(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	sub, err := natstest.Connect(t, srv.URL()).SubscribeSync(wire.ChangeSubjectPrefix + ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startCore(t, srv.URL(), store, cfg)
+	b := &wire.Batch{ID: ulid.Make().String(), Producer: p.producer, Seq: 1}
+	for i, coll := range []string{"a", "a", "b", "a"} {
+		b.Commands = append(b.Commands, wire.Command{WriteID: ulid.Make().String(), Op: wire.OpPut,
+			Collection: coll, ID: fmt.Sprint(i), Data: []byte(`{}`)})
+	}
+	p.publish(b)
+	var seqs []int64
+	var runs []string
+	for len(seqs) < len(b.Commands) {
+		msg, err := sub.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after events %v: %v", seqs, err)
+		}
+		var evs []wire.ChangeEvent
+		if err := json.Unmarshal(msg.Data, &evs); err != nil {
+			t.Fatalf("%s: %v", msg.Data, err)
+		}
+		for _, ev := range evs {
+			if msg.Subject != wire.ChangeSubject(ev.Collection) || ev.Doc == nil {
+				t.Fatalf("event %+v on %s", ev, msg.Subject)
+			}
+			seqs = append(seqs, ev.Seq)
+		}
+		runs = append(runs, fmt.Sprintf("%s×%d", evs[0].Collection, len(evs)))
+	}
+	if fmt.Sprint(seqs) != "[1 2 3 4]" || fmt.Sprint(runs) != "[a×2 b×1 a×1]" {
+		t.Fatalf("heard seqs %v in messages %v", seqs, runs)
+	}
+}

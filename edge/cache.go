@@ -149,6 +149,12 @@ func (dc *docCache) set(key string, e *entry) {
 	dc.c.SetWithTTL(key, e, int64(len(e.body)+len(e.etag)+len(key)+96), dc.ttl)
 }
 
+// has reports whether the cache serves key at version or later, trusted.
+func (dc *docCache) has(key string, version int64) bool {
+	e, ok := dc.c.Get(key)
+	return ok && !e.stale && e.version >= version && e.epoch == dc.epoch.Load()
+}
+
 // putDocument installs a document version (a tombstone renders as a 404).
 func (dc *docCache) putDocument(d *wire.Document) {
 	dc.set(docKey(d.Collection, d.ID), documentEntry(d))

@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,29 +59,89 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 	}
 }
 
-// onChange applies a change event to the cache: in place when it carries the document, as a
-// version marker (the next read fetches) when the document was too large to carry.
+// onChange applies a message of change events to the cache: a JSON array of events (or one
+// event), in partition order.
 func (e *Edge) onChange(m *nats.Msg) {
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
 	}
-	var ev wire.ChangeEvent
-	if err := json.Unmarshal(m.Data, &ev); err != nil || !validEvent(&ev) {
-		e.metrics.events.WithLabelValues("invalid").Inc()
-		e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
+	evs, err := decodeEvents(m.Data)
+	if err != nil {
+		e.badEvents(m, err)
 		return
 	}
-	e.checkSequence(&ev)
-	if ev.Doc != nil {
+	for i := range evs {
+		e.applyEvent(m, &evs[i])
+	}
+}
+
+// decodeEvents decodes a message of change events: a JSON array of events, or one event.
+func decodeEvents(data []byte) ([]eventHead, error) {
+	data = bytes.TrimLeft(data, " \t\r\n")
+	if len(data) > 0 && data[0] == '{' {
+		evs := make([]eventHead, 1)
+		return evs, json.Unmarshal(data, &evs[0])
+	}
+	var evs []eventHead
+	return evs, json.Unmarshal(data, &evs)
+}
+
+// eventHead is a wire.ChangeEvent whose document is decoded only when the cache needs it:
+// the edge that made a change has it already, from the write's outcome.
+type eventHead struct {
+	wire.ChangeEvent
+	RawDoc json.RawMessage `json:"doc,omitempty"`
+}
+
+func (e *Edge) badEvents(m *nats.Msg, err error) {
+	e.metrics.events.WithLabelValues("invalid").Inc()
+	e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
+}
+
+// applyEvent updates the cache: in place when the event carries the document, as a version
+// marker (the next read fetches) when the document was too large to carry.
+func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
+	ev := &h.ChangeEvent
+	// A document installed already (this edge's own write, a fill that raced the event) is
+	// not decoded again: only the header needs checking.
+	known := h.hasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)
+	if !known {
+		if err := h.decodeDoc(); err != nil {
+			e.badEvents(m, err)
+			return
+		}
+	}
+	if !validEvent(ev) {
+		e.badEvents(m, errors.New("invalid event"))
+		return
+	}
+	e.checkSequence(ev)
+	switch {
+	case known:
+		e.metrics.events.WithLabelValues("known").Inc()
+	case ev.Doc != nil:
 		e.metrics.events.WithLabelValues("document").Inc()
 		e.cache.putDocument(ev.Doc)
-	} else {
+	default:
 		e.metrics.events.WithLabelValues("marker").Inc()
 		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
 	}
 	e.fills.Forget(docKey(ev.Collection, ev.ID))
 	e.cache.retireLists(ev.Collection)
 }
+
+func (h *eventHead) hasDoc() bool { return len(h.RawDoc) > 0 && !bytes.Equal(h.RawDoc, jsonNull) }
+
+// decodeDoc decodes the event's document, if it carries one, into its Doc.
+func (h *eventHead) decodeDoc() error {
+	if !h.hasDoc() {
+		return nil
+	}
+	h.Doc = new(wire.Document)
+	return json.Unmarshal(h.RawDoc, h.Doc)
+}
+
+var jsonNull = []byte("null")
 
 // checkSequence detects missed change events: each partition numbers its changes without
 // gaps, so a jump means events were lost (a slow consumer, a NATS hiccup), and the cache can

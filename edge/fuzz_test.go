@@ -98,8 +98,8 @@ func FuzzRequestBody(f *testing.F) {
 	})
 }
 
-// FuzzChangeEvent drives the decoder of change events from NATS: an event that passes the
-// checks can be cached and rendered.
+// FuzzChangeEvent drives the decoder of change-event messages from NATS (an array of events,
+// or one): an event that passes the checks can be cached and rendered.
 func FuzzChangeEvent(f *testing.F) {
 	now := time.Now().UTC()
 	d := &wire.Document{Collection: "c", ID: "i", Version: 2, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(`{"a":1}`)}
@@ -108,17 +108,23 @@ func FuzzChangeEvent(f *testing.F) {
 	f.Add([]byte(`{"collection":"c","id":"i","version":1}`))
 	f.Add([]byte(`{"collection":"c","id":"i","version":1,"doc":{"collection":"c","id":"i","version":1,"data":"x"}}`))
 	f.Add([]byte(`{"collection":"c.d","id":"i","version":1}`))
+	f.Add(append(append([]byte("["), good...), ',', '{', '}', ']'))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(` [{"collection":"c","id":"i","version":1,"doc":null}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var ev wire.ChangeEvent
-		if json.Unmarshal(data, &ev) != nil || !validEvent(&ev) {
+		evs, err := decodeEvents(data)
+		if err != nil {
 			return
 		}
-		if ev.Doc == nil {
-			return
-		}
-		ent := documentEntry(ev.Doc)
-		if ent.status == 200 && !json.Valid(ent.body) {
-			t.Fatalf("event %s renders invalid JSON %s", data, ent.body)
+		for i := range evs {
+			h := &evs[i]
+			if h.decodeDoc() != nil || !validEvent(&h.ChangeEvent) || h.Doc == nil {
+				continue
+			}
+			ent := documentEntry(h.Doc)
+			if ent.status == 200 && !json.Valid(ent.body) {
+				t.Fatalf("event %s renders invalid JSON %s", data, ent.body)
+			}
 		}
 	})
 }

@@ -74,7 +74,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(.00025, 2, 14),
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache (document, marker, invalid).",
+			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), invalid.",
 		}, []string{"result"}),
 	}
 	m.hits = m.cache.WithLabelValues("hit")

@@ -492,6 +492,7 @@ func (w *writeSet) addChange(d *wire.Document, ev *wire.ChangeEvent) error {
 	if err != nil {
 		return permanentf(fmt.Errorf("encode event: %w", err))
 	}
+	ev.Encoded = raw
 	w.eventSeqs = append(w.eventSeqs, ev.Seq)
 	w.events = append(w.events, string(raw))
 	var data *string // NULL for a tombstone

@@ -462,6 +462,7 @@ func (t *txState) appendEvent(ev *wire.ChangeEvent, at int64) error {
 	if _, err := t.stmt(t.s.outbox).ExecContext(t.ctx, ev.Partition, ev.Seq, string(raw), at); err != nil {
 		return fmt.Errorf("append event %d/%d: %w", ev.Partition, ev.Seq, err)
 	}
+	ev.Encoded = raw
 	return nil
 }
 

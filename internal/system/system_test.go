@@ -302,9 +302,9 @@ func TestOutboxDeliversAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no change event from the outbox: %v", err)
 	}
-	var ev wire.ChangeEvent
-	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.ID != "o1" || ev.Version != 1 {
-		t.Fatalf("event %s: %v", msg.Data, err)
+	var evs []wire.ChangeEvent
+	if err := json.Unmarshal(msg.Data, &evs); err != nil || len(evs) != 1 || evs[0].ID != "o1" || evs[0].Version != 1 {
+		t.Fatalf("events %s: %v", msg.Data, err)
 	}
 	clustertest.Eventually(t, 10*time.Second, func() error {
 		pending, err := c.Store().PendingEvents(t.Context(), time.Now().Add(time.Hour), 10)

@@ -9,7 +9,8 @@
 //	perch.writes.<partition>   JetStream stream WriteStream: write batches from edges (durable,
 //	                           fsync on every write, deduplicated by Nats-Msg-Id)
 //	perch.outcomes.<edge>      core → edge: the outcome of each command of a batch (core NATS)
-//	perch.changes.<collection> core → all edges: one ChangeEvent per applied change (core NATS)
+//	perch.changes.<collection> core → all edges: a JSON array of ChangeEvents, consecutive
+//	                           changes of a partition in the collection (core NATS)
 //	perch.read                 edge → core request/reply in queue group CoreQueue
 //
 // Messages are JSON: small, debuggable with `nats sub`, and fast enough next to an fsync.

@@ -334,6 +334,9 @@ type ChangeEvent struct {
 	Deleted    bool      `json:"deleted,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	Doc        *Document `json:"doc,omitempty"`
+	// Encoded is the event's JSON encoding when a store made one already (for its outbox),
+	// so that the core need not encode it again to publish it. Never on the wire itself.
+	Encoded json.RawMessage `json:"-"`
 }
 
 // ReadKind is the kind of a read request to the core.
