@@ -557,7 +557,7 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 	if b.Edge == "" || len(outcomes) == 0 {
 		return
 	}
-	data, err := json.Marshal(wire.Outcomes{Batch: b.ID, Outcomes: outcomes})
+	data, err := encodeOutcomes(b.ID, outcomes)
 	if err != nil {
 		c.log.Error("encoding outcomes", "batch", b.ID, "err", err)
 		return
@@ -566,6 +566,30 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 		// The edge answered or will answer 202; the client can ask GET /v1/writes/{id}.
 		c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
 	}
+}
+
+// encodeOutcomes encodes the wire.Outcomes of a batch, reusing the encoding the store made of
+// each outcome it recorded.
+func encodeOutcomes(batch string, outcomes []wire.Outcome) ([]byte, error) {
+	id, err := json.Marshal(batch)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, 256*len(outcomes))
+	buf = append(append(append(buf, `{"batch":`...), id...), `,"outcomes":[`...)
+	for i := range outcomes {
+		raw := outcomes[i].Encoded
+		if len(raw) == 0 {
+			if raw, err = json.Marshal(&outcomes[i]); err != nil {
+				return nil, err
+			}
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, raw...)
+	}
+	return append(buf, "]}"...), nil
 }
 
 // publish announces events and reports whether NATS confirmed them all.

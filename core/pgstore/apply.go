@@ -261,6 +261,7 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now 
 				if err != nil {
 					return nil, permanentf(fmt.Errorf("encode outcome of %s: %w", cmd.WriteID, err))
 				}
+				d.Outcome.Encoded = raw
 				if d.Record {
 					st.writes[cmd.WriteID] = &out
 					w.writeIDs = append(w.writeIDs, cmd.WriteID)

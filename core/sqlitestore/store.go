@@ -471,6 +471,7 @@ func (t *txState) record(cmd *wire.Command, d *core.Decision, at int64) error {
 	if err != nil {
 		return fmt.Errorf("encode outcome: %w", err)
 	}
+	d.Outcome.Encoded = raw
 	if d.Record {
 		if _, err := t.stmt(t.s.recordWrite).ExecContext(t.ctx, cmd.WriteID, string(raw), at); err != nil {
 			return fmt.Errorf("record write: %w", err)

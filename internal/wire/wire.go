@@ -310,6 +310,10 @@ type Outcome struct {
 	Doc      *Document        `json:"doc,omitempty"`
 	Problem  *problem.Problem `json:"problem,omitempty"`
 	Replayed bool             `json:"replayed,omitempty"`
+	// Encoded is the outcome's JSON encoding when a store made one already (for its write
+	// record), so that the core need not encode it again to answer the edge. Never on the
+	// wire itself.
+	Encoded json.RawMessage `json:"-"`
 }
 
 // Applied reports whether the write changed (or had changed) the store.
