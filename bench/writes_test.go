@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/valyala/fasthttp"
 
+	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/clustertest"
 	"github.com/perchhq/perch/internal/natstest"
 	"github.com/perchhq/perch/internal/pgtest"
@@ -62,7 +63,16 @@ func BenchmarkWritePath(b *testing.B) {
 			return err
 		}, nil)
 	})
-	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path})
+	ecfg := edge.DefaultConfig()
+	if v := os.Getenv("PERCH_BENCH_LANES"); v != "" {
+		// The edge's write lanes (partitions in parallel); default 1, the edge's default.
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatalf("PERCH_BENCH_LANES=%q: %v", v, err)
+		}
+		ecfg.WriteLanes = n
+	}
+	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path, Edge: &ecfg})
 	for _, async := range []bool{false, true} {
 		name := "edge-jetstream-core"
 		if async {

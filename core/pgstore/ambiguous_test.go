@@ -38,7 +38,9 @@ type ambiguityFixture struct {
 	batch *wire.Batch
 }
 
-func newAmbiguityFixture(t *testing.T, opts ...pgstore.Option) *ambiguityFixture {
+// newAmbiguityFixture makes the fixture; a fenced batch comes from a producer (its write ids
+// are not read back, its producer row carries the attempt's token instead).
+func newAmbiguityFixture(t *testing.T, fenced bool, opts ...pgstore.Option) *ambiguityFixture {
 	t.Helper()
 	f := &ambiguityFixture{s: open(t, pgtest.DSN(t), opts...), p: 2, now: time.Now()}
 	b := idIn(t, "notes", "b", f.p)
@@ -52,7 +54,16 @@ func newAmbiguityFixture(t *testing.T, opts ...pgstore.Option) *ambiguityFixture
 		{WriteID: "w-keyed", Op: wire.OpPut, Collection: "notes", ID: idIn(t, "notes", "k", f.p), Data: json.RawMessage(`{"k":1}`),
 			IdemKey: "user:key", Fingerprint: "fp"},
 	}}
+	if fenced {
+		f.batch.Producer, f.batch.Seq = "edge-lane", 1
+	}
 	return f
+}
+
+// bothWays runs an ambiguity test on an unfenced and on a fenced batch.
+func bothWays(t *testing.T, test func(t *testing.T, fenced bool)) {
+	t.Run("unfenced", func(t *testing.T) { test(t, false) })
+	t.Run("fenced", func(t *testing.T) { test(t, true) })
 }
 
 // check verifies that the batch was applied exactly once and that outs and evs are what its
@@ -153,8 +164,10 @@ func sameEvent(a, b wire.ChangeEvent) bool {
 // TestAmbiguousCommitThatCommitted: the COMMIT succeeds but the store is told its result is
 // unknown. The store must find the batch's write records (of that attempt) and return what it
 // committed, without applying anything again.
-func TestAmbiguousCommitThatCommitted(t *testing.T) {
-	f := newAmbiguityFixture(t)
+func TestAmbiguousCommitThatCommitted(t *testing.T) { bothWays(t, testAmbiguousCommitThatCommitted) }
+
+func testAmbiguousCommitThatCommitted(t *testing.T, fenced bool) {
+	f := newAmbiguityFixture(t, fenced)
 	var commits atomic.Int32
 	f.s.InjectCommitFault(func(ctx context.Context, tx pgx.Tx) error {
 		if err := tx.Commit(ctx); err != nil {
@@ -178,8 +191,10 @@ func TestAmbiguousCommitThatCommitted(t *testing.T) {
 // TestAmbiguousCommitThatRolledBack: the COMMIT did not happen (the transaction is rolled
 // back) and the store is told its result is unknown. The store must find no record of the
 // batch and apply it again, once.
-func TestAmbiguousCommitThatRolledBack(t *testing.T) {
-	f := newAmbiguityFixture(t)
+func TestAmbiguousCommitThatRolledBack(t *testing.T) { bothWays(t, testAmbiguousCommitThatRolledBack) }
+
+func testAmbiguousCommitThatRolledBack(t *testing.T, fenced bool) {
+	f := newAmbiguityFixture(t, fenced)
 	var commits atomic.Int32
 	f.s.InjectCommitFault(func(ctx context.Context, tx pgx.Tx) error {
 		if commits.Add(1) == 1 {
@@ -203,8 +218,10 @@ func TestAmbiguousCommitThatRolledBack(t *testing.T) {
 // TestAmbiguousRelease: CockroachDB commits at RELEASE SAVEPOINT cockroach_restart, and
 // cockroach-go reports a failed RELEASE as an AmbiguousCommitError. On PostgreSQL the
 // transaction is then rolled back, so the store must find nothing and apply the batch again.
-func TestAmbiguousRelease(t *testing.T) {
-	f := newAmbiguityFixture(t)
+func TestAmbiguousRelease(t *testing.T) { bothWays(t, testAmbiguousRelease) }
+
+func testAmbiguousRelease(t *testing.T, fenced bool) {
+	f := newAmbiguityFixture(t, fenced)
 	var releases atomic.Int32
 	f.s.InjectReleaseFault(func(ctx context.Context, tx pgx.Tx) error {
 		if releases.Add(1) == 1 {
@@ -225,8 +242,10 @@ func TestAmbiguousRelease(t *testing.T) {
 
 // TestAmbiguousUnresolved: every commit is lost and reported ambiguous, until the attempts run
 // out. The error says the outcome is unknown; the batch can be retried and applies once.
-func TestAmbiguousUnresolved(t *testing.T) {
-	f := newAmbiguityFixture(t, pgstore.WithMaxAttempts(3))
+func TestAmbiguousUnresolved(t *testing.T) { bothWays(t, testAmbiguousUnresolved) }
+
+func testAmbiguousUnresolved(t *testing.T, fenced bool) {
+	f := newAmbiguityFixture(t, fenced, pgstore.WithMaxAttempts(3))
 	f.s.InjectCommitFault(func(ctx context.Context, tx pgx.Tx) error {
 		if err := tx.Rollback(ctx); err != nil {
 			return err

@@ -34,18 +34,19 @@ import (
 // Ambiguous commits (40003, crdb.AmbiguousCommitError, a connection lost during COMMIT) are
 // not retried blindly: the batch might have committed, and applying it again would replay its
 // commands (outcomes marked Replayed, no events) instead of returning what it did. Every
-// attempt writes a random token into the write records it creates. After an ambiguous commit
-// the next attempt reads back the batch's write ids, as its load does anyway: if they are
-// recorded under the token of the ambiguous attempt, that attempt committed, and ApplyBatch
-// rolls the new transaction back and returns the ambiguous attempt's outcomes and events,
-// which are exactly what was committed. If not, the new attempt applies the batch. Reading
-// back in the retry's own transaction, rather than in a separate read, makes the answer safe
-// against a commit that lands late: the retry would then conflict with it on the write ids
-// instead of missing it.
+// attempt writes a random token into the write records it creates and into the producer rows
+// it advances. After an ambiguous commit the next attempt reads back the batch's write ids
+// (of a batch without producer) and producers, as its load does anyway: if one is recorded
+// under the token of the ambiguous attempt, that attempt committed, and ApplyBatch rolls the
+// new transaction back and returns the ambiguous attempt's outcomes and events, which are
+// exactly what was committed. If not, the new attempt applies the batch. Reading back in the
+// retry's own transaction, rather than in a separate read, makes the answer safe against a
+// commit that lands late: the retry would then conflict with it on those rows instead of
+// missing it. (If another core has advanced the producer since, the retry finds the batches
+// duplicates and answers their recorded outcomes, replayed.)
 //
-// An attempt that records no write id (every command a replay of an earlier batch) writes at
-// most its producers' sequences, so its commit needs no resolving: a retry that finds them
-// moved answers the batches as duplicates, with the same replayed outcomes.
+// An attempt that writes no token (every command of unfenced batches a replay) writes
+// nothing, so its commit needs no resolving.
 func (s *Store) ApplyBatch(ctx context.Context, b *wire.Batch, now time.Time) ([]wire.Outcome, []wire.ChangeEvent, error) {
 	res, evs, err := s.ApplyBatches(ctx, []*wire.Batch{b}, now)
 	if err != nil {
@@ -96,7 +97,7 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 			return done.a.results, done.a.evs, nil
 		}
 		class := classify(err)
-		if class == ambiguous && last != nil && len(last.recorded) > 0 {
+		if class == ambiguous && last != nil && last.wrote {
 			s.logger.Warn("commit of a write batch is ambiguous; reading back its write ids",
 				"batch", name, "partition", partition, "err", err)
 			unresolved = append(unresolved, last)
@@ -120,10 +121,10 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 
 // attempt is what one run of the apply closure decided and wrote.
 type attempt struct {
-	token    string   // written into the write records it created
-	recorded []string // the write ids it recorded
-	results  []core.BatchResult
-	evs      []wire.ChangeEvent
+	token   string // written into the write records it created
+	wrote   bool   // whether it wrote its token: into write records or producers
+	results []core.BatchResult
+	evs     []wire.ChangeEvent
 }
 
 // committedEarlier ends an attempt that found the write records of an earlier, ambiguous
@@ -138,7 +139,16 @@ type docKey struct{ collection, id string }
 
 // keys is what a group's commands name, each once, in the arrays the load statements take.
 type keys struct {
-	writeIDs, idemKeys    []string
+	// writeIDs are the write ids to look up: those of batches without a producer. A fenced
+	// batch that the fence admits has never been applied (a write id belongs to one batch),
+	// so its write ids need no lookup, and one it finds a duplicate has its outcomes read
+	// afterwards. Skipping the lookup matters beyond its cost: write ids are ULIDs, so the
+	// lookup of new ones puts a SIREAD lock on the last leaf of writes_pkey, where every
+	// transaction inserts, and PostgreSQL's SERIALIZABLE would fail transactions of other
+	// partitions on it.
+	writeIDs, idemKeys []string
+	// fenced are the write ids of the fenced batches.
+	fenced                []string
 	collections, docIDs   []string
 	producers             []string
 	docs                  map[docKey]struct{}
@@ -153,7 +163,11 @@ func batchKeys(bs []*wire.Batch) *keys {
 			c := &b.Commands[i]
 			if _, ok := k.writeIndex[c.WriteID]; !ok {
 				k.writeIndex[c.WriteID] = struct{}{}
-				k.writeIDs = append(k.writeIDs, c.WriteID)
+				if b.Producer == "" {
+					k.writeIDs = append(k.writeIDs, c.WriteID)
+				} else {
+					k.fenced = append(k.fenced, c.WriteID)
+				}
 			}
 			if _, ok := k.idemIndex[c.IdemKey]; c.IdemKey != "" && !ok {
 				k.idemIndex[c.IdemKey] = struct{}{}
@@ -182,7 +196,7 @@ const (
 	// join.
 	loadDocuments = `SELECT d.* FROM unnest($1::TEXT[], $2::TEXT[]) AS k(c, i),
 		LATERAL (SELECT ` + docColumns + ` FROM documents WHERE collection = k.c AND id = k.i LIMIT 1) AS d`
-	loadProducers = `SELECT producer, seq FROM producers WHERE producer = ANY($1::TEXT[])`
+	loadProducers = `SELECT producer, seq, txn FROM producers WHERE producer = ANY($1::TEXT[])`
 
 	storeDocuments = `INSERT INTO documents (collection, id, version, deleted, data, created_at, updated_at, part, seq)
 		SELECT u.collection, u.id, u.version, u.deleted, u.data::JSONB, u.created_at, u.updated_at, $9::INT, u.seq
@@ -201,9 +215,9 @@ const (
 	storeIdem = `INSERT INTO idempotency (idem_key, fingerprint, outcome, created_at)
 		SELECT u.idem_key, u.fingerprint, u.outcome::JSONB, $4::TIMESTAMPTZ
 		FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS u(idem_key, fingerprint, outcome)`
-	storeProducers = `INSERT INTO producers (producer, seq, updated_at)
-		SELECT u.producer, u.seq, $3::TIMESTAMPTZ FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(producer, seq)
-		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at`
+	storeProducers = `INSERT INTO producers (producer, seq, updated_at, txn)
+		SELECT u.producer, u.seq, $3::TIMESTAMPTZ, $4::TEXT FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(producer, seq)
+		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, txn = excluded.txn`
 	storeCounter = `UPDATE partitions SET seq = $1 WHERE part = $2 AND seq = $3`
 )
 
@@ -227,10 +241,24 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now 
 	w := newWriteSet(partition, micro(now), token)
 	first := st.seq
 	fence := core.NewFence(st.producers)
-	for _, i := range core.Order(bs) {
+	order := core.Order(bs)
+	var duplicates []string // write ids of the duplicates, which the load did not read
+	for _, i := range order {
+		if a.results[i].Status = fence.Admit(bs[i]); a.results[i].Status == core.BatchDuplicate {
+			for j := range bs[i].Commands {
+				duplicates = append(duplicates, bs[i].Commands[j].WriteID)
+			}
+		}
+	}
+	if len(duplicates) > 0 {
+		if err := loadDuplicates(ctx, tx, st, duplicates); err != nil {
+			return nil, err
+		}
+	}
+	for _, i := range order {
 		b := bs[i]
 		res := &a.results[i]
-		switch res.Status = fence.Admit(b); res.Status {
+		switch res.Status {
 		case core.BatchEarly:
 			continue
 		case core.BatchDuplicate:
@@ -284,7 +312,7 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now 
 	if err := w.store(ctx, tx, first, st.seq); err != nil {
 		return nil, err
 	}
-	a.recorded = w.writeIDs
+	a.wrote = len(w.writeIDs) > 0 || len(w.producers) > 0
 	return a, nil
 }
 
@@ -347,9 +375,14 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 	for i := range k.docIDs {
 		st.docs[docKey{k.collections[i], k.docIDs[i]}] = nil
 	}
+	for _, id := range k.fenced {
+		st.writes[id] = nil
+	}
 	b := &pgx.Batch{}
 	b.Queue(loadCounter, partition)
-	b.Queue(loadWrites, k.writeIDs)
+	if len(k.writeIDs) > 0 {
+		b.Queue(loadWrites, k.writeIDs)
+	}
 	if len(k.idemKeys) > 0 {
 		b.Queue(loadIdem, k.idemKeys)
 	}
@@ -372,29 +405,10 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 	}
 
 	tokens = map[string]struct{}{}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read writes: %w", err)
-	}
-	for rows.Next() {
-		var (
-			id, token string
-			raw       []byte
-		)
-		if err := rows.Scan(&id, &raw, &token); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("read writes: %w", err)
-		}
-		out, err := decodeOutcome(raw)
-		if err != nil {
-			rows.Close()
+	if len(k.writeIDs) > 0 {
+		if err := readWrites(br, st, tokens); err != nil {
 			return nil, nil, err
 		}
-		st.writes[id] = out
-		tokens[token] = struct{}{}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read writes: %w", err)
 	}
 
 	if len(k.idemKeys) > 0 {
@@ -423,7 +437,7 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		}
 	}
 
-	rows, err = br.Query()
+	rows, err := br.Query()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read documents: %w", err)
 	}
@@ -446,14 +460,15 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		}
 		for rows.Next() {
 			var (
-				p   string
-				seq int64
+				p, token string
+				seq      int64
 			)
-			if err := rows.Scan(&p, &seq); err != nil {
+			if err := rows.Scan(&p, &seq, &token); err != nil {
 				rows.Close()
 				return nil, nil, fmt.Errorf("read producers: %w", err)
 			}
 			st.producers[p] = seq
+			tokens[token] = struct{}{}
 		}
 		if err := rows.Err(); err != nil {
 			return nil, nil, fmt.Errorf("read producers: %w", err)
@@ -536,7 +551,7 @@ func (w *writeSet) store(ctx context.Context, tx pgx.Tx, first, last int64) (err
 		b.Queue(storeIdem, w.idemKeys, w.idemFPs, w.idemOuts, w.at)
 	}
 	if len(w.producers) > 0 {
-		b.Queue(storeProducers, w.producers, w.producerSeqs, w.at)
+		b.Queue(storeProducers, w.producers, w.producerSeqs, w.at, w.token)
 	}
 	if last != first {
 		b.Queue(storeCounter, last, w.partition, first)
@@ -573,4 +588,46 @@ func newToken() (string, error) {
 		return "", permanentf(fmt.Errorf("attempt token: %w", err))
 	}
 	return hex.EncodeToString(b[:]), nil
+}
+
+// readWrites reads the result of loadWrites into st, and the tokens of the attempts that
+// recorded them into tokens.
+func readWrites(br pgx.BatchResults, st *txState, tokens map[string]struct{}) error {
+	rows, err := br.Query()
+	if err != nil {
+		return fmt.Errorf("read writes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, token string
+			raw       []byte
+		)
+		if err := rows.Scan(&id, &raw, &token); err != nil {
+			return fmt.Errorf("read writes: %w", err)
+		}
+		out, err := decodeOutcome(raw)
+		if err != nil {
+			return err
+		}
+		st.writes[id] = out
+		tokens[token] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read writes: %w", err)
+	}
+	return nil
+}
+
+// loadDuplicates reads the write records of batches the fence found applied before, which
+// the load did not (see keys), for their replayed outcomes.
+func loadDuplicates(ctx context.Context, tx pgx.Tx, st *txState, writeIDs []string) error {
+	b := &pgx.Batch{}
+	b.Queue(loadWrites, writeIDs)
+	br := tx.SendBatch(ctx, b)
+	err := readWrites(br, st, map[string]struct{}{})
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("read writes: %w", cerr)
+	}
+	return err
 }
