@@ -8,17 +8,19 @@
 //   - Every write decision is core.ApplyCommand's: the store loads the state the batch's
 //     commands name, lets ApplyCommand decide each in order (each seeing the ones before it),
 //     and records what it decided, in the batch's transaction.
-//   - Group commit: ApplyBatch applies a batch in one SERIALIZABLE transaction of a constant
-//     number of round trips (six, whatever the number of commands): one pgx.Batch loads the
-//     partition counter (locked), write ids, Idempotency-Keys and documents; one writes the
-//     results, each statement taking its rows as arrays.
+//   - Group commit: ApplyBatches applies batches of one partition in one SERIALIZABLE
+//     transaction of a constant number of round trips (six, whatever the number of batches
+//     and commands): one pgx.Batch loads the partition counter (locked), write ids,
+//     Idempotency-Keys, documents and producers' sequences; one writes the results, each
+//     statement taking its rows as arrays. The producers' sequences (core.Fence) keep each
+//     producer's batches in order and applied once.
 //   - Retries: every transaction runs through cockroach-go's crdbpgxv5.ExecuteTx; conflicts
 //     (40001) are retried, on PostgreSQL in a new transaction. What is retryable is decided in
 //     one place, sqlerrors.go.
 //   - Ambiguous commits (40003, crdb.AmbiguousCommitError, a connection lost during COMMIT) are
-//     resolved, not retried blindly: the next attempt reads back the batch's write ids; if the
-//     ambiguous attempt recorded them, ApplyBatch returns exactly what that attempt committed,
-//     otherwise it applies the batch. Either way each write is applied once.
+//     resolved, not retried blindly: the next attempt reads back the batch's write ids and
+//     producers; if the ambiguous attempt recorded them, ApplyBatches returns exactly what that
+//     attempt committed, otherwise it applies the batches. Either way each write is applied once.
 //   - Change events are stored in the outbox in the same transaction as their change.
 //   - Reads see committed data only. Sync reads its page and the partition counters in one
 //     read-only transaction, so they are one snapshot; List, Get, WriteOutcome and
