@@ -35,6 +35,12 @@ type Config struct {
 	GroupBatches int
 	// GroupCommands bounds the commands of one transaction. Default 2048.
 	GroupCommands int
+	// EarlyLimit is how long a batch may wait for its producer's batch before it (delivered
+	// first, the predecessor is held by a core that died, or is being redelivered) before the
+	// core applies it anyway: by then the predecessor can only be lost (a batch no core could
+	// decode, a producer the store forgot), and a lane stalled for good would be worse than a
+	// gap in its order. Every such batch is logged as an error. Default 10 × AckWait.
+	EarlyLimit time.Duration
 	// EventDocLimit is the largest document (data bytes) carried whole in a change event;
 	// larger ones are announced by version only. Default 64 KiB.
 	EventDocLimit int
@@ -94,6 +100,9 @@ func (c *Config) complete() error {
 	}
 	if c.GroupCommands <= 0 {
 		c.GroupCommands = d.GroupCommands
+	}
+	if c.EarlyLimit <= 0 {
+		c.EarlyLimit = 10 * c.AckWait
 	}
 	if c.EventDocLimit <= 0 {
 		c.EventDocLimit = d.EventDocLimit
@@ -220,22 +229,10 @@ func (c *Core) consumerConfig(p int) jetstream.ConsumerConfig {
 	}
 }
 
-// ensureConsumer creates or updates the consumer of partition p. A consumer left by an older
-// core that JetStream cannot update in place (its priority policy) is replaced: the new
-// consumer delivers again whatever the stream still holds of the partition (the fence and
-// the write records make that harmless).
+// ensureConsumer creates the consumer of partition p, or updates one left by an older core
+// in place (JetStream keeps its delivery state).
 func (c *Core) ensureConsumer(ctx context.Context, p int) (jetstream.Consumer, error) {
-	cfg := c.consumerConfig(p)
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, cfg)
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		if info, ierr := c.js.Consumer(ctx, wire.WriteStream, cfg.Durable); ierr == nil && info.CachedInfo().Config.PriorityPolicy != cfg.PriorityPolicy {
-			c.log.Warn("replacing a write consumer of an older configuration", "consumer", cfg.Durable, "err", err)
-			if derr := c.js.DeleteConsumer(ctx, wire.WriteStream, cfg.Durable); derr != nil && !errors.Is(derr, jetstream.ErrConsumerNotFound) {
-				return nil, fmt.Errorf("core: replace consumer for partition %d: %w", p, derr)
-			}
-			cons, err = c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, cfg)
-		}
-	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, wire.WriteStream, c.consumerConfig(p))
 	if err != nil {
 		return nil, fmt.Errorf("core: consumer for partition %d: %w", p, err)
 	}
@@ -244,6 +241,25 @@ func (c *Core) ensureConsumer(ctx context.Context, p int) (jetstream.Consumer, e
 
 // earlyDelay is how long a batch delivered before its predecessor waits to be delivered again.
 const earlyDelay = 250 * time.Millisecond
+
+// waiting tracks a partition's batches that came early (by batch id), for EarlyLimit. Only
+// the partition's consume goroutine uses it.
+type waiting struct {
+	since map[string]earlyBatch
+	gauge prometheus.Gauge
+}
+
+type earlyBatch struct {
+	since  time.Time
+	warned bool
+}
+
+func (w *waiting) forget(id string) {
+	if _, ok := w.since[id]; ok {
+		delete(w.since, id)
+		w.gauge.Dec()
+	}
+}
 
 // consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
 // delivered when the core is ready for more, up to GroupBatches and GroupCommands, in one
@@ -259,9 +275,12 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 		// wait out the ack timeout before another core got it.
 		it.Drain()
 	}()
+	early := &waiting{since: map[string]earlyBatch{}, gauge: c.m.waiting}
+	defer func() { c.m.waiting.Sub(float64(len(early.since))) }()
 	var (
-		group []delivered
-		carry *delivered
+		group    []delivered
+		carry    *delivered
+		received time.Time // when the partition last delivered to this core
 	)
 	for {
 		group = group[:0]
@@ -274,6 +293,9 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			msg, err := it.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+					if time.Since(received) < c.cfg.AckWait {
+						c.unpin(p)
+					}
 					return nil
 				}
 				c.m.consumerErrors.Inc()
@@ -303,7 +325,13 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			commands += len(d.b.Commands)
 		}
 		if len(group) > 0 {
-			c.handleGroup(ctx, p, group)
+			received = time.Now()
+			for i := range group {
+				if e, ok := early.since[group[i].b.ID]; ok && received.Sub(e.since) > c.cfg.EarlyLimit {
+					group[i].b.Force = true
+				}
+			}
+			c.handleGroup(ctx, p, group, early)
 		}
 	}
 }
@@ -341,80 +369,48 @@ func (c *Core) decode(p int, msg jetstream.Msg) (delivered, bool) {
 // handleGroup applies delivered batches of one partition in one transaction. Each batch is
 // acknowledged only after the transaction committed; until then JetStream keeps it and
 // redelivers it if this core dies.
-func (c *Core) handleGroup(ctx context.Context, p int, group []delivered) {
+func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early *waiting) {
 	bs := make([]*wire.Batch, len(group))
-	commands := 0
 	for i := range group {
 		bs[i] = group[i].b
-		commands += len(bs[i].Commands)
 	}
-	// A group that started is finished even when the core is asked to stop.
-	actx := context.WithoutCancel(ctx)
-	var (
-		results []BatchResult
-		events  []wire.ChangeEvent
-		err     error
-	)
-	backoff := 50 * time.Millisecond
 	start := time.Now()
-	// A slow transaction must not look like a dead core: tell JetStream the batches are
-	// being worked on, well within the ack timeout.
-	working := make(chan struct{})
-	defer close(working)
-	go func() {
-		t := time.NewTicker(c.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-working:
-				return
-			case <-t.C:
-				for i := range group {
-					_ = group[i].msg.InProgress()
-				}
-			}
-		}
-	}()
-	for {
-		results, events, err = c.store.ApplyBatches(actx, bs, c.cfg.Now())
-		if err == nil {
-			break
-		}
-		c.m.applyRetries.Inc()
-		c.log.Warn("applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
-		if ctx.Err() != nil {
-			// Leave them to the next core, at once.
-			for i := range group {
-				_ = group[i].msg.Nak()
-			}
-			return
-		}
-		for i := range group {
-			_ = group[i].msg.InProgress()
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	results, events, ok := c.apply(ctx, p, group, bs)
+	if !ok {
+		return
 	}
 	c.m.applySeconds.Observe(time.Since(start).Seconds())
 	c.m.groupBatches.Observe(float64(len(bs)))
 	for i, res := range results {
+		if res.Status == BatchDuplicate && len(res.Outcomes) < len(bs[i].Commands) && c.young(group[i].msg) {
+			// Its producer had passed it, yet it has writes that were never applied: it
+			// came after a batch that EarlyLimit forced past it. Applied now, out of its
+			// lane's order but not lost, by write id (exactly once).
+			var ok bool
+			if res, events, ok = c.applyLate(ctx, p, group[i], res, events); !ok {
+				continue // stopping: left to another core
+			}
+		}
 		b, msg := bs[i], group[i].msg
 		switch res.Status {
 		case BatchEarly:
 			// Its predecessor is in the stream, delivered to another core or again later.
 			c.m.batches.WithLabelValues("early").Inc()
-			c.log.Debug("write batch delivered before its predecessor; waiting", "partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq)
+			c.noteEarly(p, b, early)
 			_ = msg.NakWithDelay(earlyDelay)
 			continue
 		case BatchDuplicate:
 			c.m.batches.WithLabelValues("duplicate").Inc()
 		default:
+			if b.Force {
+				c.m.batches.WithLabelValues("forced").Inc()
+				c.log.Error("applied a write batch whose predecessor never came: the order of its lane's writes across the gap is lost",
+					"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "waited", c.cfg.EarlyLimit)
+			}
 			c.m.batchSize.Observe(float64(len(b.Commands)))
 			c.countBatch(res.Outcomes)
 		}
+		early.forget(b.ID)
 		c.publishOutcomes(b, res.Outcomes)
 		if err := msg.Ack(); err != nil {
 			// The batch will be redelivered and answered as a duplicate: nothing is applied twice.
@@ -435,13 +431,7 @@ const purgeInterval = time.Second
 // removal of each acknowledged message costs JetStream a write and an fsync of its own; one
 // purge per partition and interval costs one.
 func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer) {
-	stream, err := c.js.Stream(ctx, wire.WriteStream)
-	if err != nil {
-		if ctx.Err() == nil {
-			c.log.Warn("the write stream is unavailable; applied batches are not purged", "err", err)
-		}
-		return
-	}
+	var stream jetstream.Stream
 	purged := make([]uint64, len(consumers))
 	t := time.NewTicker(purgeInterval)
 	defer t.Stop()
@@ -450,6 +440,15 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if stream == nil {
+			var err error
+			if stream, err = c.js.Stream(ctx, wire.WriteStream); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("the write stream is unavailable; applied batches are not purged", "err", err)
+				}
+				continue
+			}
 		}
 		for p, cons := range consumers {
 			info, err := cons.Info(ctx)
@@ -471,6 +470,120 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 			}
 			purged[p] = floor
 		}
+	}
+}
+
+// apply applies bs, the batches of group, in one transaction, retrying until it succeeds.
+// It reports false when the core is stopping and left the batches to another core.
+func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]BatchResult, []wire.ChangeEvent, bool) {
+	commands := 0
+	for _, b := range bs {
+		commands += len(b.Commands)
+	}
+	// A group that started is finished even when the core is asked to stop.
+	actx := context.WithoutCancel(ctx)
+	backoff := 50 * time.Millisecond
+	// A slow transaction must not look like a dead core: tell JetStream the batches are
+	// being worked on, well within the ack timeout.
+	working := make(chan struct{})
+	defer close(working)
+	go func() {
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-working:
+				return
+			case <-t.C:
+				for i := range group {
+					_ = group[i].msg.InProgress()
+				}
+			}
+		}
+	}()
+	for {
+		results, events, err := c.store.ApplyBatches(actx, bs, c.cfg.Now())
+		if err == nil {
+			return results, events, true
+		}
+		c.m.applyRetries.Inc()
+		c.log.Warn("applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
+		if ctx.Err() != nil {
+			// Leave them to the next core, at once.
+			for i := range group {
+				_ = group[i].msg.Nak()
+			}
+			return nil, nil, false
+		}
+		for i := range group {
+			_ = group[i].msg.InProgress()
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// young reports whether msg was stored recently enough that the write records of anything
+// applied from it are still kept (Retention): then a write id without a record was never
+// applied.
+func (c *Core) young(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	return err == nil && c.cfg.Now().Sub(meta.Timestamp) < c.cfg.Retention
+}
+
+// applyLate applies the writes of a late batch, without its fence, and returns its result and
+// events with those it adds.
+func (c *Core) applyLate(ctx context.Context, p int, d delivered, res BatchResult, events []wire.ChangeEvent) (BatchResult, []wire.ChangeEvent, bool) {
+	b := *d.b
+	c.log.Error("a write batch came after its producer had been forced past it; applying its writes by write id, out of its lane's order",
+		"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "recorded", len(res.Outcomes), "commands", len(b.Commands))
+	b.Producer, b.Seq, b.After, b.Force = "", 0, nil, false
+	results, evs, ok := c.apply(ctx, p, []delivered{d}, []*wire.Batch{&b})
+	if !ok {
+		return res, events, false
+	}
+	c.m.batches.WithLabelValues("late").Inc()
+	results[0].Status = BatchApplied
+	return results[0], append(events, evs...), true
+}
+
+// noteEarly records that b came before its predecessor, and warns once it has waited longer
+// than a redelivery takes.
+func (c *Core) noteEarly(p int, b *wire.Batch, early *waiting) {
+	now := time.Now()
+	e, ok := early.since[b.ID]
+	if !ok {
+		if len(early.since) > 4*c.cfg.GroupBatches {
+			// Entries of batches another core took over; they only restart their clock.
+			c.m.waiting.Sub(float64(len(early.since)))
+			clear(early.since)
+		}
+		e = earlyBatch{since: now}
+		c.m.waiting.Inc()
+		c.log.Debug("write batch delivered before its predecessor; waiting", "partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq)
+	}
+	if !e.warned && now.Sub(e.since) > c.cfg.AckWait {
+		e.warned = true
+		c.log.Warn("write batch still waiting for its predecessor", "partition", p, "batch", b.ID,
+			"producer", b.Producer, "seq", b.Seq, "after", b.After, "waited", now.Sub(e.since).Round(time.Second), "limit", c.cfg.EarlyLimit)
+	}
+	early.since[b.ID] = e
+}
+
+// unpin hands partition p to another core at once when this one stops, instead of after the
+// pin's timeout.
+func (c *Core) unpin(p int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	stream, err := c.js.Stream(ctx, wire.WriteStream)
+	if err == nil {
+		err = stream.UnpinConsumer(ctx, c.consumerConfig(p).Durable, wire.CoreGroup)
+	}
+	if err != nil {
+		c.log.Debug("unpinning a write consumer", "partition", p, "err", err)
 	}
 }
 

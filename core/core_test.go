@@ -217,10 +217,10 @@ func (p *publisher) waitPurged() {
 	}
 }
 
-// TestConsumerOfAnOlderCoreIsReplaced starts a core where an older one left a consumer that
-// delivered one batch at a time and had no priority group; JetStream cannot update that in
-// place, so the core replaces it, and the batch waiting in the stream is applied.
-func TestConsumerOfAnOlderCoreIsReplaced(t *testing.T) {
+// TestConsumerOfAnOlderCoreIsUpdated starts a core where an older one left a consumer that
+// delivered one batch at a time and had no priority group: the core updates it in place, and
+// the batch waiting in the stream is applied.
+func TestConsumerOfAnOlderCoreIsUpdated(t *testing.T) {
 	srv := natstest.Start(t)
 	cfg := testConfig()
 	store := openStore(t, cfg.Partitions)
@@ -284,4 +284,72 @@ func TestChangeEventsKeepPartitionOrder(t *testing.T) {
 	if fmt.Sprint(seqs) != "[1 2 3 4]" || fmt.Sprint(runs) != "[a×2 b×1 a×1]" {
 		t.Fatalf("heard seqs %v in messages %v", seqs, runs)
 	}
+}
+
+// outcomeVersion waits for the outcome of a write and returns the version it made.
+func outcomeVersion(t *testing.T, store core.Store, writeID string) int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := store.WriteOutcome(context.Background(), writeID)
+		if err == nil {
+			if out.Doc == nil {
+				t.Fatalf("write %s: %+v", writeID, out)
+			}
+			return out.Doc.Version
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write %s never applied: %v", writeID, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBatchAfterWaitsForTheReplacedProducer publishes the first batch of a producer that
+// replaced another in its lane before the last batch of the old one: it waits for it.
+func TestBatchAfterWaitsForTheReplacedProducer(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	old, repl := newPublisher(t, srv.URL()), newPublisher(t, srv.URL())
+	startCore(t, srv.URL(), store, cfg)
+	last := old.batch(1)
+	first := repl.batch(1)
+	first.After = &wire.BatchRef{Producer: old.producer, Seq: last.Seq}
+	repl.publish(first)
+	time.Sleep(200 * time.Millisecond)
+	if _, err := store.Get(t.Context(), "c", "doc"); err == nil {
+		t.Fatal("the new producer's batch was applied before the old one's")
+	}
+	old.publish(last)
+	if v := outcomeVersion(t, store, old.writeIDs[0]); v != 1 {
+		t.Fatalf("the old producer's write made version %d, want 1", v)
+	}
+	if v := outcomeVersion(t, store, repl.writeIDs[0]); v != 2 {
+		t.Fatalf("the new producer's write made version %d, want 2", v)
+	}
+}
+
+// TestBatchForcedPastAMissingPredecessor publishes a batch whose predecessor is missing: after
+// EarlyLimit it is applied anyway, and when the predecessor turns up after all, its writes are
+// applied too (out of order, but not lost).
+func TestBatchForcedPastAMissingPredecessor(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	cfg.EarlyLimit = time.Second
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	startCore(t, srv.URL(), store, cfg)
+	lost, next := p.batch(2), p.batch(1)
+	p.publish(next)
+	if v := outcomeVersion(t, store, p.writeIDs[2]); v != 1 {
+		t.Fatalf("the forced write made version %d, want 1", v)
+	}
+	p.publish(lost)
+	for i, want := range []int64{2, 3} {
+		if v := outcomeVersion(t, store, p.writeIDs[i]); v != want {
+			t.Fatalf("late write %d made version %d, want %d", i, v, want)
+		}
+	}
+	p.waitPurged()
 }

@@ -31,6 +31,9 @@ func Producers(bs []*wire.Batch) []string {
 		if b.Producer != "" && !slices.Contains(ps, b.Producer) {
 			ps = append(ps, b.Producer)
 		}
+		if b.After != nil && !slices.Contains(ps, b.After.Producer) {
+			ps = append(ps, b.After.Producer)
+		}
 	}
 	return ps
 }
@@ -67,7 +70,9 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
-// Admit decides b and, when it is to be applied, advances its producer.
+// Admit decides b and, when it is to be applied, advances its producer. A batch that opens a
+// producer After another waits for that one's batch too. A Force batch is admitted whatever
+// came before it (but never twice).
 func (f *Fence) Admit(b *wire.Batch) BatchStatus {
 	if b.Producer == "" {
 		return BatchApplied
@@ -76,7 +81,10 @@ func (f *Fence) Admit(b *wire.Batch) BatchStatus {
 	switch {
 	case b.Seq <= last:
 		return BatchDuplicate
+	case b.Force:
 	case b.Seq > last+1:
+		return BatchEarly
+	case last == 0 && b.After != nil && f.last[b.After.Producer] < b.After.Seq:
 		return BatchEarly
 	}
 	f.last[b.Producer] = b.Seq

@@ -12,6 +12,7 @@ type metrics struct {
 	commands       *prometheus.CounterVec
 	batchSize      prometheus.Histogram
 	groupBatches   prometheus.Histogram
+	waiting        prometheus.Gauge
 	applySeconds   prometheus.Histogram
 	applyRetries   prometheus.Counter
 	eventsOut      *prometheus.CounterVec
@@ -25,7 +26,7 @@ type metrics struct {
 func newMetrics() *metrics {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before), duplicate (redelivered after it was applied), early (delivered before its predecessor; delivered again later), dropped (malformed).",
+			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before), duplicate (redelivered after it was applied), early (delivered before its predecessor; delivered again later), forced (applied after waiting EarlyLimit for a predecessor that never came), late (such a predecessor after all: applied by write id), dropped (malformed).",
 		}, []string{"result"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_core_commands_total", Help: "Write commands by outcome: applied, replayed, rejected.",
@@ -33,6 +34,9 @@ func newMetrics() *metrics {
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "perch_core_batch_commands", Help: "Commands per applied batch (one stream message).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "perch_core_batches_waiting", Help: "Write batches delivered before their producer's previous batch, waiting for it. One that stays means a stalled lane.",
 		}),
 		groupBatches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "perch_core_transaction_batches", Help: "Batches (stream messages) applied per transaction: group commit.",
@@ -59,7 +63,7 @@ func newMetrics() *metrics {
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
 	}
-	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.applySeconds, m.applyRetries,
+	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.waiting, m.applySeconds, m.applyRetries,
 		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors}
 	return m
 }

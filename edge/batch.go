@@ -18,9 +18,50 @@ import (
 type lane struct {
 	q chan *pending
 	// producer and seq fence the lane's batches (wire.Batch): seq is that of the last batch
-	// published. Only the lane's goroutine uses them.
+	// published. stored is the last batch JetStream confirmed stored, at storedAt. Only the
+	// lane's goroutine uses them.
 	producer string
 	seq      int64
+	stored   wire.BatchRef
+	storedAt time.Time
+}
+
+// producerIdle is how long a lane keeps its producer without publishing. A new producer
+// after that keeps the producer's record in the store from outliving core.ProducerRetention
+// while the lane still uses it.
+const producerIdle = time.Hour
+
+// next returns the producer, sequence and After of the lane's next batch, opening a new
+// producer when there is none or it has been idle.
+func (l *lane) next(now time.Time) (string, int64, *wire.BatchRef) {
+	if l.producer != "" && now.Sub(l.storedAt) > producerIdle {
+		l.producer = ""
+	}
+	var after *wire.BatchRef
+	if l.producer == "" {
+		l.producer, l.seq = ulid.Make().String(), 0
+		// Batches of the producer before may still wait in the stream (a core died with
+		// them): the new one's wait for the last that was stored, unless that is old enough
+		// to have been applied long since (its record may be gone).
+		if l.stored.Producer != "" && now.Sub(l.storedAt) < producerIdle {
+			ref := l.stored
+			after = &ref
+		}
+	}
+	l.seq++
+	return l.producer, l.seq, after
+}
+
+// done records the result of publishing the lane's batch seq.
+func (l *lane) done(seq int64, at time.Time, err error) {
+	if err != nil {
+		// The batch may or may not be in the stream: the next one cannot follow it without
+		// a gap that would stall the lane, so it opens a new producer, after the last batch
+		// known stored. The clients of this one were not promised anything.
+		l.producer = ""
+		return
+	}
+	l.stored, l.storedAt = wire.BatchRef{Producer: l.producer, Seq: seq}, at
 }
 
 func newLane(queue int) *lane { return &lane{q: make(chan *pending, queue)} }
@@ -85,17 +126,10 @@ func (w *writer) runPartition(p int, l *lane) {
 		}
 		timer.Stop()
 		start := time.Now()
-		if l.producer == "" {
-			l.producer, l.seq = ulid.Make().String(), 0
-		}
-		l.seq++
-		err := w.publish(p, ulid.Make().String(), l.producer, l.seq, batch)
-		if err != nil {
-			// The batch may or may not be in the stream: the next one cannot follow it
-			// without a gap that would stall the lane, so it opens a new producer. The
-			// clients of this one were not promised anything.
-			l.producer = ""
-		}
+		producer, seq, after := l.next(start)
+		err := w.publish(p, &wire.Batch{ID: ulid.Make().String(), Partition: p, Edge: cfg.ID,
+			Producer: producer, Seq: seq, After: after}, batch)
+		l.done(seq, time.Now(), err)
 		w.e.metrics.publish.Observe(time.Since(start).Seconds())
 		w.e.metrics.batchSize.Observe(float64(len(batch)))
 		for _, pd := range batch {
@@ -119,13 +153,13 @@ func (w *writer) drain(q chan *pending) {
 
 // publish stores one batch in the write stream. A publish whose acknowledgement was lost is
 // retried with the same Nats-Msg-Id, which JetStream deduplicates, until the write timeout.
-func (w *writer) publish(p int, id, producer string, seq int64, batch []*pending) error {
+func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	cfg := &w.e.cfg
-	b := wire.Batch{ID: id, Partition: p, Edge: cfg.ID, Producer: producer, Seq: seq, Commands: make([]wire.Command, len(batch))}
+	b.Commands = make([]wire.Command, len(batch))
 	for i, pd := range batch {
 		b.Commands[i] = pd.cmd
 	}
-	data, err := json.Marshal(&b)
+	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}

@@ -102,20 +102,24 @@ func (e *Edge) badEvents(m *nats.Msg, err error) {
 // marker (the next read fetches) when the document was too large to carry.
 func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 	ev := &h.ChangeEvent
+	if !validEvent(ev) { // the header, before a gap can distrust the cache
+		e.badEvents(m, errors.New("invalid event"))
+		return
+	}
+	e.checkSequence(ev)
 	// A document installed already (this edge's own write, a fill that raced the event) is
-	// not decoded again: only the header needs checking.
+	// not decoded again.
 	known := h.hasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)
 	if !known {
 		if err := h.decodeDoc(); err != nil {
 			e.badEvents(m, err)
 			return
 		}
+		if !validEvent(ev) {
+			e.badEvents(m, errors.New("invalid event"))
+			return
+		}
 	}
-	if !validEvent(ev) {
-		e.badEvents(m, errors.New("invalid event"))
-		return
-	}
-	e.checkSequence(ev)
 	switch {
 	case known:
 		e.metrics.events.WithLabelValues("known").Inc()

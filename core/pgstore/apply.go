@@ -70,7 +70,7 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 		name = fmt.Sprintf("%s (and %d more)", bs[0].ID, len(bs)-1)
 	}
 	partition := bs[0].Partition
-	keys := batchKeys(bs)
+	keys := batchKeys(bs, false)
 	var unresolved []*attempt // attempts whose commit was ambiguous, oldest first
 	for n := 1; ; n++ {
 		var last *attempt // the run of the closure whose commit was tried
@@ -95,6 +95,13 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 			s.logger.Warn("ambiguous commit of a write batch resolved: it had committed",
 				"batch", name, "partition", partition)
 			return done.a.results, done.a.evs, nil
+		}
+		if writeRecorded(err) && len(keys.fenced) > 0 {
+			// A fenced batch's write id was recorded although its producer had not reached
+			// it: the batch was applied without its fence (by a core of an older release, or
+			// by the core after a forced gap). The next attempt looks its write ids up too.
+			s.logger.Warn("a fenced write batch has recorded writes; reading them back", "batch", name, "partition", partition)
+			keys = batchKeys(bs, true)
 		}
 		class := classify(err)
 		if class == ambiguous && last != nil && last.wrote {
@@ -155,7 +162,9 @@ type keys struct {
 	writeIndex, idemIndex map[string]struct{}
 }
 
-func batchKeys(bs []*wire.Batch) *keys {
+// batchKeys returns the keys of bs; all includes the write ids of fenced batches in the
+// lookup.
+func batchKeys(bs []*wire.Batch, all bool) *keys {
 	k := &keys{docs: map[docKey]struct{}{}, writeIndex: map[string]struct{}{}, idemIndex: map[string]struct{}{},
 		producers: core.Producers(bs)}
 	for _, b := range bs {
@@ -163,7 +172,7 @@ func batchKeys(bs []*wire.Batch) *keys {
 			c := &b.Commands[i]
 			if _, ok := k.writeIndex[c.WriteID]; !ok {
 				k.writeIndex[c.WriteID] = struct{}{}
-				if b.Producer == "" {
+				if b.Producer == "" || all {
 					k.writeIDs = append(k.writeIDs, c.WriteID)
 				} else {
 					k.fenced = append(k.fenced, c.WriteID)

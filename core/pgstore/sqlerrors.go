@@ -159,3 +159,9 @@ func sqlstate(err error) string {
 	}
 	return ""
 }
+
+// writeRecorded reports whether err is the insert of a write record that exists already.
+func writeRecorded(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == sqlstateUniqueViolation && pgErr.ConstraintName == "writes_pkey"
+}

@@ -71,7 +71,7 @@ const maxDefaultPool = 64
 
 // DefaultPoolSize is the pool size Open uses without WithPoolSize or a pool_max_conns in the
 // DSN: one connection for each partition whose batch the core may be applying at once (a core
-// runs one worker per partition, each with at most one batch in flight), plus four for reads,
+// runs one worker per partition, each with at most one transaction in flight), plus four for reads,
 // the outbox sweeper and Expire, capped at 64 in all. For the default 16 partitions: 20.
 func DefaultPoolSize(partitions int) int { return min(partitions+4, maxDefaultPool) }
 

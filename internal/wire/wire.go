@@ -40,8 +40,8 @@ func OutcomeSubject(edge string) string { return OutcomeSubjectPrefix + edge }
 // ChangeSubject is the subject of the change events of collection.
 func ChangeSubject(collection string) string { return ChangeSubjectPrefix + collection }
 
-// A partition of the write stream is an ordering lane: the core applies the batches of one
-// partition one at a time, in stream order, and numbers the changes it makes in each
+// A partition of the write stream is an ordering lane: the core applies each producer's
+// batches of one partition in their order (Batch), and numbers the changes it makes in each
 // partition without gaps. Which partition a command takes is the edge's choice (see
 // WritePartition); the core accepts any.
 
@@ -114,13 +114,30 @@ const AnyVersion int64 = -1
 // one before it, whichever core delivers it and however JetStream redelivers, so a core may
 // take many of a partition's batches at once and they still apply in the order the edge took
 // the writes. A batch without Producer is not fenced.
+//
+// After, on the first batch of a producer that replaced another in the same lane, names the
+// replaced producer's last batch that JetStream confirmed stored: the store applies the new
+// producer's batches only once that one is applied, so a lane's writes keep their order across
+// the change.
 type Batch struct {
 	ID        string    `json:"id"`
 	Partition int       `json:"partition"`
 	Edge      string    `json:"edge"`
 	Producer  string    `json:"producer,omitempty"`
 	Seq       int64     `json:"seq,omitempty"`
+	After     *BatchRef `json:"after,omitempty"`
 	Commands  []Command `json:"commands"`
+
+	// Force is set by the core, never sent: the batch has waited too long for its
+	// predecessor, which can then only be lost (see core.Config.EarlyLimit), and the fence is
+	// to admit it anyway.
+	Force bool `json:"-"`
+}
+
+// BatchRef names a batch of a producer.
+type BatchRef struct {
+	Producer string `json:"producer"`
+	Seq      int64  `json:"seq"`
 }
 
 // Limits on what a decoded Batch may hold, so that a hostile or corrupt message cannot make
@@ -150,6 +167,10 @@ func (b *Batch) Validate(partitions int) error {
 		return fmt.Errorf("batch of producer %q with sequence %d", b.Producer, b.Seq)
 	case b.Producer == "" && b.Seq != 0:
 		return errors.New("batch sequence without a producer")
+	case b.After != nil && (b.Producer == "" || b.Seq != 1):
+		return errors.New("after on a batch that does not open a producer")
+	case b.After != nil && (b.After.Producer == "" || len(b.After.Producer) > MaxNameLen || b.After.Producer == b.Producer || b.After.Seq < 1):
+		return fmt.Errorf("batch after %+v", *b.After)
 	}
 	for i := range b.Commands {
 		c := &b.Commands[i]
