@@ -94,27 +94,32 @@ func (w *writer) runPartition(p int, l *lane) {
 		batch = append(batch[:0], first)
 		size := len(first.cmd.Data)
 		timer.Reset(max(0, time.Until(first.created.Add(cfg.BatchWindow))))
+		// add takes pd into the batch, or keeps it to open the next batch when it would make
+		// this one too large (then false).
+		add := func(pd *pending) bool {
+			if size+len(pd.cmd.Data) > cfg.BatchBytes {
+				carry = pd
+				return false
+			}
+			batch = append(batch, pd)
+			size += len(pd.cmd.Data)
+			return true
+		}
 	gather:
 		for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
 			select {
 			case pd := <-l.q:
-				if size+len(pd.cmd.Data) > cfg.BatchBytes {
-					carry = pd
+				if !add(pd) {
 					break gather
 				}
-				batch = append(batch, pd)
-				size += len(pd.cmd.Data)
 			case <-timer.C:
 				// Take what queued meanwhile, without waiting.
 				for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
 					select {
 					case pd := <-l.q:
-						if size+len(pd.cmd.Data) > cfg.BatchBytes {
-							carry = pd
+						if !add(pd) {
 							break gather
 						}
-						batch = append(batch, pd)
-						size += len(pd.cmd.Data)
 					default:
 						break gather
 					}
