@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/internal/clustertest"
+)
+
+// BenchmarkGetHitNginx compares a cache-hit GET of a 1 KB document through one edge with
+// nginx's proxy_cache answering a cached copy of the same bytes (Debian's nginx; target: the
+// edge serves at least 1.3× nginx's requests per second). Both are driven by the load of
+// BenchmarkGetHit (64 keep-alive connections, from the same process), one after the other in
+// the same run. The nginx line reports edge/nginx, the ratio of the two req/s.
+//
+// nginx runs as the edge does, with all the machine's cores: worker_processes is GOMAXPROCS
+// (one worker would hold nginx to one core while the edge's server uses them all), or
+// PERCH_BENCH_NGINX_WORKERS. It skips when there is no nginx (PERCH_BENCH_NGINX names the
+// binary; else nginx on PATH or /usr/sbin/nginx).
+func BenchmarkGetHitNginx(b *testing.B) {
+	bin := nginxBinary()
+	if bin == "" {
+		b.Skip("no nginx binary: install Debian's nginx-light (or nginx), or set PERCH_BENCH_NGINX")
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if v := os.Getenv("PERCH_BENCH_NGINX_WORKERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("PERCH_BENCH_NGINX_WORKERS=%q: want a positive number", v)
+		}
+		workers = n
+	}
+
+	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}})
+	const path = "/v1/collections/bench/docs/doc"
+	url := c.Edge(0) + path
+	if r := clustertest.Do(b, "PUT", url, nil, docBody); r.Status != 201 {
+		b.Fatalf("seed: %d %s", r.Status, r.Body)
+	}
+	clustertest.Eventually(b, 5*time.Second, func() error {
+		if r := clustertest.Do(b, "GET", url, nil, nil); r.Header["Cache-Status"] != "perch; hit" {
+			return fmt.Errorf("Cache-Status %q", r.Header["Cache-Status"])
+		}
+		return nil
+	})
+	hit := clustertest.Do(b, "GET", url, nil, nil)
+	answer := hit.Body
+
+	// The origin answers like the edge (same body, ETag, content type) and lets nginx cache it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	etag := hit.Header["Etag"] // as fasthttp normalizes the name
+	if etag == "" {
+		b.Fatalf("the edge's hit has no ETag: %v", hit.Header)
+	}
+	origin := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.Response.Header.Set("ETag", etag)
+		ctx.Response.Header.Set("Cache-Control", "max-age=3600")
+		ctx.Response.SetBodyRaw(answer)
+	}}
+	go origin.Serve(ln) //nolint:errcheck // ends with Shutdown
+	b.Cleanup(func() { _ = origin.Shutdown() })
+	nginxURL := startNginx(b, bin, workers, ln.Addr().String()) + path
+	clustertest.Eventually(b, 10*time.Second, func() error {
+		r, err := clustertest.Send("GET", nginxURL, nil, nil)
+		if err != nil {
+			return err
+		}
+		if r.Status != 200 || string(r.Body) != string(answer) || r.Header["X-Cache-Status"] != "HIT" {
+			return fmt.Errorf("nginx: %d, X-Cache-Status %q, %d bytes", r.Status, r.Header["X-Cache-Status"], len(r.Body))
+		}
+		return nil
+	})
+
+	var edgeRate float64
+	b.Run("edge", func(b *testing.B) {
+		load(b, url, len(answer))
+		edgeRate = reportRate(b)
+	})
+	b.Run("nginx", func(b *testing.B) {
+		load(b, nginxURL, len(answer)) // resets the timer, and the metrics with it
+		b.ReportMetric(float64(workers), "workers")
+		if rate := reportRate(b); rate > 0 && edgeRate > 0 {
+			b.ReportMetric(edgeRate/rate, "edge/nginx")
+		}
+	})
+}
+
+// reportRate reports and returns the requests per second of a load that has just run.
+func reportRate(b *testing.B) float64 {
+	if b.Elapsed() <= 0 {
+		return 0
+	}
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "req/s")
+	return rate
+}
+
+func nginxBinary() string {
+	if p := os.Getenv("PERCH_BENCH_NGINX"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
+		return "/usr/sbin/nginx"
+	}
+	return ""
+}
+
+// nginxConf is a proxy cache in front of one origin, tuned as one would for a fair race: no
+// access log, keep-alive without a request limit, cached responses served without asking the
+// origin, and every path nginx writes to under the benchmark's directory.
+const nginxConf = `daemon off;
+master_process on;
+worker_processes %[1]d;
+%[2]s
+pid %[3]s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	tcp_nodelay on;
+	keepalive_timeout 60s;
+	keepalive_requests 100000000;
+	client_body_temp_path %[3]s/body;
+	proxy_temp_path %[3]s/proxy;
+	fastcgi_temp_path %[3]s/fastcgi;
+	uwsgi_temp_path %[3]s/uwsgi;
+	scgi_temp_path %[3]s/scgi;
+	proxy_cache_path %[3]s/cache levels=1:2 keys_zone=bench:10m max_size=100m inactive=1h use_temp_path=off;
+	open_file_cache max=1000 inactive=1h;
+	upstream origin { server %[4]s; keepalive 16; }
+	server {
+		listen %[5]s;
+		location / {
+			proxy_pass http://origin;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_cache bench;
+			proxy_cache_valid 200 1h;
+			proxy_cache_lock on;
+			add_header X-Cache-Status $upstream_cache_status;
+		}
+	}
+}
+`
+
+// startNginx runs nginx in the foreground with workers worker processes, caching origin, and
+// returns its base URL. It is stopped (gracefully, SIGQUIT) when the benchmark ends.
+func startNginx(b *testing.B, bin string, workers int, origin string) string {
+	b.Helper()
+	dir := b.TempDir()
+	// Workers run as nobody unless told otherwise, and could not reach a root-only temp dir.
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	addr := freeAddr(b)
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, workers, user, dir, origin, addr), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	proc := startProcess(b, exec.Command(bin, "-p", dir, "-c", conf, "-e", "stderr"), syscall.SIGQUIT)
+	base := "http://" + addr
+	clustertest.Eventually(b, 10*time.Second, func() error {
+		proc.alive(b)
+		_, err := clustertest.Send("GET", base+"/", nil, nil)
+		return err
+	})
+	return base
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago, for a server
+// in another process (which must bind it itself).
+func freeAddr(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		b.Fatal(err)
+	}
+	return addr
+}
