@@ -2,14 +2,19 @@ package edge_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/clustertest"
@@ -454,5 +459,150 @@ func TestReadyzWhileDraining(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompression: documents and list pages of at least CompressMinBytes go out in the coding
+// the client prefers, made once per cache entry and coding; smaller answers and problems go
+// out as they are.
+func TestCompression(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	base := c.Edge(0)
+	big := base + "/v1/collections/comp/docs/big"
+	small := base + "/v1/collections/comp/docs/small"
+	data := fmt.Appendf(nil, `{"text":%q}`, strings.Repeat("Perch compresses repetitive JSON. ", 100))
+	for url, body := range map[string][]byte{big: data, small: []byte(`{"a":1}`)} {
+		if r := clustertest.Do(t, "PUT", url, nil, body); r.Status != 201 {
+			t.Fatalf("PUT %s: %d %s", url, r.Status, r.Body)
+		}
+	}
+	// Every request below meets the entry the cache keeps, not a fill's of its own.
+	var plain clustertest.Response
+	clustertest.Eventually(t, 10*time.Second, func() error {
+		plain = clustertest.Do(t, "GET", big, nil, nil)
+		if cs := plain.Header["Cache-Status"]; cs != "perch; hit" {
+			return fmt.Errorf("Cache-Status %q", cs)
+		}
+		return nil
+	})
+	if plain.Header["Content-Encoding"] != "" || plain.Header["Vary"] != "Accept-Encoding" || plain.Header["Etag"] != `"1"` {
+		t.Fatalf("without Accept-Encoding: %v", plain.Header)
+	}
+
+	gunzip := func(b []byte) ([]byte, error) {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		return io.ReadAll(zr)
+	}
+	unbrotli := func(b []byte) ([]byte, error) { return fasthttp.AppendUnbrotliBytes(nil, b) }
+	for _, tc := range []struct {
+		accept, coding, etag string
+		decode               func([]byte) ([]byte, error)
+	}{
+		{"br", "br", `"1-br"`, unbrotli},
+		{"gzip;q=0.5, identity;q=0.1, br;q=0", "gzip", `"1-gz"`, gunzip},
+	} {
+		t.Run(tc.coding, func(t *testing.T) {
+			ae := map[string]string{"Accept-Encoding": tc.accept}
+			r := clustertest.Do(t, "GET", big, ae, nil)
+			if r.Status != 200 || r.Header["Content-Encoding"] != tc.coding || r.Header["Vary"] != "Accept-Encoding" || r.Header["Etag"] != tc.etag {
+				t.Fatalf("%d %v", r.Status, r.Header)
+			}
+			if r.Header["Content-Type"] != "application/json" || len(r.Body) >= len(plain.Body) {
+				t.Fatalf("Content-Type %q, %d bytes for %d", r.Header["Content-Type"], len(r.Body), len(plain.Body))
+			}
+			if body, err := tc.decode(r.Body); err != nil || !bytes.Equal(body, plain.Body) {
+				t.Fatalf("decoded %q: %v", body, err)
+			}
+			head := clustertest.Do(t, "HEAD", big, ae, nil)
+			if head.Status != 200 || head.Header["Content-Length"] != strconv.Itoa(len(r.Body)) {
+				t.Errorf("HEAD: %d Content-Length %q for a body of %d", head.Status, head.Header["Content-Length"], len(r.Body))
+			}
+			for _, h := range []string{"Content-Encoding", "Vary", "Etag", "Content-Type", "Content-Length"} {
+				if head.Header[h] != r.Header[h] {
+					t.Errorf("HEAD %s %q, GET %q", h, head.Header[h], r.Header[h])
+				}
+			}
+			// The form's ETag revalidates, and the 304 names it and varies too.
+			inm := map[string]string{"Accept-Encoding": tc.accept, "If-None-Match": tc.etag}
+			if r := clustertest.Do(t, "GET", big, inm, nil); r.Status != 304 || r.Header["Etag"] != tc.etag || r.Header["Vary"] != "Accept-Encoding" || len(r.Body) != 0 {
+				t.Fatalf("If-None-Match %s: %d %v", tc.etag, r.Status, r.Header)
+			}
+		})
+	}
+	// Any form's ETag revalidates, whatever this request would get: the client has the
+	// version; the 304 names the form the client has.
+	for inm, want := range map[string]string{`"1-br"`: `"1-br"`, `"0", "1-gz"`: `"1-gz"`, `"1-gz", "1"`: `"1"`} {
+		r := clustertest.Do(t, "GET", big, map[string]string{"If-None-Match": inm}, nil)
+		if r.Status != 304 || r.Header["Etag"] != want {
+			t.Errorf("If-None-Match %s without Accept-Encoding: %d ETag %q, want 304 %s", inm, r.Status, r.Header["Etag"], want)
+		}
+	}
+	if r := clustertest.Do(t, "GET", big, map[string]string{"If-None-Match": `"2-br"`, "Accept-Encoding": "br"}, nil); r.Status != 200 {
+		t.Errorf("If-None-Match of another version: %d", r.Status)
+	}
+
+	// Each coding was made once for the entry, however many answers it served.
+	counts := func(name string) map[string]float64 {
+		t.Helper()
+		mfs, err := c.Metrics().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var key []string
+				for _, l := range m.GetLabel() {
+					if n := l.GetName(); n == "encoding" || n == "result" {
+						key = append(key, l.GetValue())
+					}
+				}
+				out[strings.Join(key, ",")] += m.GetCounter().GetValue()
+			}
+		}
+		return out
+	}
+	made := counts("perch_edge_compressions_total")
+	if made["br,kept"] != 1 || made["gzip,kept"] != 1 || made["br,not_smaller"]+made["gzip,not_smaller"] != 0 {
+		t.Errorf("compressions %v, want one kept per coding", made)
+	}
+	// GET, HEAD and GET (the one of another version) with br; GET and HEAD with gzip.
+	if sent := counts("perch_edge_compressed_responses_total"); sent["br"] != 3 || sent["gzip"] != 2 {
+		t.Errorf("compressed answers %v, want br 3, gzip 2", sent)
+	}
+
+	// Small bodies and problems are sent as they are, without Vary.
+	for _, url := range []string{small, base + "/v1/collections/comp/docs/absent"} {
+		r := clustertest.Do(t, "GET", url, map[string]string{"Accept-Encoding": "br, gzip"}, nil)
+		if r.Header["Content-Encoding"] != "" || r.Header["Vary"] != "" {
+			t.Errorf("GET %s: %d %v", url, r.Status, r.Header)
+		}
+	}
+
+	// A list page is compressed too; it has no ETag.
+	list := clustertest.Do(t, "GET", base+"/v1/collections/comp/docs", map[string]string{"Accept-Encoding": "gzip, br"}, nil)
+	// It is the fill's answer, compressed on the way out like a hit.
+	if list.Status != 200 || list.Header["Cache-Status"] != "perch; fwd=miss; stored" || list.Header["Content-Encoding"] != "br" ||
+		list.Header["Vary"] != "Accept-Encoding" || list.Header["Etag"] != "" {
+		t.Fatalf("list: %d %v", list.Status, list.Header)
+	}
+	if page, err := unbrotli(list.Body); err != nil || !bytes.Contains(page, []byte(`"id":"big"`)) || !json.Valid(page) {
+		t.Fatalf("list page %q: %v", page, err)
+	}
+
+	// Writes take the ETag of any form in If-Match: the client sends back what it was given.
+	r := clustertest.Do(t, "PATCH", big, map[string]string{"If-Match": `"1-br"`}, []byte(`{"more":1}`))
+	if r.Status != 200 || r.Header["Etag"] != `"2"` {
+		t.Fatalf("PATCH If-Match \"1-br\": %d %v %s", r.Status, r.Header, r.Body)
+	}
+	expectProblem(t, clustertest.Do(t, "PATCH", big, map[string]string{"If-Match": `"1-gz"`}, []byte(`{"more":2}`)), 412, "precondition_failed")
+	if r := clustertest.Do(t, "PATCH", big, map[string]string{"If-Match": `"2-gz"`}, []byte(`{"more":3}`)); r.Status != 200 || r.Header["Etag"] != `"3"` {
+		t.Fatalf("PATCH If-Match \"2-gz\": %d %s", r.Status, r.Body)
 	}
 }

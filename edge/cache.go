@@ -14,22 +14,44 @@ import (
 	"github.com/perchhq/perch/internal/wire"
 )
 
-// entry is a cached response: immutable once stored, shared by every request that hits it.
+// entry is a cached response, shared by every request that hits it. It is immutable once
+// stored, but for its compressed forms, which are made on first demand and published once
+// each (compressedBody).
 type entry struct {
 	// version orders entries of one key; an entry never replaces one of a higher version.
 	version int64
-	// status is the HTTP status to answer with: 200, or 404 for a tombstone.
+	// status is the HTTP status to answer with: 200 (the body is application/json), or 404
+	// for a tombstone (a problem).
 	status int
 	// body is the response body, ready to send; nil for a marker (see stale).
 	body []byte
+	// etag is the ETag of the body as it is; lists have none.
 	etag []byte
+	// ctags are the ETags of the compressed forms, by coding less one (see codingSuffixes).
+	ctags [numCodings - 1][]byte
 	// stale marks an entry that only records that version exists (a change event too large
 	// to carry its document): it is never served, and only a fill of version or later may
 	// replace it.
 	stale bool
+	// compressible marks a 200 whose body is at least Config.CompressMinBytes: it may be
+	// answered compressed, and every answer from it varies on Accept-Encoding.
+	compressible bool
 	// epoch is the cache's epoch when the entry was made; an entry of an older epoch is not
 	// served (see docCache.distrust).
 	epoch int64
+	// forms are the compressed forms of body, by coding less one: nil until a request wants
+	// that coding.
+	forms [numCodings - 1]atomic.Pointer[form]
+	// formMu is held while a form is made, so that each is made once.
+	formMu sync.Mutex
+}
+
+// tag returns the ETag of the entry's body in coding c.
+func (e *entry) tag(c coding) []byte {
+	if c == codingIdentity {
+		return e.etag
+	}
+	return e.ctags[c-1]
 }
 
 // newer reports whether e may replace cur: a higher version, or the same version bringing the
@@ -53,6 +75,8 @@ func (e *entry) newer(cur *entry) bool {
 type docCache struct {
 	c   *ristretto.Cache[string, *entry]
 	ttl time.Duration
+	// compressMin is the least body size of a compressible entry; 0 disables compression.
+	compressMin int
 	// gens maps a collection to *atomic.Int64, its list generation.
 	gens sync.Map
 	// epoch grows when the edge may have missed change events (a gap in a partition's
@@ -74,7 +98,9 @@ type docCache struct {
 // floorTTL is how long a write's version floor is kept at least: longer than any fill takes.
 const floorTTL = 10 * time.Second
 
-func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, error) {
+// newDocCache makes a cache of at most maxBytes whose entries live at most ttl. Entries of 200
+// responses of at least compressMin bytes are compressible; compressMin <= 0 disables it.
+func newDocCache(maxBytes int64, ttl time.Duration, compressMin int, m *metrics) (*docCache, error) {
 	evictions := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "perch_edge_cache_evictions_total", Help: "Cache entries evicted to stay within the cost bound.",
 	})
@@ -96,7 +122,7 @@ func newDocCache(maxBytes int64, ttl time.Duration, m *metrics) (*docCache, erro
 	if err != nil {
 		return nil, err
 	}
-	return &docCache{c: c, ttl: ttl, floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}, nil
+	return &docCache{c: c, ttl: ttl, compressMin: max(compressMin, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}, nil
 }
 
 // valid reports whether e may be served: made in the current epoch and not a marker.
@@ -144,9 +170,27 @@ func (dc *docCache) get(key []byte) (*entry, bool) {
 	return dc.c.Get(unsafe.String(&key[0], len(key)))
 }
 
+// set stamps e with the cache's epoch and whether it is compressible, and stores it.
 func (dc *docCache) set(key string, e *entry) {
 	e.epoch = dc.epoch.Load()
-	dc.c.SetWithTTL(key, e, int64(len(e.body)+len(e.etag)+len(key)+96), dc.ttl)
+	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body) >= dc.compressMin
+	dc.c.SetWithTTL(key, e, dc.cost(key, e), dc.ttl)
+}
+
+// cost is what e costs the cache: its bytes, with its compressed forms estimated at half the
+// body (one form of API JSON takes a quarter to a half of it, BenchmarkCompress; most clients
+// take one coding). ristretto cannot change a cost without a Set, and a Set of an entry
+// already served could bring back a version the cache has since let go, so the forms are
+// paid for when the entry is stored, made or not.
+func (dc *docCache) cost(key string, e *entry) int64 {
+	n := len(key) + int(unsafe.Sizeof(*e)) + len(e.body) + len(e.etag)
+	for _, t := range e.ctags {
+		n += len(t)
+	}
+	if e.compressible {
+		n += len(e.body) / 2
+	}
+	return int64(n)
 }
 
 // has reports whether the cache serves key at version or later, trusted.
@@ -166,7 +210,8 @@ func (dc *docCache) markVersion(collection, id string, version int64) {
 }
 
 func documentEntry(d *wire.Document) *entry {
-	e := &entry{version: d.Version, etag: etag(d.Version)}
+	e := &entry{version: d.Version}
+	e.etag, e.ctags = documentETags(d.Version)
 	if d.Deleted {
 		e.status = 404
 		e.body = notFoundBody
@@ -207,6 +252,24 @@ func appendDocKey(dst, collection, id []byte) []byte {
 
 func listKey(collection string, gen int64, query []byte) string {
 	return collection + "\x00" + strconv.FormatInt(gen, 10) + "\x00" + string(query)
+}
+
+// documentETags returns the ETag of a version and those of its compressed forms, `"3"`,
+// `"3-gz"` and `"3-br"`, made in one allocation.
+func documentETags(version int64) (identity []byte, compressed [numCodings - 1][]byte) {
+	b := make([]byte, 0, 3*22+8)
+	b = append(b, '"')
+	b = strconv.AppendInt(b, version, 10)
+	b = append(b, '"')
+	n := len(b)
+	for c := codingGzip; c < numCodings; c++ {
+		start := len(b)
+		b = append(b, b[:n-1]...)
+		b = append(b, codingSuffixes[c]...)
+		b = append(b, '"')
+		compressed[c-1] = b[start:len(b):len(b)]
+	}
+	return b[:n:n], compressed
 }
 
 // etag is the strong validator of a version: its decimal number in quotes.

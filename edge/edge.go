@@ -77,7 +77,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		}
 	}
 	m := newMetrics()
-	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, m)
+	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, cfg.CompressMinBytes, m)
 	if err != nil {
 		return nil, fmt.Errorf("edge: cache: %w", err)
 	}

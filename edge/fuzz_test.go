@@ -3,6 +3,8 @@ package edge
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +126,112 @@ func FuzzChangeEvent(f *testing.F) {
 			ent := documentEntry(h.Doc)
 			if ent.status == 200 && !json.Valid(ent.body) {
 				t.Fatalf("event %s renders invalid JSON %s", data, ent.body)
+			}
+		}
+	})
+}
+
+// FuzzAcceptEncoding drives the Accept-Encoding parser of the hit path against a plain
+// reading of RFC 9110 §12.5.3 written with strings and maps: they must always agree.
+func FuzzAcceptEncoding(f *testing.F) {
+	for _, s := range []string{"", "gzip, deflate, br", "br;q=0.5, gzip;q=0.5", "*;q=0, identity",
+		"identity;q=0", "GZIP;Q=1.000", "x-gzip;q=0.001, br;q=0", " br ; q = 1 ,", "br;q=1.5", "br;q=0.5;q=1",
+		"gzip;level=1", "*", "\"br\"", "br\x00", ";q=1,,"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		got := negotiateCoding([]byte(h))
+		if want := referenceCoding(h); got != want {
+			t.Fatalf("Accept-Encoding %q: %s, the reference says %s", h, codingNames[got], codingNames[want])
+		}
+	})
+}
+
+var qvalueRE = regexp.MustCompile(`^(0(\.[0-9]{0,3})?|1(\.0{0,3})?)$`)
+
+// referenceCoding is negotiateCoding written for clarity rather than speed.
+func referenceCoding(h string) coding {
+	weights := map[string]int{}
+	for _, elem := range strings.Split(h, ",") {
+		parts := strings.Split(elem, ";")
+		name := strings.ToLower(strings.Trim(parts[0], " \t"))
+		if name == "" || strings.IndexFunc(name, func(r rune) bool { return r >= 128 || !tokenChars[r] }) >= 0 {
+			continue
+		}
+		if name == "x-gzip" {
+			name = "gzip"
+		}
+		w, bad, seen := 1000, false, false
+		for _, p := range parts[1:] {
+			p = strings.Trim(p, " \t")
+			if p == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(p, "=")
+			if !ok {
+				bad = true
+				break
+			}
+			if !strings.EqualFold(strings.Trim(k, " \t"), "q") {
+				continue
+			}
+			v = strings.Trim(v, " \t")
+			if seen || !qvalueRE.MatchString(v) {
+				bad = true
+				break
+			}
+			seen = true
+			w = 0
+			if v[0] == '1' {
+				w = 1000
+			}
+			for i, scale := 2, 100; i < len(v); i, scale = i+1, scale/10 {
+				w += int(v[i]-'0') * scale
+			}
+		}
+		if _, dup := weights[name]; !bad && !dup {
+			weights[name] = w
+		}
+	}
+	weight := func(name string) int {
+		if w, ok := weights[name]; ok {
+			return w
+		}
+		if w, ok := weights["*"]; ok {
+			return w
+		}
+		return 0
+	}
+	br, gz, id := weight("br"), weight("gzip"), weight("identity")
+	switch {
+	case br > 0 && br >= gz && br >= id:
+		return codingBrotli
+	case gz > 0 && gz >= id:
+		return codingGzip
+	}
+	return codingIdentity
+}
+
+// FuzzIfNoneMatch drives the If-None-Match matcher: a match answers with one of the entry's
+// ETags, and a header that lists one of them first always matches.
+func FuzzIfNoneMatch(f *testing.F) {
+	for _, s := range []string{`"7"`, `"7-br"`, `W/"7-gz"`, `"6", "7"`, `*`, `W/, "7"`, `"7`, `,,`, `W/"`} {
+		f.Add(s, uint8(0))
+	}
+	ent := &entry{}
+	ent.etag, ent.ctags = documentETags(7)
+	f.Fuzz(func(t *testing.T, h string, c uint8) {
+		cd := coding(c % uint8(numCodings))
+		tag, ok := ent.matchETag([]byte(h), cd)
+		if ok != (tag != nil) {
+			t.Fatalf("%q: %q, %v", h, tag, ok)
+		}
+		if ok && !bytes.Equal(tag, ent.etag) && !bytes.Equal(tag, ent.ctags[0]) && !bytes.Equal(tag, ent.ctags[1]) {
+			t.Fatalf("%q answered with %q, not an ETag of the entry", h, tag)
+		}
+		for d := codingIdentity; d < numCodings; d++ {
+			if _, ok := ent.matchETag([]byte(string(ent.tag(d))+", "+h), cd); !ok {
+				t.Fatalf("%s followed by %q does not match", ent.tag(d), h)
 			}
 		}
 	})

@@ -125,6 +125,78 @@ func BenchmarkGetHit(b *testing.B) {
 	}
 }
 
+// TestGetHitCompressed: a hit that wants a coding is served the form the first one made, with
+// no allocation and no compression.
+func TestGetHitCompressed(t *testing.T) {
+	e := newTestEdge(t)
+	cacheDocument(t, e, "doc", 4096)
+	ent, _ := e.cache.get([]byte("bench/doc"))
+	for _, tc := range []struct {
+		accept string
+		c      coding
+		decode func(dst, src []byte) ([]byte, error)
+	}{
+		{"gzip, deflate, br", codingBrotli, fasthttp.AppendUnbrotliBytes},
+		{"gzip", codingGzip, fasthttp.AppendGunzipBytes},
+	} {
+		t.Run(string(codingNames[tc.c]), func(t *testing.T) {
+			ctx := getRequest("/v1/collections/bench/docs/doc")
+			ctx.Request.Header.Set("Accept-Encoding", tc.accept)
+			e.dispatch(ctx)
+			r := &ctx.Response
+			if string(r.Header.ContentEncoding()) != string(codingNames[tc.c]) || string(r.Header.Peek("ETag")) != string(ent.tag(tc.c)) {
+				t.Fatalf("Content-Encoding %q ETag %q", r.Header.ContentEncoding(), r.Header.Peek("ETag"))
+			}
+			if body, err := tc.decode(nil, r.Body()); err != nil || string(body) != string(ent.body) {
+				t.Fatalf("decoded %d bytes, want %d: %v", len(body), len(ent.body), err)
+			}
+			made := ent.forms[tc.c-1].Load()
+			if made == nil || len(made.body) >= len(ent.body) {
+				t.Fatalf("form %v", made)
+			}
+			if !raceEnabled {
+				allocs := testing.AllocsPerRun(200, func() {
+					ctx.Response.Reset()
+					e.dispatch(ctx)
+				})
+				if allocs != 0 {
+					t.Fatalf("a compressed cache hit allocates %.1f times", allocs)
+				}
+			}
+			if ent.forms[tc.c-1].Load() != made || string(ctx.Response.Header.ContentEncoding()) != string(codingNames[tc.c]) {
+				t.Fatal("a hit made the form again")
+			}
+		})
+	}
+}
+
+// BenchmarkGetHitCompressed is BenchmarkGetHit for a client that accepts compression, once the
+// entry's form is made.
+func BenchmarkGetHitCompressed(b *testing.B) {
+	for _, size := range []int{1 << 10, 16 << 10} {
+		for _, accept := range []string{"br", "gzip"} {
+			b.Run(fmt.Sprintf("doc=%dB/%s", size, accept), func(b *testing.B) {
+				e := newTestEdge(b)
+				cacheDocument(b, e, "doc", size)
+				ctx := getRequest("/v1/collections/bench/docs/doc")
+				ctx.Request.Header.Set("Accept-Encoding", "gzip, deflate, "+accept)
+				if accept == "gzip" {
+					ctx.Request.Header.Set("Accept-Encoding", "gzip, deflate")
+				}
+				e.dispatch(ctx)
+				if string(ctx.Response.Header.ContentEncoding()) != accept {
+					b.Fatalf("Content-Encoding %q", ctx.Response.Header.ContentEncoding())
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					ctx.Response.Reset()
+					e.dispatch(ctx)
+				}
+			})
+		}
+	}
+}
+
 func changeMsg(t *testing.T, ev wire.ChangeEvent) *nats.Msg {
 	t.Helper()
 	data, err := json.Marshal(ev)

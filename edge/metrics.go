@@ -25,6 +25,11 @@ type metrics struct {
 	batchSize  prometheus.Histogram
 	publish    prometheus.Histogram
 	events     *prometheus.CounterVec
+	// compressed counts the answers sent in each coding but identity; compressions the
+	// attempts to make a compressed form, by coding and result (compressResults). Hits of a
+	// form already made add to the first only.
+	compressed   [numCodings]prometheus.Counter
+	compressions [numCodings][numCompressResults]prometheus.Counter
 
 	collectors telemetry.Set
 	// children holds the resolved request counter and histogram of each route (the last
@@ -77,9 +82,23 @@ func newMetrics() *metrics {
 			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), invalid.",
 		}, []string{"result"}),
 	}
+	compressed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perch_edge_compressed_responses_total", Help: "Answers sent compressed, by content coding (gzip, br).",
+	}, []string{"encoding"})
+	compressions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perch_edge_compressions_total", Help: "Compressed forms of cached answers made, by content coding and result: kept; not_smaller (not kept, the entry is sent uncompressed); skipped (the compressor was overloaded, this answer went uncompressed and the next one tries again). Made once per cache entry and coding: hits do not add to it.",
+	}, []string{"encoding", "result"})
+	for c := codingGzip; c < numCodings; c++ {
+		name := string(codingNames[c])
+		m.compressed[c] = compressed.WithLabelValues(name)
+		for r, result := range compressResults {
+			m.compressions[c][r] = compressions.WithLabelValues(name, result)
+		}
+	}
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
-	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events}
+	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
+		compressed, compressions}
 	return m
 }
 

@@ -59,27 +59,50 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	e.serveEntry(ctx, ent, cs)
 }
 
-// serveEntry answers with a cached response, or 304 when the client has its version.
+// serveEntry answers with a cached response, or 304 when the client has its version. A
+// compressible entry is answered in the coding Accept-Encoding asks for, made once per entry
+// and coding and kept with it; every answer from it carries Vary: Accept-Encoding, 304s
+// included (RFC 9110 §15.4.5), and a compressed answer the ETag of its form.
 func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []byte) {
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrCacheStatus, cacheStatus)
+	h.SetCanonical(hdrCacheControl, valNoCache)
 	if ent.status != fasthttp.StatusOK {
-		h.SetCanonical(hdrCacheControl, valNoCache)
 		ctx.SetStatusCode(ent.status)
 		ctx.SetContentTypeBytes(ctProblem)
 		ctx.Response.SetBodyRaw(ent.body)
 		return
 	}
-	h.SetCanonical(hdrCacheControl, valNoCache)
+	c := codingIdentity
+	if ent.compressible {
+		h.SetCanonical(hdrVary, valAcceptEncoding)
+		c = negotiateCoding(ctx.Request.Header.Peek(fasthttp.HeaderAcceptEncoding))
+	}
 	if len(ent.etag) > 0 {
-		h.SetCanonical(hdrETag, ent.etag)
-		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 && etagMatches(inm, ent.etag) {
-			ctx.SetStatusCode(fasthttp.StatusNotModified)
-			return
+		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+			if tag, ok := ent.matchETag(inm, c); ok {
+				h.SetCanonical(hdrETag, tag)
+				ctx.SetStatusCode(fasthttp.StatusNotModified)
+				return
+			}
 		}
 	}
+	body := ent.body
+	if c != codingIdentity {
+		if b := e.compressedBody(ent, c); b != nil {
+			body = b
+			h.SetContentEncodingBytes(codingNames[c])
+			e.metrics.compressed[c].Inc()
+		} else {
+			c = codingIdentity
+		}
+	}
+	if len(ent.etag) > 0 {
+		h.SetCanonical(hdrETag, ent.tag(c))
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentTypeBytes(ctJSON)
-	ctx.Response.SetBodyRaw(ent.body)
+	ctx.Response.SetBodyRaw(body)
 }
 
 // fillDocument fetches a document from the core, once per key however many requests miss at
@@ -205,7 +228,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
 	if ent, ok := e.cache.get([]byte(key)); ok && e.cache.valid(ent) {
 		e.metrics.hits.Inc()
-		e.serveList(ctx, ent, csHit)
+		e.serveEntry(ctx, ent, csHit)
 		return
 	}
 	e.metrics.misses.Inc()
@@ -237,15 +260,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		e.writeProblem(ctx, asProblem(err))
 		return
 	}
-	e.serveList(ctx, v.(*entry), csMiss)
-}
-
-func (e *Edge) serveList(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []byte) {
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, cacheStatus)
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoCache)
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetContentTypeBytes(ctJSON)
-	ctx.Response.SetBodyRaw(ent.body)
+	e.serveEntry(ctx, v.(*entry), csMiss)
 }
 
 type changeJSON struct {

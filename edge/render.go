@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"strconv"
@@ -21,6 +22,8 @@ var (
 	hdrRetryAfter      = []byte("Retry-After")
 	hdrAllow           = []byte("Allow")
 	hdrReplayed        = []byte("Idempotent-Replayed")
+	hdrVary            = []byte("Vary")
+	valAcceptEncoding  = []byte(fasthttp.HeaderAcceptEncoding)
 	ctJSON             = []byte("application/json")
 	ctProblem          = []byte(problem.ContentType)
 	csHit              = []byte("perch; hit")
@@ -103,52 +106,75 @@ func writeProblem(ctx *fasthttp.RequestCtx, p *problem.Problem) {
 	ctx.SetBody(p.JSON())
 }
 
-// parseETag returns the version of a strong ETag `"N"`, or false.
+// parseETag returns the version of a strong ETag of this API: `"N"`, or the ETag of a
+// compressed form, `"N-gz"` or `"N-br"` (a client may send back whichever it was given).
 func parseETag(b []byte) (int64, bool) {
 	if len(b) < 3 || b[0] != '"' || b[len(b)-1] != '"' {
 		return 0, false
 	}
-	v, err := strconv.ParseInt(string(b[1:len(b)-1]), 10, 64)
+	num := b[1 : len(b)-1]
+	for c := codingGzip; c < numCodings; c++ {
+		if n, ok := bytes.CutSuffix(num, []byte(codingSuffixes[c])); ok {
+			num = n
+			break
+		}
+	}
+	v, err := strconv.ParseInt(string(num), 10, 64)
 	if err != nil || v <= 0 {
 		return 0, false
 	}
 	return v, true
 }
 
-// etagMatches reports whether an If-None-Match header value matches etag: "*", or a list of
-// entity tags one of which equals it (weak comparison, RFC 9110 §13.1.2).
-func etagMatches(header, etag []byte) bool {
-	for len(header) > 0 {
-		for len(header) > 0 && (header[0] == ' ' || header[0] == ',' || header[0] == '\t') {
-			header = header[1:]
+// matchETag reports whether an If-None-Match value matches e: "*", or a list of entity
+// tags one of which is the ETag of one of its forms (weak comparison, RFC 9110 §13.1.2): a
+// client that holds the document in any coding holds the current version. It returns the
+// ETag to answer the 304 with, so that the client knows which stored response it refreshes:
+// that of coding c, the form this request would get, when it is listed (or for "*"), else the
+// first one listed.
+func (e *entry) matchETag(header []byte, c coding) ([]byte, bool) {
+	want := e.tag(c)
+	var other []byte
+	for tag, rest := nextETag(header); len(tag) > 0; tag, rest = nextETag(rest) {
+		if tag[0] == '*' || string(tag) == string(want) {
+			return want, true
 		}
-		if len(header) == 0 {
-			return false
-		}
-		if header[0] == '*' {
-			return true
-		}
-		if len(header) > 2 && header[0] == 'W' && header[1] == '/' {
-			header = header[2:]
-		}
-		end := 0
-		if header[0] == '"' {
-			end = 1
-			for end < len(header) && header[end] != '"' {
-				end++
-			}
-			if end < len(header) {
-				end++
-			}
-		} else {
-			for end < len(header) && header[end] != ',' {
-				end++
+		for d := codingIdentity; d < numCodings && other == nil; d++ {
+			if t := e.tag(d); len(t) > 0 && string(tag) == string(t) {
+				other = t
 			}
 		}
-		if string(header[:end]) == string(etag) {
-			return true
-		}
-		header = header[end:]
 	}
-	return false
+	return other, other != nil
+}
+
+// nextETag returns the first entity tag of a list (without its weakness prefix W/), or "*",
+// and the rest of the list; an empty tag at the end of the list.
+func nextETag(h []byte) (tag, rest []byte) {
+	for len(h) > 0 && (h[0] == ' ' || h[0] == ',' || h[0] == '\t') {
+		h = h[1:]
+	}
+	switch {
+	case len(h) == 0:
+		return nil, nil
+	case h[0] == '*':
+		return h[:1], h[1:]
+	case len(h) > 2 && h[0] == 'W' && h[1] == '/' && h[2] == '"':
+		h = h[2:]
+	}
+	end := 0
+	if h[0] == '"' {
+		end = 1
+		for end < len(h) && h[end] != '"' {
+			end++
+		}
+		if end < len(h) {
+			end++
+		}
+	} else {
+		for end < len(h) && h[end] != ',' {
+			end++
+		}
+	}
+	return h[:end], h[end:]
 }
