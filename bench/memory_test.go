@@ -57,6 +57,10 @@ const memoryConns = 32
 // all). PERCH_BENCH_HEAP=FILE saves the edge's heap profile (go tool pprof FILE);
 // PERCH_BENCH_EDGE_ENV adds environment variables to the edge's alone, to try runtime
 // settings: PERCH_BENCH_EDGE_ENV="GOGC=50 GOMEMLIMIT=150MiB".
+//
+// The reads send no Accept-Encoding, so the entries hold no compressed forms: with clients
+// that ask for them, an entry holds up to half its body more (what the cache charges it for
+// its forms).
 func BenchmarkEdgeMemory(b *testing.B) {
 	docs := memoryDocs
 	if v := os.Getenv("PERCH_BENCH_DOCS"); v != "" {

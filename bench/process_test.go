@@ -26,6 +26,8 @@ func startProcess(b *testing.B, cmd *exec.Cmd, stop syscall.Signal) *process {
 	b.Helper()
 	p := &process{cmd: cmd, out: &lockedBuffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// A group of its own, so that a kill reaches the processes it started (nginx's workers).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", cmd.Path, err)
 	}
@@ -36,7 +38,7 @@ func startProcess(b *testing.B, cmd *exec.Cmd, stop syscall.Signal) *process {
 		case <-p.exited:
 		case <-time.After(15 * time.Second):
 			b.Errorf("%s did not stop on %v; killed", cmd.Path, stop)
-			_ = cmd.Process.Kill()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-p.exited
 		}
 	})

@@ -54,7 +54,7 @@ type form struct {
 	body []byte
 }
 
-// notSmaller is the form of a coding that did not make an entry's body smaller.
+// notSmaller is the form of a coding that did not make an entry's body small enough.
 var notSmaller = &form{}
 
 // compressedBody returns ent's body in coding c, or nil when that is not smaller than the body
@@ -77,8 +77,17 @@ func (e *Edge) compressedBody(ent *entry, c coding) []byte {
 		e.metrics.compressions[c][compressSkipped].Inc()
 		return nil
 	}
+	// The entry was charged half its body for its forms, all codings together
+	// (docCache.cost): a form is kept only while the forms stay within that. A body that
+	// compresses less is served as it is.
+	kept := 0
+	for i := range ent.forms {
+		if o := ent.forms[i].Load(); o != nil {
+			kept += len(o.body)
+		}
+	}
 	f, result := notSmaller, compressNotSmaller
-	if len(b) < len(ent.body) {
+	if kept+len(b) <= len(ent.body)/2 {
 		f, result = &form{body: b}, compressKept
 	}
 	slot.Store(f)
