@@ -250,8 +250,8 @@ type waiting struct {
 }
 
 type earlyBatch struct {
-	since  time.Time
-	warned bool
+	since, seen time.Time
+	warned      bool
 }
 
 func (w *waiting) forget(id string) {
@@ -278,9 +278,8 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 	early := &waiting{since: map[string]earlyBatch{}, gauge: c.m.waiting}
 	defer func() { c.m.waiting.Sub(float64(len(early.since))) }()
 	var (
-		group    []delivered
-		carry    *delivered
-		received time.Time // when the partition last delivered to this core
+		group []delivered
+		carry *delivered
 	)
 	for {
 		group = group[:0]
@@ -293,7 +292,7 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			msg, err := it.Next()
 			if err != nil {
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-					if time.Since(received) < c.cfg.AckWait {
+					if ctx.Err() != nil {
 						c.unpin(p)
 					}
 					return nil
@@ -325,9 +324,9 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			commands += len(d.b.Commands)
 		}
 		if len(group) > 0 {
-			received = time.Now()
+			now := time.Now()
 			for i := range group {
-				if e, ok := early.since[group[i].b.ID]; ok && received.Sub(e.since) > c.cfg.EarlyLimit {
+				if e, ok := early.since[group[i].b.ID]; ok && now.Sub(e.since) > c.cfg.EarlyLimit {
 					group[i].b.Force = true
 				}
 			}
@@ -381,44 +380,57 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 	}
 	c.m.applySeconds.Observe(time.Since(start).Seconds())
 	c.m.groupBatches.Observe(float64(len(bs)))
+	var late []int
 	for i, res := range results {
 		if res.Status == BatchDuplicate && len(res.Outcomes) < len(bs[i].Commands) && c.young(group[i].msg) {
 			// Its producer had passed it, yet it has writes that were never applied: it
-			// came after a batch that EarlyLimit forced past it. Applied now, out of its
-			// lane's order but not lost, by write id (exactly once).
-			var ok bool
-			if res, events, ok = c.applyLate(ctx, p, group[i], res, events); !ok {
-				continue // stopping: left to another core
-			}
-		}
-		b, msg := bs[i], group[i].msg
-		switch res.Status {
-		case BatchEarly:
-			// Its predecessor is in the stream, delivered to another core or again later.
-			c.m.batches.WithLabelValues("early").Inc()
-			c.noteEarly(p, b, early)
-			_ = msg.NakWithDelay(earlyDelay)
+			// came after a batch that EarlyLimit forced past it. Applied below, once the
+			// others are answered, out of its lane's order but not lost, by write id.
+			late = append(late, i)
 			continue
-		case BatchDuplicate:
-			c.m.batches.WithLabelValues("duplicate").Inc()
-		default:
-			if b.Force {
-				c.m.batches.WithLabelValues("forced").Inc()
-				c.log.Error("applied a write batch whose predecessor never came: the order of its lane's writes across the gap is lost",
-					"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "waited", c.cfg.EarlyLimit)
-			}
-			c.m.batchSize.Observe(float64(len(b.Commands)))
-			c.countBatch(res.Outcomes)
 		}
-		early.forget(b.ID)
-		c.publishOutcomes(b, res.Outcomes)
-		if err := msg.Ack(); err != nil {
-			// The batch will be redelivered and answered as a duplicate: nothing is applied twice.
-			c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
+		c.finish(p, group[i], res, early)
+	}
+	for _, i := range late {
+		res, evs, ok := c.applyLate(ctx, p, group[i], results[i])
+		if !ok {
+			continue // stopping: left to another core
 		}
+		events = append(events, evs...)
+		c.finish(p, group[i], res, early)
 	}
 	if len(events) > 0 {
 		c.commits <- events
+	}
+}
+
+// finish answers and acknowledges one batch of a committed group, or leaves an early one to
+// be delivered again.
+func (c *Core) finish(p int, d delivered, res BatchResult, early *waiting) {
+	b, msg := d.b, d.msg
+	switch res.Status {
+	case BatchEarly:
+		// Its predecessor is in the stream, delivered to another core or again later.
+		c.m.batches.WithLabelValues("early").Inc()
+		c.noteEarly(p, b, early)
+		_ = msg.NakWithDelay(earlyDelay)
+		return
+	case BatchDuplicate:
+		c.m.batches.WithLabelValues("duplicate").Inc()
+	default:
+		if b.Force {
+			c.m.batches.WithLabelValues("forced").Inc()
+			c.log.Error("applied a write batch whose predecessor never came: the order of its lane's writes across the gap is lost",
+				"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "waited", c.cfg.EarlyLimit)
+		}
+		c.m.batchSize.Observe(float64(len(b.Commands)))
+		c.countBatch(res.Outcomes)
+	}
+	early.forget(b.ID)
+	c.publishOutcomes(b, res.Outcomes)
+	if err := msg.Ack(); err != nil {
+		// The batch will be redelivered and answered as a duplicate: nothing is applied twice.
+		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
 	}
 }
 
@@ -535,32 +547,33 @@ func (c *Core) young(msg jetstream.Msg) bool {
 }
 
 // applyLate applies the writes of a late batch, without its fence, and returns its result and
-// events with those it adds.
-func (c *Core) applyLate(ctx context.Context, p int, d delivered, res BatchResult, events []wire.ChangeEvent) (BatchResult, []wire.ChangeEvent, bool) {
+// events.
+func (c *Core) applyLate(ctx context.Context, p int, d delivered, res BatchResult) (BatchResult, []wire.ChangeEvent, bool) {
 	b := *d.b
 	c.log.Error("a write batch came after its producer had been forced past it; applying its writes by write id, out of its lane's order",
 		"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "recorded", len(res.Outcomes), "commands", len(b.Commands))
 	b.Producer, b.Seq, b.After, b.Force = "", 0, nil, false
 	results, evs, ok := c.apply(ctx, p, []delivered{d}, []*wire.Batch{&b})
 	if !ok {
-		return res, events, false
+		return res, nil, false
 	}
 	c.m.batches.WithLabelValues("late").Inc()
 	results[0].Status = BatchApplied
-	return results[0], append(events, evs...), true
+	return results[0], evs, true
 }
 
 // noteEarly records that b came before its predecessor, and warns once it has waited longer
 // than a redelivery takes.
 func (c *Core) noteEarly(p int, b *wire.Batch, early *waiting) {
 	now := time.Now()
+	for id, e := range early.since {
+		// Not delivered here again for longer than a redelivery takes: another core has it.
+		if now.Sub(e.seen) > c.cfg.AckWait+4*earlyDelay {
+			early.forget(id)
+		}
+	}
 	e, ok := early.since[b.ID]
 	if !ok {
-		if len(early.since) > 4*c.cfg.GroupBatches {
-			// Entries of batches another core took over; they only restart their clock.
-			c.m.waiting.Sub(float64(len(early.since)))
-			clear(early.since)
-		}
 		e = earlyBatch{since: now}
 		c.m.waiting.Inc()
 		c.log.Debug("write batch delivered before its predecessor; waiting", "partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq)
@@ -570,11 +583,15 @@ func (c *Core) noteEarly(p int, b *wire.Batch, early *waiting) {
 		c.log.Warn("write batch still waiting for its predecessor", "partition", p, "batch", b.ID,
 			"producer", b.Producer, "seq", b.Seq, "after", b.After, "waited", now.Sub(e.since).Round(time.Second), "limit", c.cfg.EarlyLimit)
 	}
+	e.seen = now
 	early.since[b.ID] = e
 }
 
 // unpin hands partition p to another core at once when this one stops, instead of after the
-// pin's timeout.
+// pin's timeout. The pin stays with a core that keeps pulling whether or not anything comes,
+// so a stopping core cannot tell the partitions pinned to it: it unpins each, and one pinned
+// to another core is pinned again to whichever core pulls next (the fence keeps the order
+// either way).
 func (c *Core) unpin(p int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
