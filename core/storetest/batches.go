@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ var batchTests = []test{
 	{"UnknownProducerEarly", testBatchesUnknownProducerEarly},
 	{"RejectedCommandAlone", testBatchesRejectedCommandAlone},
 	{"SameBatchTwice", testBatchesSameBatchTwice},
+	{"SameProducerConcurrently", testBatchesSameProducerConcurrently},
 	{"InvalidGroup", testBatchesInvalidGroup},
 	{"ExpireProducers", testBatchesExpireProducers},
 }
@@ -371,4 +373,70 @@ func testBatchesExpireProducers(h *harness) {
 	wantData(h.tb, h.get("notes", x), `{"v":"fresh"}`)
 	results, _ = h.applyBatches(h.batchOf("new", 2, h.patch("notes", x, `{"n":2}`)))
 	wantBatchStatus(h.tb, 0, results[0], core.BatchApplied)
+}
+
+// testBatchesSameProducerConcurrently applies one producer's batches from several goroutines
+// at once, as cores around a failover would (each group the same two batches, in turns of
+// order): each batch is applied exactly once, the others find it a duplicate with its
+// recorded outcomes, and the document ends at the version its writes make in order.
+func testBatchesSameProducerConcurrently(h *harness) {
+	const cores = 4
+	x := h.idIn("notes", "race", 2)
+	first := h.batchOf("edge-race", 1, h.put("notes", x, `{"v":1}`), h.patch("notes", x, `{"w":1}`))
+	second := h.batchOf("edge-race", 2, h.patch("notes", x, `{"w":2}`))
+	results := make([][]core.BatchResult, cores)
+	errs := make([]error, cores)
+	var wg sync.WaitGroup
+	for i := range cores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, b := *first, *second
+			group := []*wire.Batch{&a, &b}
+			if i%2 == 1 {
+				group = []*wire.Batch{&b, &a} // the fence orders them
+			}
+			rs, _, err := h.store.ApplyBatches(h.ctx, group, h.now)
+			if err == nil && i%2 == 1 {
+				rs[0], rs[1] = rs[1], rs[0]
+			}
+			results[i], errs[i] = rs, err
+		}()
+	}
+	wg.Wait()
+	applied := [2]int{}
+	var outs [2][]wire.Outcome
+	for i := range cores {
+		if errs[i] != nil {
+			h.tb.Fatalf("ApplyBatches %d: %v", i, errs[i])
+		}
+		for j, r := range results[i] {
+			switch r.Status {
+			case core.BatchApplied:
+				applied[j]++
+				outs[j] = r.Outcomes
+			case core.BatchDuplicate:
+			default:
+				h.tb.Fatalf("core %d, batch %d: %v", i, j, r.Status)
+			}
+		}
+	}
+	if applied != [2]int{1, 1} {
+		h.tb.Fatalf("batches applied %v times, want once each", applied)
+	}
+	for i := range cores {
+		for j, r := range results[i] {
+			if r.Status == core.BatchDuplicate {
+				wantReplayOf(h.tb, r.Outcomes, outs[j])
+			}
+		}
+	}
+	if d := h.get("notes", x); d.Version != 3 {
+		h.tb.Fatalf("document at version %d, want 3", d.Version)
+	}
+	for j, b := range []*wire.Batch{first, second} {
+		for k, c := range b.Commands {
+			wantOutcome(h.tb, h.outcome(c.WriteID), outs[j][k])
+		}
+	}
 }
