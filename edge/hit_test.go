@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 
 	"github.com/perchhq/perch/internal/natstest"
@@ -266,5 +267,41 @@ func TestVersionFloor(t *testing.T) {
 	}
 	if f := e.cache.floor("c/d", now.Add(3*floorTTL)); f != 0 {
 		t.Fatalf("floor %d after its time", f)
+	}
+}
+
+// TestStaleIfError: with no core to answer, a miss on an entry the cache holds but no longer
+// trusts is answered with that entry, marked stale; a miss on nothing is a 503 with
+// Retry-After; and once trusted again the entry is a hit.
+func TestStaleIfError(t *testing.T) {
+	e := newTestEdge(t) // no core on its NATS: every fill fails for want of one
+	d := cacheDocument(t, e, "doc", 200)
+	e.cache.distrust()
+
+	ctx := getRequest("/v1/collections/bench/docs/doc")
+	e.dispatch(ctx)
+	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Cache-Status")) != "perch; fwd=stale; fwd-status=503" {
+		t.Fatalf("stale: %d %q %s", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Cache-Status"), ctx.Response.Body())
+	}
+	var got docJSON
+	if err := json.Unmarshal(ctx.Response.Body(), &got); err != nil || got.Version != d.Version {
+		t.Fatalf("stale body %s: %v", ctx.Response.Body(), err)
+	}
+	var m dto.Metric
+	if err := e.metrics.staleServed.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("stale answers counted %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+
+	ctx = getRequest("/v1/collections/bench/docs/absent")
+	e.dispatch(ctx)
+	if ctx.Response.StatusCode() != 503 || len(ctx.Response.Header.Peek("Retry-After")) == 0 {
+		t.Fatalf("miss without a core: %d, Retry-After %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Retry-After"))
+	}
+
+	cacheDocument(t, e, "doc", 200) // an event or fill of the current epoch
+	ctx = getRequest("/v1/collections/bench/docs/doc")
+	e.dispatch(ctx)
+	if string(ctx.Response.Header.Peek("Cache-Status")) != "perch; hit" {
+		t.Fatalf("after refresh: %q", ctx.Response.Header.Peek("Cache-Status"))
 	}
 }

@@ -14,17 +14,19 @@ import (
 // metrics are the edge's Prometheus metrics. Recording costs no allocation on the hit path:
 // the children of labelled metrics are resolved once and kept.
 type metrics struct {
-	requests   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
-	cache      *prometheus.CounterVec
-	hits       prometheus.Counter
-	misses     prometheus.Counter
-	fills      prometheus.Counter
-	fillErrors prometheus.Counter
-	writes     *prometheus.CounterVec
-	batchSize  prometheus.Histogram
-	publish    prometheus.Histogram
-	events     *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	cache    *prometheus.CounterVec
+	hits     prometheus.Counter
+	misses   prometheus.Counter
+	fills    prometheus.Counter
+	// staleServed counts misses answered with a distrusted entry because the fill failed.
+	staleServed prometheus.Counter
+	fillErrors  prometheus.Counter
+	writes      *prometheus.CounterVec
+	batchSize   prometheus.Histogram
+	publish     prometheus.Histogram
+	events      *prometheus.CounterVec
 	// compressed counts the answers sent in each coding but identity; compressions the
 	// attempts to make a compressed form, by coding and result (compressResults). Hits of a
 	// form already made add to the first only.
@@ -59,7 +61,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route", "method"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result (hit, miss).",
+			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result: hit, miss, and stale (a miss whose fill failed for want of a core, answered with the entry the cache no longer trusted: stale-if-error).",
 		}, []string{"result"}),
 		fills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_edge_cache_fills_total", Help: "Cache fills from the core (one per key however many requests missed).",
@@ -97,6 +99,7 @@ func newMetrics() *metrics {
 	}
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
+	m.staleServed = m.cache.WithLabelValues("stale")
 	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
 		compressed, compressions}
 	return m

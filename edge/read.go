@@ -47,9 +47,13 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 		return
 	}
 	e.metrics.misses.Inc()
+	prior := ent
+	if !ok {
+		prior = nil
+	}
 	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id))
 	if perr != nil {
-		e.writeProblem(ctx, perr)
+		e.serveStaleOr(ctx, prior, perr)
 		return
 	}
 	cs := csMissNotStored
@@ -226,10 +230,14 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	}
 
 	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
-	if ent, ok := e.cache.get([]byte(key)); ok && e.cache.valid(ent) {
+	prior, ok := e.cache.get([]byte(key))
+	if ok && e.cache.valid(prior) {
 		e.metrics.hits.Inc()
-		e.serveEntry(ctx, ent, csHit)
+		e.serveEntry(ctx, prior, csHit)
 		return
+	}
+	if !ok {
+		prior = nil
 	}
 	e.metrics.misses.Inc()
 	v, err, _ := e.fills.Do(key, func() (any, error) {
@@ -257,10 +265,23 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		return ent, nil
 	})
 	if err != nil {
-		e.writeProblem(ctx, asProblem(err))
+		e.serveStaleOr(ctx, prior, asProblem(err))
 		return
 	}
 	e.serveEntry(ctx, v.(*entry), csMiss)
+}
+
+// serveStaleOr answers a miss whose fill failed: with prior, the entry the cache holds but no
+// longer trusts (the edge may have missed its change events), when the failure is the core's
+// or NATS's absence (stale-if-error, RFC 5861: a possibly stale answer beats none, and
+// Cache-Status says so); else with the problem.
+func (e *Edge) serveStaleOr(ctx *fasthttp.RequestCtx, prior *entry, p *problem.Problem) {
+	if prior == nil || prior.stale || p.Code != problem.Unavailable {
+		e.writeProblem(ctx, p)
+		return
+	}
+	e.metrics.staleServed.Inc()
+	e.serveEntry(ctx, prior, csStaleIfError)
 }
 
 type changeJSON struct {

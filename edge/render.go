@@ -15,21 +15,24 @@ import (
 
 // Header names and values, kept as bytes so that setting them costs no allocation.
 var (
-	hdrETag            = []byte("Etag") // fasthttp's canonical form of ETag
-	hdrCacheStatus     = []byte("Cache-Status")
-	hdrCacheControl    = []byte("Cache-Control")
-	hdrLocation        = []byte("Location")
-	hdrRetryAfter      = []byte("Retry-After")
-	hdrAllow           = []byte("Allow")
-	hdrReplayed        = []byte("Idempotent-Replayed")
-	hdrVary            = []byte("Vary")
-	valAcceptEncoding  = []byte(fasthttp.HeaderAcceptEncoding)
-	ctJSON             = []byte("application/json")
-	ctProblem          = []byte(problem.ContentType)
-	csHit              = []byte("perch; hit")
-	csMiss             = []byte("perch; fwd=miss; stored")
-	csMissNotStored    = []byte("perch; fwd=miss")
-	csBypass           = []byte("perch; fwd=bypass")
+	hdrETag           = []byte("Etag") // fasthttp's canonical form of ETag
+	hdrCacheStatus    = []byte("Cache-Status")
+	hdrCacheControl   = []byte("Cache-Control")
+	hdrLocation       = []byte("Location")
+	hdrRetryAfter     = []byte("Retry-After")
+	hdrAllow          = []byte("Allow")
+	hdrReplayed       = []byte("Idempotent-Replayed")
+	hdrVary           = []byte("Vary")
+	valAcceptEncoding = []byte(fasthttp.HeaderAcceptEncoding)
+	ctJSON            = []byte("application/json")
+	ctProblem         = []byte(problem.ContentType)
+	csHit             = []byte("perch; hit")
+	csMiss            = []byte("perch; fwd=miss; stored")
+	csMissNotStored   = []byte("perch; fwd=miss")
+	csBypass          = []byte("perch; fwd=bypass")
+	// csStaleIfError: the edge asked the core, which could not answer, and served what it
+	// had (RFC 9211: forwarded because stale, the forward failed with 503).
+	csStaleIfError     = []byte("perch; fwd=stale; fwd-status=503")
 	valTrue            = []byte("true")
 	valNoStore         = []byte("no-store")
 	valPrivateNoCache  = []byte("private, no-cache")
