@@ -58,6 +58,12 @@ type Config struct {
 	// CacheTTL is the longest an entry is served without an event confirming it: the safety
 	// net when change events are lost. Default 5 minutes.
 	CacheTTL time.Duration
+	// CacheControl is the Cache-Control header of the cacheable answers (200 and 304) to
+	// reads of a collection's documents and pages, by collection; AnyCollection for every
+	// collection not named. Values are checked by ParseCacheControl. Default for a collection
+	// without one: "no-cache" (clients and shared caches revalidate every time, with the
+	// ETag). Tombstones and stale answers always say "no-cache", problems "no-store".
+	CacheControl map[string]string
 	// ReadHeaderTimeout, IdleTimeout: the HTTP server's timeouts against slow or idle
 	// clients. Defaults 10s and 60s.
 	ReadHeaderTimeout time.Duration

@@ -35,6 +35,7 @@ type Edge struct {
 	js      jetstream.JetStream
 	members Membership
 	cache   *docCache
+	cc      *cacheControl
 	fills   singleflight.Group
 	routes  []route
 	srv     *fasthttp.Server
@@ -76,6 +77,10 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 			cfg.MaxBodyBytes = cfg.BatchBytes
 		}
 	}
+	cc, err := newCacheControl(cfg.CacheControl)
+	if err != nil {
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
 	m := newMetrics()
 	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, cfg.CompressMinBytes, m)
 	if err != nil {
@@ -97,6 +102,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		js:       js,
 		members:  members,
 		cache:    cache,
+		cc:       cc,
 		metrics:  m,
 		registry: reg,
 	}

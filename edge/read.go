@@ -43,7 +43,7 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	keyBufs.Put(kb)
 	if hit {
 		e.metrics.hits.Inc()
-		e.serveEntry(ctx, ent, csHit)
+		e.serveEntry(ctx, ent, csHit, e.cc.of(p.collection))
 		return
 	}
 	e.metrics.misses.Inc()
@@ -60,23 +60,24 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	if stored {
 		cs = csMiss
 	}
-	e.serveEntry(ctx, ent, cs)
+	e.serveEntry(ctx, ent, cs, e.cc.of(p.collection))
 }
 
 // serveEntry answers with a cached response, or 304 when the client has its version. A
 // compressible entry is answered in the coding Accept-Encoding asks for, made once per entry
 // and coding and kept with it; every answer from it carries Vary: Accept-Encoding, 304s
 // included (RFC 9110 §15.4.5), and a compressed answer the ETag of its form.
-func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus []byte) {
+func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cacheControl []byte) {
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrCacheStatus, cacheStatus)
-	h.SetCanonical(hdrCacheControl, valNoCache)
 	if ent.status != fasthttp.StatusOK {
+		h.SetCanonical(hdrCacheControl, valNoCache)
 		ctx.SetStatusCode(ent.status)
 		ctx.SetContentTypeBytes(ctProblem)
 		ctx.Response.SetBodyRaw(ent.body)
 		return
 	}
+	h.SetCanonical(hdrCacheControl, cacheControl)
 	c := codingIdentity
 	if ent.compressible {
 		h.SetCanonical(hdrVary, valAcceptEncoding)
@@ -233,7 +234,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	prior, ok := e.cache.get([]byte(key))
 	if ok && e.cache.valid(prior) {
 		e.metrics.hits.Inc()
-		e.serveEntry(ctx, prior, csHit)
+		e.serveEntry(ctx, prior, csHit, e.cc.of(p.collection))
 		return
 	}
 	if !ok {
@@ -268,7 +269,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		e.serveStaleOr(ctx, prior, asProblem(err))
 		return
 	}
-	e.serveEntry(ctx, v.(*entry), csMiss)
+	e.serveEntry(ctx, v.(*entry), csMiss, e.cc.of(p.collection))
 }
 
 // serveStaleOr answers a miss whose fill failed: with prior, the entry the cache holds but no
@@ -281,7 +282,7 @@ func (e *Edge) serveStaleOr(ctx *fasthttp.RequestCtx, prior *entry, p *problem.P
 		return
 	}
 	e.metrics.staleServed.Inc()
-	e.serveEntry(ctx, prior, csStaleIfError)
+	e.serveEntry(ctx, prior, csStaleIfError, valNoCache)
 }
 
 type changeJSON struct {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/system"
 )
 
@@ -19,6 +20,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	portBase := fs.Int("port-base", 8081, "HTTP port of the first edge; the others follow")
 	db := fs.String("db", "", "database DSN, e.g. postgres://... (default: SQLite under --data)")
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
+	cacheControl := cacheControlFlag(fs)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -34,8 +36,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
+	ecfg := edge.DefaultConfig()
+	ecfg.CacheControl = cacheControl.m
 	sys, err := system.Start(ctx, system.Options{
-		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log,
+		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log, Edge: &ecfg,
 	})
 	if err != nil {
 		return err

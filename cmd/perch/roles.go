@@ -94,6 +94,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	id := fs.String("id", "", "this edge's id, unique in the fleet and stable across restarts (e.g. the pod name); default <region>-<random>")
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
+	cacheControl := cacheControlFlag(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -126,6 +127,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Partitions = *partitions
 	cfg.Stream.Replicas = *replicas
 	cfg.DrainDelay = *drain
+	cfg.CacheControl = cacheControl.m
 	cfg.Logger = log
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {

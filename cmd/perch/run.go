@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
+
+	"github.com/perchhq/perch/edge"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -141,4 +144,55 @@ func (l *listFlag) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// policyFlag takes COLLECTION=VALUE and may be repeated; ';' separates several in one value,
+// as an environment variable gives them. check validates each value.
+type policyFlag struct {
+	m     map[string]string
+	check func(string) (string, error)
+}
+
+func (f *policyFlag) String() string {
+	if f == nil || len(f.m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(f.m))
+	for k := range f.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + f.m[k]
+	}
+	return strings.Join(parts, ";")
+}
+
+func (f *policyFlag) Set(v string) error {
+	for _, e := range strings.Split(v, ";") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(e, "=")
+		if k = strings.TrimSpace(k); !ok || k == "" {
+			return fmt.Errorf("%q is not COLLECTION=VALUE", e)
+		}
+		norm, err := f.check(val)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		if f.m == nil {
+			f.m = map[string]string{}
+		}
+		f.m[k] = norm
+	}
+	return nil
+}
+
+// cacheControlFlag adds --cache-control to fs.
+func cacheControlFlag(fs *flag.FlagSet) *policyFlag {
+	f := &policyFlag{check: edge.ParseCacheControl}
+	fs.Var(f, "cache-control", `Cache-Control of a collection's documents and list pages: COLLECTION=DIRECTIVES, repeatable, "*" for every other collection (default no-cache), e.g. "notes=public, max-age=60, stale-if-error=600"`)
+	return f
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"net"
 	"regexp"
 	"strconv"
@@ -40,7 +41,8 @@ func TestRunUsage(t *testing.T) {
 	if err := run(t.Context(), []string{"version"}, noEnv, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), "perch ") {
 		t.Fatalf("version: %q, %v", out.String(), err)
 	}
-	for _, args := range [][]string{nil, {"bogus"}, {"core"}, {"edge", "--nats", "nats://127.0.0.1:1"}, {"dev", "--port-base", "0"}, {"dev", "--nope"}} {
+	for _, args := range [][]string{nil, {"bogus"}, {"core"}, {"edge", "--nats", "nats://127.0.0.1:1"}, {"dev", "--port-base", "0"}, {"dev", "--nope"},
+		{"edge", "--region", "r", "--cache-control", "notes=max-age=soon"}, {"dev", "--cache-control", "no-equals"}} {
 		err := run(t.Context(), args, noEnv, &out, &errOut)
 		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
 			t.Errorf("perch %v: %v, want a usage error (exit 2)", args, err)
@@ -119,5 +121,33 @@ func TestDev(t *testing.T) {
 	defer stop(cancel, done)
 	if r := clustertest.Do(t, "GET", url+"/v1/collections/notes/docs/kept", nil, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"data":{"a":1}`) {
 		t.Fatalf("after a restart: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestCacheControlFlag: --cache-control takes COLLECTION=DIRECTIVES, repeated or ';'-separated
+// (as PERCH_CACHE_CONTROL gives them), and normalises each value.
+func TestCacheControlFlag(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	f := cacheControlFlag(fs)
+	env := func(k string) string {
+		if k == "PERCH_CACHE_CONTROL" {
+			return "notes=Public, MAX-AGE=60; *=private, no-cache"
+		}
+		return ""
+	}
+	if err := parseFlags(fs, []string{"--cache-control", "feed=max-age=5, stale-while-revalidate=30"}, env); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"notes": "public, max-age=60", "*": "private, no-cache", "feed": "max-age=5, stale-while-revalidate=30"}
+	if len(f.m) != len(want) {
+		t.Fatalf("%v, want %v", f.m, want)
+	}
+	for k, v := range want {
+		if f.m[k] != v {
+			t.Fatalf("%s: %q, want %q", k, f.m[k], v)
+		}
+	}
+	if got := f.String(); got != "*=private, no-cache;feed=max-age=5, stale-while-revalidate=30;notes=public, max-age=60" {
+		t.Fatalf("String() = %q", got)
 	}
 }

@@ -1,0 +1,96 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// AnyCollection is the key of Config.CacheControl for every collection not named.
+const AnyCollection = "*"
+
+// cacheControl resolves the Cache-Control of a collection's cacheable answers, computed once
+// from Config.CacheControl.
+type cacheControl struct {
+	byCollection map[string][]byte
+	fallback     []byte
+}
+
+func newCacheControl(policies map[string]string) (*cacheControl, error) {
+	cc := &cacheControl{byCollection: map[string][]byte{}, fallback: valNoCache}
+	for coll, v := range policies {
+		if coll != AnyCollection && !wire.ValidCollection(coll) {
+			return nil, fmt.Errorf("cache control of %q: not a collection name", coll)
+		}
+		norm, err := ParseCacheControl(v)
+		if err != nil {
+			return nil, fmt.Errorf("cache control of %q: %w", coll, err)
+		}
+		if coll == AnyCollection {
+			cc.fallback = []byte(norm)
+		} else {
+			cc.byCollection[coll] = []byte(norm)
+		}
+	}
+	return cc, nil
+}
+
+// of returns the Cache-Control of collection's documents and pages. The lookup of a byte slice
+// converted to a string key does not allocate.
+func (cc *cacheControl) of(collection []byte) []byte {
+	if v, ok := cc.byCollection[string(collection)]; ok {
+		return v
+	}
+	return cc.fallback
+}
+
+// ParseCacheControl checks a Cache-Control value an operator gives a collection (RFC 9111
+// §5.2.2) and returns it normalised. Only the response directives that make sense for an
+// API's documents are taken, including stale-while-revalidate and stale-if-error (RFC 5861);
+// public and private exclude each other, and no-store excludes the rest.
+func ParseCacheControl(v string) (string, error) {
+	var (
+		out  []string
+		seen = map[string]bool{}
+	)
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, arg, hasArg := strings.Cut(part, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		arg = strings.TrimSpace(arg)
+		if seen[name] {
+			return "", fmt.Errorf("directive %s given twice", name)
+		}
+		seen[name] = true
+		switch name {
+		case "public", "private", "no-cache", "no-store", "must-revalidate", "proxy-revalidate", "immutable", "no-transform":
+			if hasArg {
+				return "", fmt.Errorf("directive %s takes no argument", name)
+			}
+			out = append(out, name)
+		case "max-age", "s-maxage", "stale-while-revalidate", "stale-if-error":
+			n, err := strconv.ParseUint(arg, 10, 31)
+			if !hasArg || err != nil {
+				return "", fmt.Errorf("directive %s needs a number of seconds, got %q", name, arg)
+			}
+			out = append(out, name+"="+strconv.FormatUint(n, 10))
+		default:
+			return "", fmt.Errorf("unknown directive %q", name)
+		}
+	}
+	switch {
+	case len(out) == 0:
+		return "", errors.New("no directive")
+	case seen["public"] && seen["private"]:
+		return "", errors.New("public and private exclude each other")
+	case seen["no-store"] && len(out) > 1:
+		return "", errors.New("no-store excludes the other directives")
+	}
+	return strings.Join(out, ", "), nil
+}
