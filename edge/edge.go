@@ -44,6 +44,8 @@ type Edge struct {
 	registry prometheus.Registerer
 	writes   *writer
 	draining atomic.Bool
+	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
+	disconnected atomic.Bool
 	// lastSeq is the last change sequence seen per partition, 0 when unknown; owned by the
 	// change subscription. resetSequences asks it to forget them (after a reconnection).
 	lastSeq        []int64

@@ -30,6 +30,7 @@ func (e *Edge) subscribe() error {
 	}
 	e.subs = append(e.subs, out, ch)
 	e.nc.SetReconnectHandler(e.onReconnect)
+	e.nc.SetDisconnectErrHandler(e.onDisconnect)
 	// The subscriptions must be known to the server before the first write is published,
 	// or its outcome could go unheard.
 	return e.nc.Flush()
@@ -167,8 +168,16 @@ func (e *Edge) checkSequence(ev *wire.ChangeEvent) {
 	}
 }
 
+// onDisconnect marks the cache's answers stale until NATS is back: changes may be made that
+// the edge cannot hear of.
+func (e *Edge) onDisconnect(_ *nats.Conn, err error) {
+	e.log.Warn("lost NATS; serving the cache marked stale until it is back", "err", err)
+	e.disconnected.Store(true)
+}
+
 // onReconnect distrusts the cache: events published while the edge was away are lost to it.
 func (e *Edge) onReconnect(*nats.Conn) {
+	e.disconnected.Store(false)
 	e.log.Warn("reconnected to NATS; change events may have been missed, distrusting the cache")
 	e.cache.distrust()
 	e.resetSequences.Store(true)

@@ -305,3 +305,45 @@ func TestStaleIfError(t *testing.T) {
 		t.Fatalf("after refresh: %q", ctx.Response.Header.Peek("Cache-Status"))
 	}
 }
+
+// TestHitWhileDisconnected: once the edge has lost NATS it cannot hear of changes, so its hits
+// are marked stale and not to be kept downstream.
+func TestHitWhileDisconnected(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	cfg := DefaultConfig()
+	cfg.Region = "test"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	e, err := New(cfg, nc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.cache.close)
+	if err := e.subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	cacheDocument(t, e, "doc", 100)
+	status := func() (string, string) {
+		ctx := getRequest("/v1/collections/bench/docs/doc")
+		e.dispatch(ctx)
+		return string(ctx.Response.Header.Peek("Cache-Status")), string(ctx.Response.Header.Peek("Cache-Control"))
+	}
+	if cs, _ := status(); cs != "perch; hit" {
+		t.Fatalf("connected: %q", cs)
+	}
+	ns.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.disconnected.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not notice that NATS is gone")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if cs, cc := status(); cs != "perch; hit; detail=disconnected" || cc != "no-cache" {
+		t.Fatalf("disconnected: Cache-Status %q, Cache-Control %q", cs, cc)
+	}
+}

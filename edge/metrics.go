@@ -61,7 +61,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route", "method"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result: hit, miss, and stale (a miss whose fill failed for want of a core, answered with the entry the cache no longer trusted: stale-if-error).",
+			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result: hit, miss, and stale (answered possibly stale: a miss whose fill failed for want of a core, answered with the entry the cache no longer trusted, or a hit while the edge has lost NATS). Hits and misses include the stale ones.",
 		}, []string{"result"}),
 		fills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_edge_cache_fills_total", Help: "Cache fills from the core (one per key however many requests missed).",

@@ -43,7 +43,7 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	keyBufs.Put(kb)
 	if hit {
 		e.metrics.hits.Inc()
-		e.serveEntry(ctx, ent, csHit, e.cc.of(p.collection))
+		e.serveHit(ctx, ent, p.collection)
 		return
 	}
 	e.metrics.misses.Inc()
@@ -234,7 +234,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	prior, ok := e.cache.get([]byte(key))
 	if ok && e.cache.valid(prior) {
 		e.metrics.hits.Inc()
-		e.serveEntry(ctx, prior, csHit, e.cc.of(p.collection))
+		e.serveHit(ctx, prior, p.collection)
 		return
 	}
 	if !ok {
@@ -270,6 +270,17 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		return
 	}
 	e.serveEntry(ctx, v.(*entry), csMiss, e.cc.of(p.collection))
+}
+
+// serveHit answers a hit: with the collection's Cache-Control, or marked stale (no-cache)
+// while the edge has lost NATS and may be missing changes.
+func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, collection []byte) {
+	if e.disconnected.Load() {
+		e.metrics.staleServed.Inc()
+		e.serveEntry(ctx, ent, csHitDisconnected, valNoCache)
+		return
+	}
+	e.serveEntry(ctx, ent, csHit, e.cc.of(collection))
 }
 
 // serveStaleOr answers a miss whose fill failed: with prior, the entry the cache holds but no

@@ -32,7 +32,9 @@ var (
 	csBypass          = []byte("perch; fwd=bypass")
 	// csStaleIfError: the edge asked the core, which could not answer, and served what it
 	// had (RFC 9211: forwarded because stale, the forward failed with 503).
-	csStaleIfError     = []byte("perch; fwd=stale; fwd-status=503")
+	csStaleIfError = []byte("perch; fwd=stale; fwd-status=503")
+	// csHitDisconnected: a hit while the edge has lost NATS, so cannot hear of changes.
+	csHitDisconnected  = []byte("perch; hit; detail=disconnected")
 	valTrue            = []byte("true")
 	valNoStore         = []byte("no-store")
 	valPrivateNoCache  = []byte("private, no-cache")
