@@ -53,7 +53,7 @@ const memoryConns = 32
 // and heap_inuse_bytes (the Go runtime's view at the end), live_heap_bytes (the heap left
 // after a forced collection: what the cache and the rest of the edge really hold; the rest
 // of the peak is the collector's headroom, GOGC), cache_bytes (the edge's CacheBytes bound,
-// its default: perch edge has no flag for it) and evictions (should be 0: the cache held it
+// its default, --cache-bytes) and evictions (should be 0: the cache held it
 // all). PERCH_BENCH_HEAP=FILE saves the edge's heap profile (go tool pprof FILE);
 // PERCH_BENCH_EDGE_ENV adds environment variables to the edge's alone, to try runtime
 // settings: PERCH_BENCH_EDGE_ENV="GOGC=50 GOMEMLIMIT=150MiB".

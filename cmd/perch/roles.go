@@ -95,6 +95,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	cacheControl := cacheControlFlag(fs)
+	cacheBytes := cacheBytesFlag(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -128,6 +129,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Stream.Replicas = *replicas
 	cfg.DrainDelay = *drain
 	cfg.CacheControl = cacheControl.m
+	cfg.CacheBytes = int64(*cacheBytes)
 	cfg.Logger = log
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {

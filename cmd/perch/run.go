@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/perchhq/perch/edge"
@@ -195,4 +196,36 @@ func cacheControlFlag(fs *flag.FlagSet) *policyFlag {
 	f := &policyFlag{check: edge.ParseCacheControl}
 	fs.Var(f, "cache-control", `Cache-Control of a collection's documents and list pages: COLLECTION=DIRECTIVES, repeatable, "*" for every other collection (default no-cache), e.g. "notes=public, max-age=60, stale-if-error=600"`)
 	return f
+}
+
+// bytesFlag is a size in bytes: a number, optionally with a unit (KiB, MiB, GiB, KB, MB, GB).
+type bytesFlag int64
+
+func (b *bytesFlag) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *bytesFlag) Set(v string) error {
+	v = strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return fmt.Errorf("%q is not a size such as 512MiB", v)
+	}
+	*b = bytesFlag(n * mult)
+	return nil
+}
+
+// cacheBytesFlag adds --cache-bytes to fs.
+func cacheBytesFlag(fs *flag.FlagSet) *bytesFlag {
+	b := bytesFlag(edge.DefaultConfig().CacheBytes)
+	fs.Var(&b, "cache-bytes", "memory bound of an edge's cache (rendered responses and their bookkeeping), e.g. 1GiB")
+	return &b
 }

@@ -42,7 +42,8 @@ func TestRunUsage(t *testing.T) {
 		t.Fatalf("version: %q, %v", out.String(), err)
 	}
 	for _, args := range [][]string{nil, {"bogus"}, {"core"}, {"edge", "--nats", "nats://127.0.0.1:1"}, {"dev", "--port-base", "0"}, {"dev", "--nope"},
-		{"edge", "--region", "r", "--cache-control", "notes=max-age=soon"}, {"dev", "--cache-control", "no-equals"}} {
+		{"edge", "--region", "r", "--cache-control", "notes=max-age=soon"}, {"dev", "--cache-control", "no-equals"},
+		{"edge", "--region", "r", "--cache-bytes", "lots"}, {"dev", "--cache-bytes", "0"}} {
 		err := run(t.Context(), args, noEnv, &out, &errOut)
 		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
 			t.Errorf("perch %v: %v, want a usage error (exit 2)", args, err)
@@ -149,5 +150,20 @@ func TestCacheControlFlag(t *testing.T) {
 	}
 	if got := f.String(); got != "*=private, no-cache;feed=max-age=5, stale-while-revalidate=30;notes=public, max-age=60" {
 		t.Fatalf("String() = %q", got)
+	}
+}
+
+func TestBytesFlag(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "512MiB": 512 << 20, "2 GiB": 2 << 30, "10MB": 10e6, "64KiB": 64 << 10, "100B": 100} {
+		var b bytesFlag
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1MiB", "1.5GiB", "MiB", "1TiB", "9223372036854775807GiB"} {
+		var b bytesFlag
+		if err := b.Set(in); err == nil {
+			t.Errorf("%q accepted as %d", in, b)
+		}
 	}
 }
