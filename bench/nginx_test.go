@@ -42,19 +42,8 @@ func BenchmarkGetHitNginx(b *testing.B) {
 		workers = n
 	}
 
-	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}})
 	const path = "/v1/collections/bench/docs/doc"
-	url := c.Edge(0) + path
-	if r := clustertest.Do(b, "PUT", url, nil, docBody); r.Status != 201 {
-		b.Fatalf("seed: %d %s", r.Status, r.Body)
-	}
-	clustertest.Eventually(b, 5*time.Second, func() error {
-		if r := clustertest.Do(b, "GET", url, nil, nil); r.Header["Cache-Status"] != "perch; hit" {
-			return fmt.Errorf("Cache-Status %q", r.Header["Cache-Status"])
-		}
-		return nil
-	})
-	hit := clustertest.Do(b, "GET", url, nil, nil)
+	url, hit := cachedDocument(b)
 	answer := hit.Body
 
 	// The origin answers like the edge (same body, ETag, content type) and lets nginx cache it.

@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -42,15 +40,9 @@ func TestParseCacheControl(t *testing.T) {
 func TestCacheControlPerCollection(t *testing.T) {
 	ns := natstest.Start(t)
 	nc := natstest.Connect(t, ns.URL())
-	cfg := DefaultConfig()
-	cfg.Region = "test"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.CacheControl = map[string]string{"bench": "public, max-age=60, stale-if-error=600", AnyCollection: "private, no-cache"}
-	e, err := New(cfg, nc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.cache.close)
+	e := newTestEdgeOn(t, nc, func(c *Config) {
+		c.CacheControl = map[string]string{"bench": "public, max-age=60, stale-if-error=600", AnyCollection: "private, no-cache"}
+	})
 	cacheDocument(t, e, "doc", 100)
 
 	ctx := getRequest("/v1/collections/bench/docs/doc")
@@ -73,6 +65,8 @@ func TestCacheControlPerCollection(t *testing.T) {
 		t.Fatalf("fallback %q", got)
 	}
 
+	cfg := DefaultConfig()
+	cfg.Region = "test"
 	cfg.CacheControl = map[string]string{"bench": "max-age=soon"}
 	if _, err := New(cfg, nc, nil); err == nil {
 		t.Fatal("an edge started with a bad Cache-Control")

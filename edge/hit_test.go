@@ -22,10 +22,19 @@ import (
 func newTestEdge(tb testing.TB) *Edge {
 	tb.Helper()
 	ns := natstest.Start(tb)
-	nc := natstest.Connect(tb, ns.URL())
+	return newTestEdgeOn(tb, natstest.Connect(tb, ns.URL()), nil)
+}
+
+// newTestEdgeOn is newTestEdge on a given connection, its config adjusted by adjust (if not
+// nil).
+func newTestEdgeOn(tb testing.TB, nc *nats.Conn, adjust func(*Config)) *Edge {
+	tb.Helper()
 	cfg := DefaultConfig()
 	cfg.Region = "test"
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	e, err := New(cfg, nc, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -315,14 +324,7 @@ func TestHitWhileDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	cfg := DefaultConfig()
-	cfg.Region = "test"
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := New(cfg, nc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.cache.close)
+	e := newTestEdgeOn(t, nc, nil)
 	if err := e.subscribe(); err != nil {
 		t.Fatal(err)
 	}
