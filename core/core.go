@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -346,23 +347,23 @@ type delivered struct {
 // partition forever.
 func (c *Core) decode(p int, msg jetstream.Msg) (delivered, bool) {
 	b := new(wire.Batch)
-	if err := json.Unmarshal(msg.Data(), b); err != nil {
-		c.m.batches.WithLabelValues("dropped").Inc()
-		c.log.Error("dropping malformed write batch", "partition", p, "subject", msg.Subject(), "bytes", len(msg.Data()), "err", err)
-		_ = msg.Term()
-		return delivered{}, false
-	}
-	err := b.Validate(c.cfg.Partitions)
+	err := json.Unmarshal(msg.Data(), b)
 	if err == nil && b.Partition != p {
 		err = fmt.Errorf("batch of partition %d on the subject of partition %d", b.Partition, p)
 	}
 	if err != nil {
-		c.m.batches.WithLabelValues("dropped").Inc()
-		c.log.Error("dropping invalid write batch", "partition", p, "batch", b.ID, "err", err)
-		_ = msg.Term()
+		c.drop(p, msg, b.ID, err)
 		return delivered{}, false
 	}
+	// The rest of its checks are the store's (CheckGroup), made once for the group.
 	return delivered{msg: msg, b: b}, true
+}
+
+// drop terminates a batch no core can apply.
+func (c *Core) drop(p int, msg jetstream.Msg, id string, err error) {
+	c.m.batches.WithLabelValues("dropped").Inc()
+	c.log.Error("dropping a write batch no core can apply", "partition", p, "subject", msg.Subject(), "batch", id, "bytes", len(msg.Data()), "err", err)
+	_ = msg.Term()
 }
 
 // handleGroup applies delivered batches of one partition in one transaction. Each batch is
@@ -374,7 +375,7 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 		bs[i] = group[i].b
 	}
 	start := time.Now()
-	results, events, ok := c.apply(ctx, p, group, bs)
+	group, bs, results, events, ok := c.apply(ctx, p, group, bs)
 	if !ok {
 		return
 	}
@@ -485,9 +486,32 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 	}
 }
 
-// apply applies bs, the batches of group, in one transaction, retrying until it succeeds.
-// It reports false when the core is stopping and left the batches to another core.
-func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]BatchResult, []wire.ChangeEvent, bool) {
+// apply applies bs, the batches of group index for index, in one transaction, retrying until
+// it succeeds. A batch the store finds invalid is terminated, and the others are applied
+// without it: group and bs come back without it. It reports false when the core is stopping
+// and left the batches to another core, or when no valid batch is left.
+func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
+	for {
+		results, events, err := c.applyRetrying(ctx, p, group, bs)
+		var bad *InvalidBatchError
+		if !errors.As(err, &bad) {
+			return group, bs, results, events, err == nil
+		}
+		c.drop(p, group[bad.Index].msg, bad.ID, bad.Err)
+		group = slices.Delete(slices.Clone(group), bad.Index, bad.Index+1)
+		bs = slices.Delete(slices.Clone(bs), bad.Index, bad.Index+1)
+		if len(bs) == 0 {
+			return nil, nil, nil, nil, false
+		}
+	}
+}
+
+// errStopping ends applyRetrying when the core stops before the group was applied.
+var errStopping = errors.New("core stopping")
+
+// applyRetrying is apply without the handling of invalid batches: it returns the store's
+// *InvalidBatchError, or errStopping once it left the batches to another core.
+func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]BatchResult, []wire.ChangeEvent, error) {
 	commands := 0
 	for _, b := range bs {
 		commands += len(b.Commands)
@@ -515,8 +539,9 @@ func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.B
 	}()
 	for {
 		results, events, err := c.store.ApplyBatches(actx, bs, c.cfg.Now())
-		if err == nil {
-			return results, events, true
+		var bad *InvalidBatchError
+		if err == nil || errors.As(err, &bad) {
+			return results, events, err
 		}
 		c.m.applyRetries.Inc()
 		c.log.Warn("applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
@@ -525,7 +550,7 @@ func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.B
 			for i := range group {
 				_ = group[i].msg.Nak()
 			}
-			return nil, nil, false
+			return nil, nil, errStopping
 		}
 		for i := range group {
 			_ = group[i].msg.InProgress()
@@ -553,7 +578,7 @@ func (c *Core) applyLate(ctx context.Context, p int, d delivered, res BatchResul
 	c.log.Error("a write batch came after its producer had been forced past it; applying its writes by write id, out of its lane's order",
 		"partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq, "recorded", len(res.Outcomes), "commands", len(b.Commands))
 	b.Producer, b.Seq, b.After, b.Force = "", 0, nil, false
-	results, evs, ok := c.apply(ctx, p, []delivered{d}, []*wire.Batch{&b})
+	_, _, results, evs, ok := c.apply(ctx, p, []delivered{d}, []*wire.Batch{&b})
 	if !ok {
 		return res, nil, false
 	}

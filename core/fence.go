@@ -113,20 +113,33 @@ func DuplicateOutcomes(b *wire.Batch, prior func(writeID string) (*wire.Outcome,
 	return outs, nil
 }
 
-// CheckGroup reports whether bs may be applied together: at least one batch, all of one
-// partition. Stores call it first in ApplyBatches.
+// CheckGroup reports whether bs may be applied together: at least one batch, each valid
+// (wire.Batch.Validate) and of the first one's partition. Stores call it first in
+// ApplyBatches; it is where a batch is validated, once. A batch that fails is reported as an
+// *InvalidBatchError.
 func CheckGroup(bs []*wire.Batch, partitions int) error {
 	if len(bs) == 0 {
 		return fmt.Errorf("apply batches: no batch")
 	}
-	for _, b := range bs {
-		if err := b.Validate(partitions); err != nil {
-			return fmt.Errorf("apply batch %s: %w", b.ID, err)
+	for i, b := range bs {
+		err := b.Validate(partitions)
+		if err == nil && b.Partition != bs[0].Partition {
+			err = fmt.Errorf("of partition %d in a group of partition %d", b.Partition, bs[0].Partition)
 		}
-		if b.Partition != bs[0].Partition {
-			return fmt.Errorf("apply batches: batch %s of partition %d with batch %s of partition %d",
-				b.ID, b.Partition, bs[0].ID, bs[0].Partition)
+		if err != nil {
+			return &InvalidBatchError{Index: i, ID: b.ID, Err: err}
 		}
 	}
 	return nil
 }
+
+// InvalidBatchError is the error of ApplyBatches for a batch no store can apply; Index is its
+// place in the group. Nothing of the group was applied.
+type InvalidBatchError struct {
+	Index int
+	ID    string
+	Err   error
+}
+
+func (e *InvalidBatchError) Error() string { return fmt.Sprintf("apply batch %s: %v", e.ID, e.Err) }
+func (e *InvalidBatchError) Unwrap() error { return e.Err }

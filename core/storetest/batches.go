@@ -306,8 +306,14 @@ func testBatchesInvalidGroup(h *harness) {
 			cmd := h.put("notes", x, `{"v":1}`)
 			valid := h.batchOf("edge-1", 1, cmd)
 			group := tt.group(h, valid)
-			if results, evs, err := h.store.ApplyBatches(h.ctx, group, h.tick()); err == nil {
+			results, evs, err := h.store.ApplyBatches(h.ctx, group, h.tick())
+			if err == nil {
 				h.tb.Fatalf("ApplyBatches(%s): %v, %v, no error", batchIDs(group), results, evs)
+			}
+			// A batch that fails is named, so that the caller can drop it and apply the rest.
+			var bad *core.InvalidBatchError
+			if len(group) > 0 && (!errors.As(err, &bad) || bad.Index != 1 || bad.ID != group[1].ID) {
+				h.tb.Fatalf("ApplyBatches(%s): %v, want an InvalidBatchError of batch 1", batchIDs(group), err)
 			}
 			h.wantAbsent("notes", x)
 			for _, b := range group {
@@ -320,7 +326,7 @@ func testBatchesInvalidGroup(h *harness) {
 				h.tb.Fatalf("rejected group left %d events", len(evs))
 			}
 			// The producer did not move: its batch may be retried alone.
-			results, _ := h.applyBatches(valid)
+			results, _ = h.applyBatches(valid)
 			wantBatchStatus(h.tb, 0, results[0], core.BatchApplied)
 			wantStatus(h.tb, results[0].Outcomes[0], http.StatusCreated)
 		})
