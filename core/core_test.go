@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/core/sqlitestore"
@@ -48,6 +49,13 @@ func startCore(t *testing.T, url string, store core.Store, cfg core.Config) *run
 	}
 	t.Cleanup(rc.kill)
 	return rc
+}
+
+// stop stops the core gracefully, as SIGTERM does.
+func (rc *runningCore) stop() {
+	rc.cancel()
+	<-rc.done
+	rc.nc.Close()
 }
 
 // kill drops the core's connection first, so that nothing delivered to it is acknowledged.
@@ -183,17 +191,20 @@ func TestBatchesApplyInProducerOrderAcrossCoreCrashes(t *testing.T) {
 func TestBatchDeliveredBeforeItsPredecessorWaits(t *testing.T) {
 	srv := natstest.Start(t)
 	cfg := testConfig()
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = reg
 	store := openStore(t, cfg.Partitions)
 	p := newPublisher(t, srv.URL())
 	startCore(t, srv.URL(), store, cfg)
 	first, second := p.batch(2), p.batch(2)
 	p.publish(second)
-	time.Sleep(100 * time.Millisecond) // delivered and found early
+	waitGauge(t, reg, "perch_core_batches_waiting", 1)
 	if _, err := store.Get(t.Context(), "c", "doc"); err == nil {
 		t.Fatal("a batch was applied before its predecessor")
 	}
 	p.publish(first)
 	p.checkOrder(store)
+	waitGauge(t, reg, "perch_core_batches_waiting", 0)
 	p.waitPurged()
 }
 
@@ -352,4 +363,50 @@ func TestBatchForcedPastAMissingPredecessor(t *testing.T) {
 		}
 	}
 	p.waitPurged()
+}
+
+// waitGauge waits until the gauge name in reg reads want.
+func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := -1.0
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == name && len(f.GetMetric()) == 1 {
+				got = f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", name, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGracefulStopHandsPartitionsOver stops the core a partition is pinned to: the other core
+// takes the partition at once, not after the pin's timeout (AckWait, long here).
+func TestGracefulStopHandsPartitionsOver(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	cfg.AckWait = 20 * time.Second
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	first := startCore(t, srv.URL(), store, cfg)
+	p.publish(p.batch(1))
+	p.checkOrder(store) // applied by the first core, which holds the pin
+	startCore(t, srv.URL(), store, cfg)
+	first.stop()
+	start := time.Now()
+	p.publish(p.batch(1))
+	p.checkOrder(store)
+	if waited := time.Since(start); waited > cfg.AckWait/2 {
+		t.Fatalf("the partition moved after %v: the pin was not handed over", waited)
+	}
 }
