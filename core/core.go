@@ -255,11 +255,30 @@ type earlyBatch struct {
 	warned      bool
 }
 
+// note records that batch id came early at now, and returns what is known of it: new when
+// it was not waiting yet.
+func (w *waiting) note(id string, now time.Time) (e earlyBatch, isNew bool) {
+	e, ok := w.since[id]
+	if !ok {
+		e = earlyBatch{since: now}
+		w.gauge.Inc()
+	}
+	e.seen = now
+	w.since[id] = e
+	return e, !ok
+}
+
 func (w *waiting) forget(id string) {
 	if _, ok := w.since[id]; ok {
 		delete(w.since, id)
 		w.gauge.Dec()
 	}
+}
+
+// close forgets them all: the partition is no longer this core's.
+func (w *waiting) close() {
+	w.gauge.Sub(float64(len(w.since)))
+	clear(w.since)
 }
 
 // consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
@@ -277,7 +296,7 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 		it.Drain()
 	}()
 	early := &waiting{since: map[string]earlyBatch{}, gauge: c.m.waiting}
-	defer func() { c.m.waiting.Sub(float64(len(early.since))) }()
+	defer early.close()
 	var (
 		group []delivered
 		carry *delivered
@@ -597,19 +616,16 @@ func (c *Core) noteEarly(p int, b *wire.Batch, early *waiting) {
 			early.forget(id)
 		}
 	}
-	e, ok := early.since[b.ID]
-	if !ok {
-		e = earlyBatch{since: now}
-		c.m.waiting.Inc()
+	e, isNew := early.note(b.ID, now)
+	if isNew {
 		c.log.Debug("write batch delivered before its predecessor; waiting", "partition", p, "batch", b.ID, "producer", b.Producer, "seq", b.Seq)
 	}
 	if !e.warned && now.Sub(e.since) > c.cfg.AckWait {
 		e.warned = true
+		early.since[b.ID] = e
 		c.log.Warn("write batch still waiting for its predecessor", "partition", p, "batch", b.ID,
 			"producer", b.Producer, "seq", b.Seq, "after", b.After, "waited", now.Sub(e.since).Round(time.Second), "limit", c.cfg.EarlyLimit)
 	}
-	e.seen = now
-	early.since[b.ID] = e
 }
 
 // unpin hands partition p to another core at once when this one stops, instead of after the
