@@ -196,7 +196,7 @@ func (dc *docCache) cost(key string, e *entry) int64 {
 // has reports whether the cache serves key at version or later, trusted.
 func (dc *docCache) has(key string, version int64) bool {
 	e, ok := dc.c.Get(key)
-	return ok && !e.stale && e.version >= version && e.epoch == dc.epoch.Load()
+	return ok && dc.valid(e) && e.version >= version
 }
 
 // putDocument installs a document version (a tombstone renders as a 404).
