@@ -545,35 +545,12 @@ func TestCompression(t *testing.T) {
 	}
 
 	// Each coding was made once for the entry, however many answers it served.
-	counts := func(name string) map[string]float64 {
-		t.Helper()
-		mfs, err := c.Metrics().Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]float64{}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				var key []string
-				for _, l := range m.GetLabel() {
-					if n := l.GetName(); n == "encoding" || n == "result" {
-						key = append(key, l.GetValue())
-					}
-				}
-				out[strings.Join(key, ",")] += m.GetCounter().GetValue()
-			}
-		}
-		return out
-	}
-	made := counts("perch_edge_compressions_total")
+	made := c.Metric("perch_edge_compressions_total", "encoding", "result")
 	if made["br,kept"] != 1 || made["gzip,kept"] != 1 || made["br,not_smaller"]+made["gzip,not_smaller"] != 0 {
 		t.Errorf("compressions %v, want one kept per coding", made)
 	}
 	// GET, HEAD and GET (the one of another version) with br; GET and HEAD with gzip.
-	if sent := counts("perch_edge_compressed_responses_total"); sent["br"] != 3 || sent["gzip"] != 2 {
+	if sent := c.Metric("perch_edge_compressed_responses_total", "encoding"); sent["br"] != 3 || sent["gzip"] != 2 {
 		t.Errorf("compressed answers %v, want br 3, gzip 2", sent)
 	}
 

@@ -177,6 +177,14 @@ func (dc *docCache) set(key string, e *entry) {
 	dc.c.SetWithTTL(key, e, dc.cost(key, e), dc.ttl)
 }
 
+// fill stores the entry of a fill and waits until the cache has taken it (or refused it):
+// ristretto admits a new key asynchronously, and a miss in between would start a second
+// fill, a second core read of the key.
+func (dc *docCache) fill(key string, e *entry) {
+	dc.set(key, e)
+	dc.c.Wait()
+}
+
 // cost is what e costs the cache: its bytes, with its compressed forms estimated at half the
 // body (one form of API JSON takes a quarter to a half of it, BenchmarkCompress; most clients
 // take one coding). ristretto cannot change a cost without a Set, and a Set of an entry

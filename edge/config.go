@@ -64,6 +64,9 @@ type Config struct {
 	// without one: "no-cache" (clients and shared caches revalidate every time, with the
 	// ETag). Tombstones and stale answers always say "no-cache", problems "no-store".
 	CacheControl map[string]string
+	// PeerFills is how many fills of the keys it owns this edge answers for the other edges
+	// of its region at once; beyond it they read the core themselves. Default 256.
+	PeerFills int
 	// ReadHeaderTimeout, IdleTimeout: the HTTP server's timeouts against slow or idle
 	// clients. Defaults 10s and 60s.
 	ReadHeaderTimeout time.Duration
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 		CacheBytes:        256 << 20,
 		CacheTTL:          5 * time.Minute,
 		CompressMinBytes:  1024,
+		PeerFills:         256,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
@@ -126,6 +130,9 @@ func (c *Config) complete() error {
 	set(&c.IdleTimeout, d.IdleTimeout)
 	if c.Partitions == 0 {
 		c.Partitions = d.Partitions
+	}
+	if c.PeerFills <= 0 {
+		c.PeerFills = d.PeerFills
 	}
 	if c.Partitions < 1 || c.Partitions > 4096 {
 		return fmt.Errorf("partitions %d out of range [1,4096]", c.Partitions)

@@ -29,16 +29,26 @@ type Membership interface {
 
 // Edge is one edge server. Create it with New, then call Serve.
 type Edge struct {
-	cfg     Config
-	log     *slog.Logger
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	members Membership
+	cfg Config
+	log *slog.Logger
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	// members holds a membershipBox: set by SetMembership, read by the gossip Watcher.
+	members atomic.Value
 	cache   *docCache
 	cc      *cacheControl
-	fills   singleflight.Group
-	routes  []route
-	srv     *fasthttp.Server
+	// fills and coreFills run one fill per key: fills for this edge's misses (from the
+	// owner or the core), coreFills for the core reads, which the fills other edges ask of
+	// this one share (owner.go).
+	fills     singleflight.Group
+	coreFills singleflight.Group
+	// ring is the hash ring of the region's edges; ringMu orders its rebuilds.
+	ring   atomic.Pointer[gossip.Ring]
+	ringMu sync.Mutex
+	// peerFills bounds the fills this edge answers for others at once.
+	peerFills chan struct{}
+	routes    []route
+	srv       *fasthttp.Server
 
 	metrics  *metrics
 	registry prometheus.Registerer
@@ -102,13 +112,14 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		log:      cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
 		nc:       nc,
 		js:       js,
-		members:  members,
 		cache:    cache,
 		cc:       cc,
 		metrics:  m,
 		registry: reg,
 	}
 	e.lastSeq = make([]int64, cfg.Partitions)
+	e.peerFills = make(chan struct{}, cfg.PeerFills)
+	e.SetMembership(members)
 	e.serving = make(chan struct{})
 	e.writes = newWriter(e)
 	e.routes = e.routeTable()
@@ -276,8 +287,8 @@ type edgeJSON struct {
 
 func (e *Edge) listEdges(ctx *fasthttp.RequestCtx, _ params) {
 	var out []edgeJSON
-	if e.members != nil {
-		for _, m := range e.members.Members() {
+	if ms := e.membership(); ms != nil {
+		for _, m := range ms.Members() {
 			out = append(out, edgeJSON{ID: m.ID, Region: m.Region, URL: m.URL, Healthy: m.Healthy})
 		}
 	}
@@ -295,5 +306,17 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
 }
 
-// SetMembership sets where GET /v1/edges learns of the fleet. Call it before Serve.
-func (e *Edge) SetMembership(m Membership) { e.members = m }
+// SetMembership sets where GET /v1/edges and the hash ring of key owners learn of the fleet.
+// Call it before Serve; nil means a lone edge. For the ring to follow the fleet, the edge
+// must also be the gossip's Watcher (or MembersChanged called on every change).
+func (e *Edge) SetMembership(m Membership) {
+	e.members.Store(membershipBox{m})
+	e.rebuildRing()
+}
+
+type membershipBox struct{ m Membership }
+
+func (e *Edge) membership() Membership {
+	b, _ := e.members.Load().(membershipBox)
+	return b.m
+}

@@ -23,12 +23,18 @@ func (e *Edge) subscribe() error {
 		_ = out.Unsubscribe()
 		return fmt.Errorf("edge: subscribe changes: %w", err)
 	}
-	for _, s := range []*nats.Subscription{out, ch} {
+	fill, err := e.nc.Subscribe(wire.PeerFillSubject(e.cfg.ID), e.onPeerFill)
+	if err != nil {
+		_ = out.Unsubscribe()
+		_ = ch.Unsubscribe()
+		return fmt.Errorf("edge: subscribe peer fills: %w", err)
+	}
+	for _, s := range []*nats.Subscription{out, ch, fill} {
 		// Bursts of events must not be dropped for want of buffer: a dropped event costs a
 		// stale entry until the TTL.
 		_ = s.SetPendingLimits(1<<20, 256<<20)
 	}
-	e.subs = append(e.subs, out, ch)
+	e.subs = append(e.subs, out, ch, fill)
 	e.nc.SetReconnectHandler(e.onReconnect)
 	e.nc.SetDisconnectErrHandler(e.onDisconnect)
 	// The subscriptions must be known to the server before the first write is published,
@@ -53,7 +59,7 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 			key := docKey(out.Doc.Collection, out.Doc.ID)
 			e.cache.raiseFloor(key, out.Doc.Version, now)
 			e.cache.putDocument(out.Doc)
-			e.fills.Forget(key)
+			e.forgetFills(key)
 			e.cache.retireLists(out.Doc.Collection)
 		}
 		e.writes.deliver(out)
@@ -131,8 +137,15 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 		e.metrics.events.WithLabelValues("marker").Inc()
 		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
 	}
-	e.fills.Forget(docKey(ev.Collection, ev.ID))
+	e.forgetFills(docKey(ev.Collection, ev.ID))
 	e.cache.retireLists(ev.Collection)
+}
+
+// forgetFills makes the next miss of key start a fresh fill: one in flight may read the
+// version before the change just heard of.
+func (e *Edge) forgetFills(key string) {
+	e.fills.Forget(key)
+	e.coreFills.Forget(key)
 }
 
 func (h *eventHead) hasDoc() bool { return len(h.RawDoc) > 0 && !bytes.Equal(h.RawDoc, jsonNull) }

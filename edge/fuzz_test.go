@@ -3,13 +3,17 @@ package edge
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
+	"github.com/perchhq/perch/internal/problem"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -233,6 +237,44 @@ func FuzzIfNoneMatch(f *testing.F) {
 			if _, ok := ent.matchETag([]byte(string(ent.tag(d))+", "+h), cd); !ok {
 				t.Fatalf("%s followed by %q does not match", ent.tag(d), h)
 			}
+		}
+	})
+}
+
+// FuzzPeerFill: a peer fill's reply comes from another edge; whatever it holds, it decodes
+// into an entry the cache can serve as it is, a problem, or an error.
+func FuzzPeerFill(f *testing.F) {
+	f.Add("3", "200", false, []byte(`{"id":"x"}`))
+	f.Add("0", "404", false, []byte(``))
+	f.Add("", "503", false, problem.New(problem.Unavailable, "no core").JSON())
+	f.Add("", "503", true, []byte(nil))
+	f.Add("-1", "200", false, []byte(`{}`))
+	f.Add("9", "200", false, []byte(`{`))
+	f.Fuzz(func(t *testing.T, version, status string, busy bool, body []byte) {
+		h := nats.Header{}
+		h.Set(hdrPeerVersion, version)
+		h.Set(hdrPeerStatus, status)
+		if busy {
+			h.Set(hdrPeerBusy, "1")
+		}
+		ent, err := decodePeerFill(h, body)
+		var p *problem.Problem
+		switch {
+		case errors.As(err, &p):
+			if p.Status < 200 || p.Status > 599 || p.Code == "" {
+				t.Fatalf("problem %+v", p)
+			}
+		case err != nil:
+		case ent.status == 200:
+			if ent.version < 1 || !json.Valid(ent.body) || string(ent.etag) != `"`+version+`"` && string(ent.etag) != `"`+strconv.FormatInt(ent.version, 10)+`"` {
+				t.Fatalf("entry %+v from %q %q", ent, version, status)
+			}
+		case ent.status == 404:
+			if ent.version < 0 || !bytes.Equal(ent.body, notFoundBody) {
+				t.Fatalf("404 entry %+v", ent)
+			}
+		default:
+			t.Fatalf("entry of status %d", ent.status)
 		}
 	})
 }

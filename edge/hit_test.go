@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 
 	"github.com/perchhq/perch/internal/natstest"
@@ -296,9 +295,8 @@ func TestStaleIfError(t *testing.T) {
 	if err := json.Unmarshal(ctx.Response.Body(), &got); err != nil || got.Version != d.Version {
 		t.Fatalf("stale body %s: %v", ctx.Response.Body(), err)
 	}
-	var m dto.Metric
-	if err := e.metrics.staleServed.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
-		t.Fatalf("stale answers counted %v (%v), want 1", m.GetCounter().GetValue(), err)
+	if n := testCounter(t, e.metrics.staleServed); n != 1 {
+		t.Fatalf("stale answers counted %v, want 1", n)
 	}
 
 	ctx = getRequest("/v1/collections/bench/docs/absent")

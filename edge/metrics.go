@@ -19,7 +19,13 @@ type metrics struct {
 	cache    *prometheus.CounterVec
 	hits     prometheus.Counter
 	misses   prometheus.Counter
-	fills    prometheus.Counter
+	// fillsBy counts cache fills by where they came from (fillSource).
+	fillsBy [2]prometheus.Counter
+	// peerServedBy counts the fills this edge answered for other edges, by result;
+	// peerFallbacks the fills it asked of an owner but took from the core, by reason.
+	peerServedBy  *prometheus.CounterVec
+	peerFallbacks *prometheus.CounterVec
+	ringMembers   prometheus.Gauge
 	// staleServed counts misses answered with a distrusted entry because the fill failed.
 	staleServed prometheus.Counter
 	fillErrors  prometheus.Counter
@@ -63,8 +69,14 @@ func newMetrics() *metrics {
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result: hit, miss, and stale (answered possibly stale: a miss whose fill failed for want of a core, answered with the entry the cache no longer trusted, or a hit while the edge has lost NATS). Hits and misses include the stale ones.",
 		}, []string{"result"}),
-		fills: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "perch_edge_cache_fills_total", Help: "Cache fills from the core (one per key however many requests missed).",
+		peerServedBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_peer_fills_served_total", Help: "Fills of keys this edge owns answered for other edges of its region, by result: hit (from the cache), fill (read from the core), error (the core did not answer), busy (refused: too many at once; the asker reads the core), invalid.",
+		}, []string{"result"}),
+		peerFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_peer_fill_fallbacks_total", Help: "Fills this edge asked of a key's owner edge but took from the core, by reason: unreachable (no answer, or a malformed one), busy, older (the owner had an older version than this edge has heard of).",
+		}, []string{"reason"}),
+		ringMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "perch_edge_ring_members", Help: "Edges of this edge's region on its hash ring of key owners, itself included.",
 		}),
 		fillErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_edge_cache_fill_errors_total", Help: "Cache fills that failed (core unavailable or too slow).",
@@ -97,12 +109,35 @@ func newMetrics() *metrics {
 			m.compressions[c][r] = compressions.WithLabelValues(name, result)
 		}
 	}
+	fills := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "perch_edge_cache_fills_total", Help: "Cache fills, one per key however many requests missed, by source: core (read from the core) or peer (from the key's owner edge in the region).",
+	}, []string{"source"})
+	m.fillsBy[fillCore] = fills.WithLabelValues("core")
+	m.fillsBy[fillPeer] = fills.WithLabelValues("peer")
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
 	m.staleServed = m.cache.WithLabelValues("stale")
-	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, m.fills, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
+	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
 		compressed, compressions}
 	return m
+}
+
+// fillSource is where a cache fill came from.
+type fillSource int
+
+const (
+	fillCore fillSource = iota
+	fillPeer
+)
+
+func (m *metrics) fills(s fillSource) prometheus.Counter { return m.fillsBy[s] }
+
+func (m *metrics) peerServed(result string) prometheus.Counter {
+	return m.peerServedBy.WithLabelValues(result)
+}
+
+func (m *metrics) peerFallback(reason string) prometheus.Counter {
+	return m.peerFallbacks.WithLabelValues(reason)
 }
 
 // observe records one answered request.

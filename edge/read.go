@@ -51,7 +51,7 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	if !ok {
 		prior = nil
 	}
-	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id))
+	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id), prior)
 	if perr != nil {
 		e.serveStaleOr(ctx, prior, perr)
 		return
@@ -110,20 +110,65 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 	ctx.Response.SetBodyRaw(body)
 }
 
-// fillDocument fetches a document from the core, once per key however many requests miss at
-// the same time, and caches it. An absent document is cached too, as version 0, so that a
-// flood of reads of a missing id does not reach the core; any real version replaces it.
-func (e *Edge) fillDocument(key, collection, id string) (*entry, bool, *problem.Problem) {
+// fillDocument fills the cache with a document, once per key however many requests miss at
+// the same time: from the key's owner edge in the region when that is another edge (which
+// fills from the core once for the whole region), else, or when the owner cannot answer, from
+// the core. An absent document is cached too, as version 0, so that a flood of reads of a
+// missing id does not reach the core; any real version replaces it. prior is the entry the
+// cache holds but does not trust, if any: the fill may not answer an older version.
+func (e *Edge) fillDocument(key, collection, id string, prior *entry) (*entry, bool, *problem.Problem) {
 	v, err, _ := e.fills.Do(key, func() (any, error) {
-		e.metrics.fills.Inc()
 		// A fill that raced one of this edge's writes may read the version before it; the
 		// write's floor sends it back to the core, which has committed the write.
-		for attempt := 0; ; attempt++ {
+		least := e.cache.floor(key, time.Now())
+		if prior != nil {
+			least = max(least, prior.version)
+		}
+		if owner, ok := e.remoteOwner(key); ok {
+			ent, err := e.fillFromPeer(owner, key)
+			var p *problem.Problem
+			switch {
+			case err == nil && ent.version >= least:
+				e.metrics.fills(fillPeer).Inc()
+				e.cache.fill(key, ent)
+				return ent, nil
+			case errors.As(err, &p):
+				// The owner could not reach the core either.
+				e.metrics.fillErrors.Inc()
+				return nil, p
+			case err == nil:
+				e.metrics.peerFallback("older").Inc()
+			case errors.Is(err, errOwnerBusy):
+				e.metrics.peerFallback("busy").Inc()
+			default:
+				e.metrics.peerFallback("unreachable").Inc()
+				e.log.Debug("owner edge did not answer a fill; asking the core", "owner", owner.ID, "err", err)
+			}
+		}
+		ent, p := e.fillFromCore(key, collection, id, least)
+		if p != nil {
+			return nil, p
+		}
+		return ent, nil
+	})
+	if err != nil {
+		return nil, false, asProblem(err)
+	}
+	return v.(*entry), true, nil
+}
+
+// fillFromCore reads a document from the core and caches it, once per key: this edge's own
+// misses of keys it owns and the fills other edges ask of it share one core read. An answer
+// older than least (the floor of a write, a version the edge has heard of) is read again.
+func (e *Edge) fillFromCore(key, collection, id string, least int64) (*entry, *problem.Problem) {
+	for attempt := 0; ; attempt++ {
+		v, err, _ := e.coreFills.Do(key, func() (any, error) {
+			e.metrics.fills(fillCore).Inc()
 			resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
 			var ent *entry
 			switch {
 			case perr != nil && perr.Code == problem.NotFound:
-				ent = &entry{version: 0, status: fasthttp.StatusNotFound, body: notFoundBody}
+				ent = answerEntry(0, fasthttp.StatusNotFound, nil)
 			case perr != nil:
 				e.metrics.fillErrors.Inc()
 				return nil, perr
@@ -132,21 +177,18 @@ func (e *Edge) fillDocument(key, collection, id string) (*entry, bool, *problem.
 			default:
 				ent = documentEntry(resp.Doc)
 			}
-			if ent.version < e.cache.floor(key, time.Now()) && attempt < 3 {
-				continue
-			}
-			e.cache.set(key, ent)
+			e.cache.fill(key, ent)
+			return ent, nil
+		})
+		if err != nil {
+			return nil, asProblem(err)
+		}
+		ent := v.(*entry)
+		if ent.version >= least || attempt >= 3 {
 			return ent, nil
 		}
-	})
-	if err != nil {
-		var p *problem.Problem
-		if errors.As(err, &p) {
-			return nil, false, p
-		}
-		return nil, false, problem.New(problem.Internal, "cache fill failed")
+		e.coreFills.Forget(key)
 	}
-	return v.(*entry), true, nil
 }
 
 // read asks the core. Problems the core answers with come back as they are; a core that does
@@ -242,7 +284,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	}
 	e.metrics.misses.Inc()
 	v, err, _ := e.fills.Do(key, func() (any, error) {
-		e.metrics.fills.Inc()
+		e.metrics.fills(fillCore).Inc()
 		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
 		if perr != nil {
 			return nil, perr
@@ -262,7 +304,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 			return nil, problem.New(problem.Internal, "could not encode the page")
 		}
 		ent := &entry{version: 1, status: fasthttp.StatusOK, body: body}
-		e.cache.set(key, ent)
+		e.cache.fill(key, ent)
 		return ent, nil
 	})
 	if err != nil {

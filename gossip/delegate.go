@@ -104,6 +104,7 @@ func memberFromNode(n *memberlist.Node) (Member, error) {
 		ID:      n.Name,
 		Region:  m.Region,
 		URL:     m.URL,
+		Weight:  max(m.Weight, 1),
 		Addr:    n.Address(),
 		Healthy: true,
 	}, err

@@ -7,9 +7,8 @@
 // gossip is a leaf below edge: edge imports gossip, gossip imports neither
 // edge nor core (a test enforces it). It calls its host back through the
 // small [Watcher] interface, the way memberlist calls its host through
-// delegates. A later hash ring (owner edge of a cache key) and a broadcast
-// queue (limiter sync) belong here too and hang off the same member snapshot
-// and memberlist delegate; neither changes the API below.
+// delegates. [Ring] places keys on the members by consistent hashing (the
+// owner edge of a cache key), from the same member snapshot.
 //
 // # Guarantees
 //

@@ -17,7 +17,7 @@ func TestClusterSeesAllMembersWithMeta(t *testing.T) {
 	want := make([]Member, len(gs))
 	for i, g := range gs {
 		id := fmt.Sprintf("m%d", i)
-		want[i] = Member{ID: id, Region: "region-" + id, URL: "http://" + id + ".test", Addr: g.LocalAddr(), Healthy: true}
+		want[i] = Member{ID: id, Region: "region-" + id, URL: "http://" + id + ".test", Weight: 1, Addr: g.LocalAddr(), Healthy: true}
 		if got := g.Self(); got != want[i] {
 			t.Errorf("m%d Self() = %+v, want %+v", i, got, want[i])
 		}

@@ -26,13 +26,22 @@ type Meta struct {
 	// URL is the edge's public base URL, e.g. "https://eu1.example.com".
 	// Optional.
 	URL string `json:"url,omitempty"`
+	// Weight scales the member's share of the hash ring: a member of weight 2
+	// owns about twice the keys of one of weight 1 (a larger machine).
+	// Optional; 0 means 1. At most [MaxWeight].
+	Weight int `json:"weight,omitempty"`
 }
+
+// MaxWeight is the largest [Meta.Weight].
+const MaxWeight = 64
 
 // Member is one member of the cluster as this edge sees it.
 type Member struct {
 	ID     string
 	Region string
 	URL    string
+	// Weight is the member's [Meta.Weight], at least 1.
+	Weight int
 	// Addr is the member's gossip address, host:port.
 	Addr string
 	// Healthy is false while this edge gets no answer to its direct pings of
@@ -64,6 +73,9 @@ func (m Meta) encode() ([]byte, error) {
 	if m.ID == "" {
 		return nil, errors.New("gossip: meta: ID is required")
 	}
+	if m.Weight < 0 || m.Weight > MaxWeight {
+		return nil, fmt.Errorf("gossip: meta: weight %d outside 0..%d", m.Weight, MaxWeight)
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: encode meta: %w", err)
@@ -83,6 +95,9 @@ func decodeMeta(b []byte) (Meta, error) {
 	}
 	if m.ID == "" {
 		return Meta{}, errors.New("decode meta: id is missing")
+	}
+	if m.Weight < 0 || m.Weight > MaxWeight {
+		return Meta{}, fmt.Errorf("decode meta: weight %d outside 0..%d", m.Weight, MaxWeight)
 	}
 	return m, nil
 }

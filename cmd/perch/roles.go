@@ -143,6 +143,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	gcfg := gossip.DefaultConfig()
 	gcfg.Meta = gossip.Meta{ID: e.ID(), Region: *region, URL: *publicURL}
+	gcfg.Watcher = e
 	gcfg.BindAddr, gcfg.BindPort = ghost, gport
 	gcfg.Join = join
 	gcfg.Logger = log

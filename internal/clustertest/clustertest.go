@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,4 +170,30 @@ func Send(method, url string, headers map[string]string, body []byte) (Response,
 		out.Header[string(k)] = string(v)
 	}
 	return out, nil
+}
+
+// Metric sums the samples of the counter or gauge name over the cluster's parts, by the
+// values of the labels named in by, joined with ","; with no labels, under "".
+func (c *Cluster) Metric(name string, by ...string) map[string]float64 {
+	c.tb.Helper()
+	mfs, err := c.Metrics().Gather()
+	if err != nil {
+		c.tb.Fatalf("gather metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := make([]string, len(by))
+			for _, l := range m.GetLabel() {
+				if i := slices.Index(by, l.GetName()); i >= 0 {
+					key[i] = l.GetValue()
+				}
+			}
+			out[strings.Join(key, ",")] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return out
 }

@@ -298,6 +298,7 @@ func (s *System) StartEdge(i int) error {
 	}
 	gcfg := gossip.LocalConfig()
 	gcfg.Meta = gossip.Meta{ID: e.ID(), Region: re.region, URL: re.url}
+	gcfg.Watcher = e
 	gcfg.BindAddr = s.opts.Host
 	gcfg.Logger = s.log
 	for j, other := range s.edges {

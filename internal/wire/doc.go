@@ -12,6 +12,9 @@
 //	perch.changes.<collection> core → all edges: a JSON array of ChangeEvents, consecutive
 //	                           changes of a partition in the collection (core NATS)
 //	perch.read                 edge → core request/reply in queue group CoreQueue
+//	perch.fill.<edge>          edge → the edge that owns a cache key in its region:
+//	                           request "<collection>/<id>", reply the cached answer, with
+//	                           headers Perch-Version and Perch-Status (edge/owner.go)
 //
 // Messages are JSON: small, debuggable with `nats sub`, and fast enough next to an fsync.
 package wire

@@ -21,6 +21,9 @@ const (
 	OutcomeSubjectPrefix = "perch.outcomes."
 	ChangeSubjectPrefix  = "perch.changes."
 	ReadSubject          = "perch.read"
+	// PeerFillSubjectPrefix + an edge id is where that edge answers the cache fills of the
+	// keys it owns for the other edges of its region (edge/owner.go).
+	PeerFillSubjectPrefix = "perch.fill."
 	// CoreQueue is the queue group of the core's read service: each read request is answered
 	// by one core.
 	CoreQueue = "perch-core"
@@ -36,6 +39,9 @@ func WriteSubject(p int) string { return WriteSubjectPrefix + strconv.Itoa(p) }
 
 // OutcomeSubject is the subject on which edge receives the outcomes of its writes.
 func OutcomeSubject(edge string) string { return OutcomeSubjectPrefix + edge }
+
+// PeerFillSubject is the subject on which edge answers fills of the keys it owns.
+func PeerFillSubject(edge string) string { return PeerFillSubjectPrefix + edge }
 
 // ChangeSubject is the subject of the change events of collection.
 func ChangeSubject(collection string) string { return ChangeSubjectPrefix + collection }

@@ -1,0 +1,222 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/valyala/fasthttp"
+
+	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// Owner fill: every document key has an owner among the edges of a region, by a hash ring
+// of the region's healthy members (gossip.Ring). An edge that misses a key it does not own
+// asks the owner (perch.fill.<owner>) instead of the core; the owner answers from its cache
+// or fills from the core once, however many edges ask at the same time. So a region fetches
+// a key from the core once per refresh, not once per edge. See README.md, "Owner fill".
+
+// Headers of a peer fill's reply.
+const (
+	hdrPeerVersion = "Perch-Version"
+	hdrPeerStatus  = "Perch-Status"
+	// hdrPeerBusy marks the refusal of an owner that answers as many fills as it may.
+	hdrPeerBusy = "Perch-Busy"
+)
+
+// MembersChanged implements gossip.Watcher: it rebuilds the ring of the edge's region.
+func (e *Edge) MembersChanged() { e.rebuildRing() }
+
+// rebuildRing makes the ring of the region's members this edge can reach, itself included.
+// An unhealthy member leaves this edge's ring at once (its keys are filled by their next
+// owner or the core) and comes back when it answers again. Keys keep their cache entries
+// whatever the ring does: only misses take the new owners.
+func (e *Edge) rebuildRing() {
+	m := e.membership()
+	if m == nil {
+		return
+	}
+	var ms []gossip.Member
+	self := false
+	for _, mb := range m.Members() {
+		if mb.Region != e.cfg.Region || !mb.Healthy && mb.ID != e.cfg.ID {
+			continue
+		}
+		self = self || mb.ID == e.cfg.ID
+		ms = append(ms, mb)
+	}
+	if !self {
+		ms = append(ms, gossip.Member{ID: e.cfg.ID, Region: e.cfg.Region, Weight: 1, Healthy: true})
+	}
+	e.ringMu.Lock()
+	defer e.ringMu.Unlock()
+	r := gossip.NewRing(ms, gossip.DefaultRingPoints)
+	old := e.ring.Swap(r)
+	if !sameMembers(old, r) {
+		ids := make([]string, 0, r.Len())
+		for _, mb := range r.Members() {
+			ids = append(ids, mb.ID)
+		}
+		e.log.Info("hash ring changed", "members", strings.Join(ids, ","))
+	}
+	e.metrics.ringMembers.Set(float64(r.Len()))
+}
+
+func sameMembers(a, b *gossip.Ring) bool {
+	am, bm := a.Members(), b.Members()
+	if len(am) != len(bm) {
+		return false
+	}
+	for i := range am {
+		if am[i].ID != bm[i].ID || am[i].Weight != bm[i].Weight {
+			return false
+		}
+	}
+	return true
+}
+
+// remoteOwner returns the owner of key when it is another edge.
+func (e *Edge) remoteOwner(key string) (gossip.Member, bool) {
+	o, ok := e.ring.Load().Owner(key)
+	if !ok || o.ID == e.cfg.ID {
+		return gossip.Member{}, false
+	}
+	return o, true
+}
+
+// errOwnerBusy is a peer fill refused because the owner answers as many as it may.
+var errOwnerBusy = errors.New("the owner edge is busy")
+
+// fillFromPeer asks owner for key's answer. A problem the owner answers with (the core is
+// unavailable to it too) comes back as *problem.Problem; any other error means the owner
+// could not be asked or did not answer usefully, and the caller goes to the core.
+func (e *Edge) fillFromPeer(owner gossip.Member, key string) (*entry, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ReadTimeout)
+	defer cancel()
+	msg, err := e.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: wire.PeerFillSubject(owner.ID), Data: []byte(key)})
+	if err != nil {
+		return nil, err
+	}
+	return decodePeerFill(msg.Header, msg.Data)
+}
+
+// decodePeerFill makes the entry of a peer fill's reply: its headers' version and status and
+// its body, a document (200), nothing (404) or a problem (any other status).
+func decodePeerFill(h nats.Header, body []byte) (*entry, error) {
+	if h.Get(hdrPeerBusy) != "" {
+		return nil, errOwnerBusy
+	}
+	version, status := h.Get(hdrPeerVersion), h.Get(hdrPeerStatus)
+	st, err := strconv.Atoi(status)
+	if err != nil || st < 200 || st > 599 {
+		return nil, fmt.Errorf("peer fill: bad status %q", status)
+	}
+	if st != fasthttp.StatusOK && st != fasthttp.StatusNotFound {
+		var p problem.Problem
+		if err := json.Unmarshal(body, &p); err != nil || p.Status != st || p.Code == "" {
+			return nil, fmt.Errorf("peer fill: status %d without a problem", st)
+		}
+		return nil, &p
+	}
+	v, err := strconv.ParseInt(version, 10, 64)
+	if err != nil || v < 0 || v == 0 && st == fasthttp.StatusOK {
+		return nil, fmt.Errorf("peer fill: bad version %q", version)
+	}
+	if st == fasthttp.StatusOK && !json.Valid(body) {
+		return nil, errors.New("peer fill: the document is not JSON")
+	}
+	return answerEntry(v, st, body), nil
+}
+
+// answerEntry is the cache entry of a document's answer: version, status 200 or 404, and
+// for 200 its rendered body. Version 0 is a document that does not exist.
+func answerEntry(version int64, status int, body []byte) *entry {
+	e := &entry{version: version, status: status}
+	if version > 0 {
+		e.etag, e.ctags = documentETags(version)
+	}
+	if status == fasthttp.StatusOK {
+		e.body = bytes.Clone(body)
+	} else {
+		e.body = notFoundBody
+	}
+	return e
+}
+
+// onPeerFill answers another edge's fill of a key this edge owns, from the cache or from the
+// core, in its own goroutine: one slow core read must not hold up the others. Beyond
+// PeerFills at once the asker is told to go to the core itself.
+func (e *Edge) onPeerFill(m *nats.Msg) {
+	select {
+	case e.peerFills <- struct{}{}:
+	default:
+		e.metrics.peerServed("busy").Inc()
+		r := &nats.Msg{Header: nats.Header{}}
+		r.Header.Set(hdrPeerBusy, "1")
+		r.Header.Set(hdrPeerStatus, "503")
+		if err := m.RespondMsg(r); err != nil {
+			e.log.Debug("peer fill reply failed", "err", err)
+		}
+		return
+	}
+	go func() {
+		defer func() { <-e.peerFills }()
+		e.answerPeerFill(m)
+	}()
+}
+
+func (e *Edge) answerPeerFill(m *nats.Msg) {
+	collection, id, ok := bytes.Cut(m.Data, []byte("/"))
+	if !ok || !wire.ValidCollection(collection) || !wire.ValidName(id) {
+		e.metrics.peerServed("invalid").Inc()
+		e.log.Warn("malformed peer fill request", "bytes", len(m.Data))
+		e.replyPeerProblem(m, problem.New(problem.BadName, "collection or document id is not a valid name"))
+		return
+	}
+	key := string(m.Data)
+	if ent, ok := e.cache.get(m.Data); ok && e.cache.valid(ent) && !e.disconnected.Load() {
+		e.metrics.peerServed("hit").Inc()
+		e.replyPeerEntry(m, ent)
+		return
+	}
+	var least int64
+	if prior, ok := e.cache.get(m.Data); ok {
+		least = prior.version
+	}
+	ent, perr := e.fillFromCore(key, string(collection), string(id), least)
+	if perr != nil {
+		e.metrics.peerServed("error").Inc()
+		e.replyPeerProblem(m, perr)
+		return
+	}
+	e.metrics.peerServed("fill").Inc()
+	e.replyPeerEntry(m, ent)
+}
+
+func (e *Edge) replyPeerEntry(m *nats.Msg, ent *entry) {
+	r := &nats.Msg{Header: nats.Header{}, Data: ent.body}
+	r.Header.Set(hdrPeerVersion, strconv.FormatInt(ent.version, 10))
+	r.Header.Set(hdrPeerStatus, strconv.Itoa(ent.status))
+	if err := m.RespondMsg(r); err != nil {
+		e.log.Debug("peer fill reply failed", "err", err)
+	}
+}
+
+func (e *Edge) replyPeerProblem(m *nats.Msg, p *problem.Problem) {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return
+	}
+	r := &nats.Msg{Header: nats.Header{}, Data: body}
+	r.Header.Set(hdrPeerStatus, strconv.Itoa(p.Status))
+	if err := m.RespondMsg(r); err != nil {
+		e.log.Debug("peer fill reply failed", "err", err)
+	}
+}
