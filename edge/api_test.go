@@ -380,10 +380,10 @@ func TestEdgesAndHealth(t *testing.T) {
 	if r := clustertest.Do(t, "GET", c.Edge(0)+"/readyz", nil, nil); r.Status != 200 {
 		t.Fatalf("readyz %d", r.Status)
 	}
-	// A killed edge leaves the list.
+	// A killed edge leaves the list within 5 s.
 	c.KillEdge(2)
 	gone := c.EdgeURLs()[2]
-	clustertest.Eventually(t, 10*time.Second, func() error {
+	clustertest.Eventually(t, 5*time.Second, func() error {
 		r := clustertest.Do(t, "GET", c.Edge(0)+"/v1/edges", nil, nil)
 		if strings.Contains(string(r.Body), gone) {
 			return fmt.Errorf("killed edge still listed: %s", r.Body)
