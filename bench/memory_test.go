@@ -53,10 +53,11 @@ const memoryConns = 32
 // and heap_inuse_bytes (the Go runtime's view at the end), live_heap_bytes (the heap left
 // after a forced collection: what the cache and the rest of the edge really hold; the rest
 // of the peak is the collector's headroom, GOGC), cache_bytes (the edge's CacheBytes bound,
-// its default, --cache-bytes) and evictions (should be 0: the cache held it
-// all). PERCH_BENCH_HEAP=FILE saves the edge's heap profile (go tool pprof FILE);
-// PERCH_BENCH_EDGE_ENV adds environment variables to the edge's alone, to try runtime
-// settings: PERCH_BENCH_EDGE_ENV="GOGC=50 GOMEMLIMIT=150MiB".
+// its default, --cache-bytes), evictions (should be 0: the cache held it all), and over the
+// reads the edge's edge_cpu_s (CPU seconds) and gc_cycles, with its gogc: the cost of the
+// collector's settings. PERCH_BENCH_HEAP=FILE saves the edge's heap profile (go tool pprof
+// FILE); PERCH_BENCH_EDGE_ENV adds environment variables to the edge's alone, to try runtime
+// settings, which win over perch edge's own: PERCH_BENCH_EDGE_ENV="GOGC=50 GOMEMLIMIT=150MiB".
 //
 // The reads send no Accept-Encoding, so the entries hold no compressed forms: with clients
 // that ask for them, an entry holds up to half its body more (what the cache charges it for
@@ -113,6 +114,7 @@ func BenchmarkEdgeMemory(b *testing.B) {
 	})
 	pid := ep.cmd.Process.Pid
 	idle := procStatus(b, pid)["VmRSS"]
+	before := scrape(b, "http://"+adminAddr+"/metrics")
 
 	b.ResetTimer()
 	first := readAll(b, edgeURL, docs)
@@ -152,6 +154,11 @@ func BenchmarkEdgeMemory(b *testing.B) {
 	b.ReportMetric(live, "live_heap_bytes")
 	b.ReportMetric(float64(edge.DefaultConfig().CacheBytes), "cache_bytes")
 	b.ReportMetric(m["perch_edge_cache_evictions_total"], "evictions")
+	b.ReportMetric(m["process_cpu_seconds_total"]-before["process_cpu_seconds_total"], "edge_cpu_s")
+	b.ReportMetric(m["go_gc_duration_seconds_count"]-before["go_gc_duration_seconds_count"], "gc_cycles")
+	if v, ok := m["go_gc_gogc_percent"]; ok {
+		b.ReportMetric(v, "gogc")
+	}
 }
 
 // buildPerch builds cmd/perch into dir and returns the binary's path.

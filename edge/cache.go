@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,20 +16,28 @@ import (
 )
 
 // entry is a cached response, shared by every request that hits it. It is immutable once
-// stored, but for its compressed forms, which are made on first demand and published once
-// each (compressedBody).
+// stored, but for its compressed forms, which are made on first demand and kept on the side
+// (compressedBody). The cache holds one per key, so it is kept to 48 bytes (a size class of
+// the allocator; TestEntrySize): with 1 KB documents every 10 bytes of it are 1% of the
+// payload. The body is its one other allocation; ETags are made from the version when sent.
 type entry struct {
-	// version orders entries of one key; an entry never replaces one of a higher version.
+	// version orders entries of one key; an entry never replaces one of a higher version. 0
+	// for what has no ETag: a list page, or a document that does not exist.
 	version int64
+	// epoch is the cache's epoch when the entry was stored; an entry of an older epoch is not
+	// served (see docCache.distrust).
+	epoch int64
+	// body is the response body, ready to send (see bytes); empty for a marker (see stale).
+	// It never changes once the entry is made.
+	body string
+	// forms holds the compressed forms of body: nil until a request wants one.
+	forms atomic.Pointer[forms]
+	// expires is when the entry stops being served, in seconds of the cache's clock
+	// (docCache.now).
+	expires uint32
 	// status is the HTTP status to answer with: 200 (the body is application/json), or 404
-	// for a tombstone (a problem).
-	status int
-	// body is the response body, ready to send; nil for a marker (see stale).
-	body []byte
-	// etag is the ETag of the body as it is; lists have none.
-	etag []byte
-	// ctags are the ETags of the compressed forms, by coding less one (see codingSuffixes).
-	ctags [numCodings - 1][]byte
+	// for a tombstone or an absent document (a problem).
+	status uint16
 	// stale marks an entry that only records that version exists (a change event too large
 	// to carry its document): it is never served, and only a fill of version or later may
 	// replace it.
@@ -36,32 +45,60 @@ type entry struct {
 	// compressible marks a 200 whose body is at least Config.CompressMinBytes: it may be
 	// answered compressed, and every answer from it varies on Accept-Encoding.
 	compressible bool
-	// epoch is the cache's epoch when the entry was made; an entry of an older epoch is not
-	// served (see docCache.distrust).
-	epoch int64
-	// forms are the compressed forms of body, by coding less one: nil until a request wants
-	// that coding.
-	forms [numCodings - 1]atomic.Pointer[form]
-	// formMu is held while a form is made, so that each is made once.
-	formMu sync.Mutex
 }
 
-// tag returns the ETag of the entry's body in coding c.
-func (e *entry) tag(c coding) []byte {
-	if c == codingIdentity {
-		return e.etag
+// bytes returns the entry's body as the byte slice fasthttp and the compressors take. They
+// only read it, and nothing writes to it while the entry lives.
+func (e *entry) bytes() []byte {
+	return unsafe.Slice(unsafe.StringData(e.body), len(e.body))
+}
+
+// maxTagLen is the length of the longest ETag: quotes around a version of 19 digits and a
+// coding suffix.
+const maxTagLen = 1 + 19 + 3 + 1
+
+// appendTag appends to dst the ETag of the entry's body in coding c: `"3"`, `"3-gz"`,
+// `"3-br"`; nothing for an entry without a version (lists have no ETag). With dst on the
+// caller's stack it allocates nothing.
+func (e *entry) appendTag(dst []byte, c coding) []byte {
+	if e.version <= 0 {
+		return dst
 	}
-	return e.ctags[c-1]
+	dst = append(dst, '"')
+	dst = strconv.AppendInt(dst, e.version, 10)
+	dst = append(dst, codingSuffixes[c]...)
+	return append(dst, '"')
+}
+
+// tag returns the ETag of the entry's body in coding c, in a new slice; nil when it has none.
+// The hot path uses appendTag.
+func (e *entry) tag(c coding) []byte {
+	if e.version <= 0 {
+		return nil
+	}
+	return e.appendTag(make([]byte, 0, maxTagLen), c)
+}
+
+// form returns the entry's form in coding c, or nil when none was made.
+func (e *entry) form(c coding) *form {
+	if fs := e.forms.Load(); fs != nil {
+		return fs.of[c-1].Load()
+	}
+	return nil
 }
 
 // newer reports whether e may replace cur: a higher version, or the same version bringing the
-// document that a stale marker lacked or made in a later epoch. Versions never go down, even
-// across epochs: a version the edge once held existed, and any later fill is at least as new.
+// document that a stale marker lacked, made in a later epoch, or good for longer (a refill of
+// an expired entry). Versions never go down, even across epochs: a version the edge once held
+// existed, and any later fill is at least as new.
 func (e *entry) newer(cur *entry) bool {
 	if e.version != cur.version {
 		return e.version > cur.version
 	}
-	return cur.stale && !e.stale || e.epoch > cur.epoch && !e.stale
+	if e.stale {
+		return false
+	}
+	return cur.stale || e.epoch > cur.epoch || e.epoch == cur.epoch && e.expires > cur.expires
 }
 
 // docCache holds rendered documents and list pages. Documents are keyed by "collection/id";
@@ -73,8 +110,18 @@ func (e *entry) newer(cur *entry) bool {
 // order is enforced by ristretto's ShouldUpdate under its shard lock, for the asynchronous
 // path as well, so two racing Sets of one key keep the higher version.
 type docCache struct {
-	c   *ristretto.Cache[string, *entry]
-	ttl time.Duration
+	c *ristretto.Cache[string, *entry]
+	// ttl is how long an entry is served, in seconds of now.
+	ttl uint32
+	// now is the cache's clock: whole seconds since start, moved on by tick. A hit checks an
+	// entry's expiry against it with one atomic load, where a clock read would cost tens of
+	// nanoseconds (BenchmarkClock).
+	now   atomic.Uint32
+	start time.Time
+	// stop ends tick, which closes done as it returns; close does it once.
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 	// compressMin is the least body size of a compressible entry; 0 disables compression.
 	compressMin int
 	// gens maps a collection to *atomic.Int64, its list generation.
@@ -98,36 +145,93 @@ type docCache struct {
 // floorTTL is how long a write's version floor is kept at least: longer than any fill takes.
 const floorTTL = 10 * time.Second
 
-// newDocCache makes a cache of at most maxBytes whose entries live at most ttl. Entries of 200
-// responses of at least compressMin bytes are compressible; compressMin <= 0 disables it.
-func newDocCache(maxBytes int64, ttl time.Duration, compressMin int, m *metrics) (*docCache, error) {
+// avgEntryCost is the cost of an entry assumed when Config.CacheItems is not set, to size
+// ristretto's counters from CacheBytes: a JSON document of a mobile API of one to a few KiB,
+// charged half its body again for its compressed forms (cost), with the list pages, tens of
+// KiB each, raising the mean. A 256 MiB cache is then expected to hold 64Ki entries.
+const avgEntryCost = 4 << 10
+
+// countersPerItem is ristretto's advice: ten counters per item the cache holds when full.
+const countersPerItem = 10
+
+// newDocCache makes the cache of an edge: at most cfg.CacheBytes, with counters for
+// cfg.CacheItems entries (default CacheBytes / avgEntryCost), entries served for cfg.CacheTTL
+// and compressible from cfg.CompressMinBytes (<= 0 disables compression). Its clock runs
+// until close.
+//
+// ristretto's counters (a count-min sketch and a bloom filter) are allocated up front, about
+// 3.5 bytes each, rounded up to powers of two: for a 256 MiB cache, 1Mi counters and 3 MiB.
+// Fewer counters than ten per entry held make admission and eviction pick worse once the
+// cache is full (colliding counts), never wrongly.
+func newDocCache(cfg *Config, m *metrics) (*docCache, error) {
 	evictions := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "perch_edge_cache_evictions_total", Help: "Cache entries evicted to stay within the cost bound.",
+		Name: "perch_edge_cache_evictions_total", Help: "Cache entries evicted to stay within the cost bound (expired entries included: they stay until evicted).",
 	})
 	m.collectors = append(m.collectors, evictions)
+	items := cfg.CacheItems
+	if items <= 0 {
+		items = cfg.CacheBytes / avgEntryCost
+	}
 	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		// ristretto's advice: ten counters per item. Items average a few KiB.
-		NumCounters: max(maxBytes/1024*10, 1e4),
-		MaxCost:     maxBytes,
+		NumCounters: max(items*countersPerItem, 1e4),
+		MaxCost:     cfg.CacheBytes,
 		BufferItems: 64,
 		KeyToHash: func(k string) (uint64, uint64) {
 			return xxhash.Sum64String(k), 0
 		},
 		ShouldUpdate: func(next, cur *entry) bool { return next.newer(cur) },
 		OnEvict:      func(*ristretto.Item[*entry]) { evictions.Inc() },
-		// Costs are the body bytes plus the entry; the internal cost of ristretto's own
-		// bookkeeping is counted too, so MaxCost bounds the real memory.
+		// Costs are the entry, its body and an allowance for its compressed forms (cost);
+		// ristretto adds its own bookkeeping of an item, so MaxCost bounds most of the real
+		// memory.
 		Cost: nil,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &docCache{c: c, ttl: ttl, compressMin: max(compressMin, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}, nil
+	ttl := min((cfg.CacheTTL+time.Second-1)/time.Second, math.MaxUint32/2)
+	dc := &docCache{c: c, ttl: uint32(max(ttl, 1)), start: time.Now(), stop: make(chan struct{}), done: make(chan struct{}),
+		compressMin: max(cfg.CompressMinBytes, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}
+	go dc.tick()
+	return dc, nil
 }
 
-// valid reports whether e may be served: made in the current epoch and not a marker.
+// tick moves the clock on every second until close. The clock is read from the monotonic
+// time since start, so a late tick does not make it lag for longer, and it never goes back.
+func (dc *docCache) tick() {
+	defer close(dc.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			dc.advance(uint32(time.Since(dc.start) / time.Second))
+		case <-dc.stop:
+			return
+		}
+	}
+}
+
+// advance moves the clock on to s, unless it is there already.
+func (dc *docCache) advance(s uint32) {
+	for {
+		cur := dc.now.Load()
+		if s <= cur || dc.now.CompareAndSwap(cur, s) {
+			return
+		}
+	}
+}
+
+// valid reports whether e may be served: made in the current epoch, not expired and not a
+// marker.
 func (dc *docCache) valid(e *entry) bool {
-	return !e.stale && e.epoch == dc.epoch.Load()
+	return !e.stale && e.epoch == dc.epoch.Load() && dc.now.Load() < e.expires
+}
+
+// staleUsable reports whether e may answer stale-if-error, the edge unable to refresh it: a
+// document, not a marker, at most one TTL past its expiry.
+func (dc *docCache) staleUsable(e *entry) bool {
+	return !e.stale && uint64(dc.now.Load()) < uint64(e.expires)+uint64(dc.ttl)
 }
 
 // distrust retires every entry at once: the edge may have missed change events.
@@ -170,11 +274,15 @@ func (dc *docCache) get(key []byte) (*entry, bool) {
 	return dc.c.Get(unsafe.String(&key[0], len(key)))
 }
 
-// set stamps e with the cache's epoch and whether it is compressible, and stores it.
+// set stamps e with the cache's epoch, its expiry and whether it is compressible, and stores
+// it. ristretto is given no TTL: an entry past its expiry stays, unserved, until a fill
+// replaces it or the cost bound evicts it, and meanwhile still says which version the edge
+// last had.
 func (dc *docCache) set(key string, e *entry) {
 	e.epoch = dc.epoch.Load()
+	e.expires = dc.now.Load() + dc.ttl
 	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body) >= dc.compressMin
-	dc.c.SetWithTTL(key, e, dc.cost(key, e), dc.ttl)
+	dc.c.Set(key, e, dc.cost(e))
 }
 
 // fill stores the entry of a fill and waits until the cache has taken it (or refused it):
@@ -185,16 +293,13 @@ func (dc *docCache) fill(key string, e *entry) {
 	dc.c.Wait()
 }
 
-// cost is what e costs the cache: its bytes, with its compressed forms estimated at half the
-// body (one form of API JSON takes a quarter to a half of it, BenchmarkCompress; most clients
-// take one coding). ristretto cannot change a cost without a Set, and a Set of an entry
-// already served could bring back a version the cache has since let go, so the forms are
-// paid for when the entry is stored, made or not.
-func (dc *docCache) cost(key string, e *entry) int64 {
-	n := len(key) + int(unsafe.Sizeof(*e)) + len(e.body) + len(e.etag)
-	for _, t := range e.ctags {
-		n += len(t)
-	}
+// cost is what e costs the cache: its bytes (ristretto keeps only the key's hash), with its
+// compressed forms estimated at half the body (one form of API JSON takes a quarter to a half
+// of it, BenchmarkCompress; most clients take one coding). ristretto cannot change a cost
+// without a Set, and a Set of an entry already served could bring back a version the cache
+// has since let go, so the forms are paid for when the entry is stored, made or not.
+func (dc *docCache) cost(e *entry) int64 {
+	n := int(unsafe.Sizeof(*e)) + len(e.body)
 	if e.compressible {
 		n += len(e.body) / 2
 	}
@@ -217,18 +322,23 @@ func (dc *docCache) markVersion(collection, id string, version int64) {
 	dc.set(docKey(collection, id), &entry{version: version, stale: true})
 }
 
+// documentEntry is the entry of a document version: its rendering, or a 404 for a
+// tombstone.
 func documentEntry(d *wire.Document) *entry {
-	e := &entry{version: d.Version}
-	e.etag, e.ctags = documentETags(d.Version)
 	if d.Deleted {
-		e.status = 404
-		e.body = notFoundBody
-	} else {
-		e.status = 200
-		e.body = renderDocument(nil, d)
+		return &entry{version: d.Version, status: 404, body: notFoundString}
 	}
-	return e
+	b := renderDocument(nil, d)
+	return &entry{version: d.Version, status: 200, body: unsafe.String(unsafe.SliceData(b), len(b))}
 }
+
+// listEntry is the entry of a list page, rendered as body, which it keeps.
+func listEntry(body []byte) *entry {
+	return &entry{status: 200, body: unsafe.String(unsafe.SliceData(body), len(body))}
+}
+
+// notFoundString is the body of every 404 entry, shared.
+var notFoundString = string(notFoundBody)
 
 // generation returns the current list generation of a collection.
 func (dc *docCache) generation(collection string) int64 {
@@ -247,7 +357,14 @@ func (dc *docCache) retireLists(collection string) {
 	g.(*atomic.Int64).Add(1)
 }
 
-func (dc *docCache) close() { dc.c.Close() }
+// close stops the cache's clock and releases the cache. It may be called more than once.
+func (dc *docCache) close() {
+	dc.closeOnce.Do(func() {
+		close(dc.stop)
+		<-dc.done
+		dc.c.Close()
+	})
+}
 
 func docKey(collection, id string) string { return collection + "/" + id }
 
@@ -260,24 +377,6 @@ func appendDocKey(dst, collection, id []byte) []byte {
 
 func listKey(collection string, gen int64, query []byte) string {
 	return collection + "\x00" + strconv.FormatInt(gen, 10) + "\x00" + string(query)
-}
-
-// documentETags returns the ETag of a version and those of its compressed forms, `"3"`,
-// `"3-gz"` and `"3-br"`, made in one allocation.
-func documentETags(version int64) (identity []byte, compressed [numCodings - 1][]byte) {
-	b := make([]byte, 0, 3*22+8)
-	b = append(b, '"')
-	b = strconv.AppendInt(b, version, 10)
-	b = append(b, '"')
-	n := len(b)
-	for c := codingGzip; c < numCodings; c++ {
-		start := len(b)
-		b = append(b, b[:n-1]...)
-		b = append(b, codingSuffixes[c]...)
-		b = append(b, '"')
-		compressed[c-1] = b[start:len(b):len(b)]
-	}
-	return b[:n:n], compressed
 }
 
 // etag is the strong validator of a version: its decimal number in quotes.

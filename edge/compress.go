@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 )
@@ -54,24 +55,38 @@ type form struct {
 	body []byte
 }
 
+// forms are an entry's compressed forms. They are allocated with the first form an entry is
+// asked for: most entries never are, and go without.
+type forms struct {
+	// mu is held while a form is made, so that each is made once.
+	mu sync.Mutex
+	// of are the forms by coding less one: nil until a request wants that coding.
+	of [numCodings - 1]atomic.Pointer[form]
+}
+
 // notSmaller is the form of a coding that did not make an entry's body small enough.
 var notSmaller = &form{}
 
 // compressedBody returns ent's body in coding c, or nil when that is not smaller than the body
 // itself. The form is made by the first caller and kept with the entry: later callers load it
-// with one atomic read, without a lock; callers that come while it is being made wait for it,
+// with two atomic reads, without a lock; callers that come while it is being made wait for it,
 // so that each entry and coding is compressed once.
 func (e *Edge) compressedBody(ent *entry, c coding) []byte {
-	slot := &ent.forms[c-1]
+	fs := ent.forms.Load()
+	if fs != nil {
+		if f := fs.of[c-1].Load(); f != nil {
+			return f.body
+		}
+	} else if fs = new(forms); !ent.forms.CompareAndSwap(nil, fs) {
+		fs = ent.forms.Load()
+	}
+	slot := &fs.of[c-1]
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
 	if f := slot.Load(); f != nil {
 		return f.body
 	}
-	ent.formMu.Lock()
-	defer ent.formMu.Unlock()
-	if f := slot.Load(); f != nil {
-		return f.body
-	}
-	b, ok := compress(c, ent.body)
+	b, ok := compress(c, ent.bytes())
 	if !ok {
 		// Nothing is kept: the next request tries again.
 		e.metrics.compressions[c][compressSkipped].Inc()
@@ -81,8 +96,8 @@ func (e *Edge) compressedBody(ent *entry, c coding) []byte {
 	// (docCache.cost): a form is kept only while the forms stay within that. A body that
 	// compresses less is served as it is.
 	kept := 0
-	for i := range ent.forms {
-		if o := ent.forms[i].Load(); o != nil {
+	for i := range fs.of {
+		if o := fs.of[i].Load(); o != nil {
 			kept += len(o.body)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -50,6 +51,14 @@ type Config struct {
 	BatchWindow time.Duration
 	// CacheBytes bounds the memory of cached responses. Default 256 MiB.
 	CacheBytes int64
+	// CacheItems is the number of entries the cache is expected to hold when full. It sizes
+	// the counters of the cache's admission policy, ten per entry and about 3.5 bytes each,
+	// allocated up front (rounded up to powers of two). Fewer entries than the cache really
+	// holds make admission and eviction choose worse once it is full (a lower hit ratio,
+	// never a wrong answer); more cost memory for nothing. Default CacheBytes / 4 KiB, for
+	// documents of one to a few KiB charged for their compressed forms, and list pages:
+	// 64Ki entries and 3 MiB of counters for 256 MiB. Set it for a cache of smaller entries.
+	CacheItems int64
 	// CompressMinBytes is the least body size, in bytes, of a cached JSON answer (a document
 	// or a list page) that is sent compressed to a client that accepts it (gzip or br, by
 	// Accept-Encoding). Smaller bodies gain too little for the CPU and the header bytes.
@@ -71,6 +80,47 @@ type Config struct {
 	// clients. Defaults 10s and 60s.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+
+	// Shields: what keeps a client, or a crowd of them, from taking the edge down (see
+	// "Shields" in README.md). Like every field, zero means the default; for the bounds
+	// below that say so, a negative value turns the bound off.
+	//
+	// MaxHeaderBytes bounds the request line and headers together, in bytes; a request with
+	// more gets 431 and its connection is closed. It is also the read buffer each connection
+	// holds. Default 16 KiB; at least 1 KiB.
+	MaxHeaderBytes int
+	// ReadBodyTimeout bounds the arrival of a request body, counted from the end of its
+	// headers (ReadHeaderTimeout bounds the headers, counted from the connection's accept or,
+	// on a kept-alive connection, from the request's first byte; IdleTimeout the wait for
+	// that byte). A body too slow gets 408 and its connection is closed. Default 30s.
+	ReadBodyTimeout time.Duration
+	// MaxConnsPerIP caps the connections open at once from one client address (an IPv6
+	// client by its /64), trusted proxies excepted. A connection beyond it is answered 429
+	// too_many_connections, with Retry-After, and closed. Default 256; negative: no cap.
+	MaxConnsPerIP int
+	// AllowIPs and DenyIPs filter requests by client address (see TrustedProxies), before
+	// anything else is done with them: an address in DenyIPs, or outside a non-empty
+	// AllowIPs, is answered 403 ip_not_allowed. DenyIPs wins. GET /healthz and /readyz are
+	// exempt, for load balancers. IPv4-mapped IPv6 prefixes count as IPv4. Default empty:
+	// everyone.
+	AllowIPs []netip.Prefix
+	DenyIPs  []netip.Prefix
+	// TrustedProxies are the proxies and load balancers whose X-Forwarded-For the edge
+	// believes: the client of a request from one of them is the right-most address of the
+	// header that is not a trusted proxy (Edge.clientIP). Default empty: the client is the
+	// TCP peer, and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
+	// MaxCoreReads bounds the reads this edge has in flight to the core at once (cache
+	// fills, list pages, sync, write status); a read beyond it is answered 503 overloaded
+	// with Retry-After. Hits never reach the core and are never refused. Default 1024;
+	// negative: no bound.
+	MaxCoreReads int
+	// MaxPendingWrites bounds the writes this edge holds at once between taking them and
+	// answering them: queued for their batch, being stored, or waiting for their outcome.
+	// A write beyond it is answered 503 overloaded with Retry-After, before it is queued.
+	// Default 4096; negative: no bound.
+	MaxPendingWrites int
+
 	// DrainDelay is how long the edge keeps serving after it is asked to stop, with /readyz
 	// answering 503, so that load balancers take it out before it closes its listener.
 	// Default 0 (perch edge sets it from --drain-delay).
@@ -100,6 +150,11 @@ func DefaultConfig() Config {
 		PeerFills:         256,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ReadBodyTimeout:   30 * time.Second,
+		MaxConnsPerIP:     256,
+		MaxCoreReads:      1024,
+		MaxPendingWrites:  4096,
 	}
 }
 
@@ -128,6 +183,9 @@ func (c *Config) complete() error {
 	set(&c.CacheTTL, d.CacheTTL)
 	set(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
 	set(&c.IdleTimeout, d.IdleTimeout)
+	if err := c.completeShields(&d); err != nil {
+		return err
+	}
 	if c.Partitions == 0 {
 		c.Partitions = d.Partitions
 	}
@@ -158,6 +216,41 @@ func (c *Config) complete() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// completeShields fills in the defaults of the shields' fields and checks them.
+func (c *Config) completeShields(d *Config) error {
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if c.MaxHeaderBytes < 1<<10 {
+		return fmt.Errorf("max header bytes %d: at least 1024", c.MaxHeaderBytes)
+	}
+	if c.ReadBodyTimeout <= 0 {
+		c.ReadBodyTimeout = d.ReadBodyTimeout
+	}
+	bound := func(v *int, def int) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = -1 // no bound
+		}
+	}
+	bound(&c.MaxConnsPerIP, d.MaxConnsPerIP)
+	bound(&c.MaxCoreReads, d.MaxCoreReads)
+	bound(&c.MaxPendingWrites, d.MaxPendingWrites)
+	for _, list := range []struct {
+		name     string
+		prefixes []netip.Prefix
+	}{{"allow ips", c.AllowIPs}, {"deny ips", c.DenyIPs}, {"trusted proxies", c.TrustedProxies}} {
+		for i, p := range list.prefixes {
+			if !p.IsValid() || p.Addr().Zone() != "" {
+				return fmt.Errorf("%s[%d] %q: not a CIDR prefix", list.name, i, p)
+			}
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,8 @@ type Edge struct {
 
 	metrics  *metrics
 	registry prometheus.Registerer
+	// shield is the state of the shields against abusive clients and overload (shield.go).
+	shield   *shield
 	writes   *writer
 	draining atomic.Bool
 	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
@@ -94,7 +97,9 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		return nil, fmt.Errorf("edge config: %w", err)
 	}
 	m := newMetrics()
-	cache, err := newDocCache(cfg.CacheBytes, cfg.CacheTTL, cfg.CompressMinBytes, m)
+	sh := newShield(&cfg)
+	m.collectors = append(m.collectors, sh.collectors...)
+	cache, err := newDocCache(&cfg, m)
 	if err != nil {
 		return nil, fmt.Errorf("edge: cache: %w", err)
 	}
@@ -116,6 +121,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		cc:       cc,
 		metrics:  m,
 		registry: reg,
+		shield:   sh,
 	}
 	e.lastSeq = make([]int64, cfg.Partitions)
 	e.peerFills = make(chan struct{}, cfg.PeerFills)
@@ -142,6 +148,14 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
 		Logger:                        fasthttpLogger{e.log},
+		// Shields (shield.go). The read buffer bounds the request line and headers: 431
+		// beyond it. ReadTimeout runs from the accept, or on a kept-alive connection from
+		// the request's first byte, and headerReceived gives a body ReadBodyTimeout from the
+		// end of the headers. Errors of unreadable requests are logged without the
+		// request's bytes, which may hold credentials.
+		ReadBufferSize:        cfg.MaxHeaderBytes,
+		HeaderReceived:        e.headerReceived,
+		SecureErrorLogMessage: true,
 	}
 	return e, nil
 }
@@ -188,7 +202,7 @@ func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 	close(e.serving)
 
 	errc := make(chan error, 1)
-	go func() { errc <- e.srv.Serve(ln) }()
+	go func() { errc <- e.srv.Serve(e.listener(ln)) }()
 	var err error
 	select {
 	case err = <-errc:
@@ -228,6 +242,9 @@ func (e *Edge) close() {
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
+	if e.shield.filtering && !e.admit(ctx) {
+		return
+	}
 	e.dispatch(ctx)
 }
 
@@ -247,6 +264,8 @@ func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	e.log.Debug("unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
 	ctx.SetConnectionClose()
+	// What the client still sends is not read: closing must not reset the answer.
+	lingerMark(ctx)
 	writeProblem(ctx, p)
 }
 
@@ -303,6 +322,11 @@ func (e *Edge) listEdges(ctx *fasthttp.RequestCtx, _ params) {
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
+	// The error a connection ended with is that of reading its last request, which
+	// serveError logged with the answer it got, or of writing to a client that went away.
+	if strings.HasPrefix(format, "error when serving connection") {
+		return
+	}
 	f.l.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
 }
 

@@ -159,7 +159,7 @@ func TestGetHitCompressed(t *testing.T) {
 			if body, err := tc.decode(nil, r.Body()); err != nil || string(body) != string(ent.body) {
 				t.Fatalf("decoded %d bytes, want %d: %v", len(body), len(ent.body), err)
 			}
-			made := ent.forms[tc.c-1].Load()
+			made := ent.form(tc.c)
 			if made == nil || len(made.body) >= len(ent.body) {
 				t.Fatalf("form %v", made)
 			}
@@ -172,7 +172,7 @@ func TestGetHitCompressed(t *testing.T) {
 					t.Fatalf("a compressed cache hit allocates %.1f times", allocs)
 				}
 			}
-			if ent.forms[tc.c-1].Load() != made || string(ctx.Response.Header.ContentEncoding()) != string(codingNames[tc.c]) {
+			if ent.form(tc.c) != made || string(ctx.Response.Header.ContentEncoding()) != string(codingNames[tc.c]) {
 				t.Fatal("a hit made the form again")
 			}
 		})

@@ -287,6 +287,9 @@ var oaCodes = []problem.Code{
 	problem.AlreadyExists,
 	problem.RequestTimeout,
 	problem.HeadersTooLarge,
+	problem.IPNotAllowed,
+	problem.TooManyConnections,
+	problem.Overloaded,
 }
 
 func TestOpenAPIProblemCodes(t *testing.T) {

@@ -138,16 +138,10 @@ func decodePeerFill(h nats.Header, body []byte) (*entry, error) {
 // answerEntry is the cache entry of a document's answer: version, status 200 or 404, and
 // for 200 its rendered body. Version 0 is a document that does not exist.
 func answerEntry(version int64, status int, body []byte) *entry {
-	e := &entry{version: version, status: status}
-	if version > 0 {
-		e.etag, e.ctags = documentETags(version)
+	if status != fasthttp.StatusOK {
+		return &entry{version: version, status: fasthttp.StatusNotFound, body: notFoundString}
 	}
-	if status == fasthttp.StatusOK {
-		e.body = bytes.Clone(body)
-	} else {
-		e.body = notFoundBody
-	}
-	return e
+	return &entry{version: version, status: fasthttp.StatusOK, body: string(body)}
 }
 
 // onPeerFill answers another edge's fill of a key this edge owns, from the cache or from the
@@ -201,9 +195,9 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 }
 
 func (e *Edge) replyPeerEntry(m *nats.Msg, ent *entry) {
-	r := &nats.Msg{Header: nats.Header{}, Data: ent.body}
+	r := &nats.Msg{Header: nats.Header{}, Data: ent.bytes()}
 	r.Header.Set(hdrPeerVersion, strconv.FormatInt(ent.version, 10))
-	r.Header.Set(hdrPeerStatus, strconv.Itoa(ent.status))
+	r.Header.Set(hdrPeerStatus, strconv.Itoa(int(ent.status)))
 	if err := m.RespondMsg(r); err != nil {
 		e.log.Debug("peer fill reply failed", "err", err)
 	}

@@ -72,9 +72,9 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 	h.SetCanonical(hdrCacheStatus, cacheStatus)
 	if ent.status != fasthttp.StatusOK {
 		h.SetCanonical(hdrCacheControl, valNoCache)
-		ctx.SetStatusCode(ent.status)
+		ctx.SetStatusCode(int(ent.status))
 		ctx.SetContentTypeBytes(ctProblem)
-		ctx.Response.SetBodyRaw(ent.body)
+		ctx.Response.SetBodyRaw(ent.bytes())
 		return
 	}
 	h.SetCanonical(hdrCacheControl, cacheControl)
@@ -83,16 +83,17 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 		h.SetCanonical(hdrVary, valAcceptEncoding)
 		c = negotiateCoding(ctx.Request.Header.Peek(fasthttp.HeaderAcceptEncoding))
 	}
-	if len(ent.etag) > 0 {
+	var tag [maxTagLen]byte
+	if ent.version > 0 {
 		if inm := ctx.Request.Header.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
-			if tag, ok := ent.matchETag(inm, c); ok {
-				h.SetCanonical(hdrETag, tag)
+			if m, ok := ent.matchETag(inm, c); ok {
+				h.SetCanonical(hdrETag, ent.appendTag(tag[:0], m))
 				ctx.SetStatusCode(fasthttp.StatusNotModified)
 				return
 			}
 		}
 	}
-	body := ent.body
+	body := ent.bytes()
 	if c != codingIdentity {
 		if b := e.compressedBody(ent, c); b != nil {
 			body = b
@@ -102,8 +103,8 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 			c = codingIdentity
 		}
 	}
-	if len(ent.etag) > 0 {
-		h.SetCanonical(hdrETag, ent.tag(c))
+	if ent.version > 0 {
+		h.SetCanonical(hdrETag, ent.appendTag(tag[:0], c))
 	}
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentTypeBytes(ctJSON)
@@ -192,8 +193,13 @@ func (e *Edge) fillFromCore(key, collection, id string, least int64) (*entry, *p
 }
 
 // read asks the core. Problems the core answers with come back as they are; a core that does
-// not answer is a 503 the client may retry.
+// not answer is a 503 the client may retry, and so is a read beyond the edge's bound of reads
+// in flight to the core (Config.MaxCoreReads), which is not sent: 503 overloaded.
 func (e *Edge) read(req *wire.ReadRequest) (*wire.ReadResponse, *problem.Problem) {
+	if !e.enterRead() {
+		return nil, problemReadsShed
+	}
+	defer e.shield.reads.leave()
 	data, err := json.Marshal(req)
 	if err != nil {
 		return nil, problem.New(problem.Internal, "could not encode the read")
@@ -303,7 +309,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		if err != nil {
 			return nil, problem.New(problem.Internal, "could not encode the page")
 		}
-		ent := &entry{version: 1, status: fasthttp.StatusOK, body: body}
+		ent := listEntry(body)
 		e.cache.fill(key, ent)
 		return ent, nil
 	})
@@ -327,10 +333,10 @@ func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, collection []byte)
 
 // serveStaleOr answers a miss whose fill failed: with prior, the entry the cache holds but no
 // longer trusts (the edge may have missed its change events), when the failure is the core's
-// or NATS's absence (stale-if-error, RFC 5861: a possibly stale answer beats none, and
-// Cache-Status says so); else with the problem.
+// or NATS's absence, or the edge shedding core reads (stale-if-error, RFC 5861: a possibly
+// stale answer beats none, and Cache-Status says so); else with the problem.
 func (e *Edge) serveStaleOr(ctx *fasthttp.RequestCtx, prior *entry, p *problem.Problem) {
-	if prior == nil || prior.stale || p.Code != problem.Unavailable {
+	if prior == nil || !e.cache.staleUsable(prior) || p.Code != problem.Unavailable && p.Code != problem.Overloaded {
 		e.writeProblem(ctx, p)
 		return
 	}

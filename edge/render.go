@@ -88,10 +88,11 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 
 // writeProblem answers with p as an RFC 9457 problem. Every error response of the edge goes
 // through here, so that every one is logged exactly once: client mistakes at debug level,
-// failures of the edge or what is behind it at warn.
+// failures of the edge or what is behind it at warn. Load shed (overloaded) is logged at
+// debug too: the shield warns of it at most every few seconds (Edge.shed).
 func (e *Edge) writeProblem(ctx *fasthttp.RequestCtx, p *problem.Problem) {
 	level := slog.LevelDebug
-	if p.Status >= 500 {
+	if p.Status >= 500 && p.Code != problem.Overloaded {
 		level = slog.LevelWarn
 	}
 	e.log.Log(ctx, level, "request failed",
@@ -134,23 +135,27 @@ func parseETag(b []byte) (int64, bool) {
 // matchETag reports whether an If-None-Match value matches e: "*", or a list of entity
 // tags one of which is the ETag of one of its forms (weak comparison, RFC 9110 §13.1.2): a
 // client that holds the document in any coding holds the current version. It returns the
-// ETag to answer the 304 with, so that the client knows which stored response it refreshes:
-// that of coding c, the form this request would get, when it is listed (or for "*"), else the
-// first one listed.
-func (e *entry) matchETag(header []byte, c coding) ([]byte, bool) {
-	want := e.tag(c)
-	var other []byte
+// coding whose ETag to answer the 304 with, so that the client knows which stored response it
+// refreshes: c, the form this request would get, when its ETag is listed (or for "*"), else
+// that of the first one listed. It allocates nothing.
+func (e *entry) matchETag(header []byte, c coding) (coding, bool) {
+	var bufs [numCodings][maxTagLen]byte
+	var tags [numCodings][]byte
+	for d := range numCodings {
+		tags[d] = e.appendTag(bufs[d][:0], d)
+	}
+	other, found := codingIdentity, false
 	for tag, rest := nextETag(header); len(tag) > 0; tag, rest = nextETag(rest) {
-		if tag[0] == '*' || string(tag) == string(want) {
-			return want, true
+		if tag[0] == '*' || string(tag) == string(tags[c]) {
+			return c, true
 		}
-		for d := codingIdentity; d < numCodings && other == nil; d++ {
-			if t := e.tag(d); len(t) > 0 && string(tag) == string(t) {
-				other = t
+		for d := codingIdentity; d < numCodings && !found; d++ {
+			if len(tags[d]) > 0 && string(tag) == string(tags[d]) {
+				other, found = d, true
 			}
 		}
 	}
-	return other, other != nil
+	return other, found
 }
 
 // nextETag returns the first entity tag of a list (without its weakness prefix W/), or "*",

@@ -45,7 +45,8 @@ func (e *Edge) createDocument(ctx *fasthttp.RequestCtx, p params) {
 
 // write validates a write request, turns it into a command, waits until JetStream stored it
 // and then for its outcome, and answers: the outcome when it came within the write timeout,
-// else 202 with a receipt.
+// else 202 with a receipt. A valid write beyond the edge's bound of pending writes
+// (Config.MaxPendingWrites) is not queued: 503 overloaded.
 func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created bool) {
 	if e.draining.Load() {
 		e.writeProblem(ctx, problem.New(problem.Unavailable, "this edge is shutting down"))
@@ -56,6 +57,11 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.writeProblem(ctx, perr)
 		return
 	}
+	if !e.enterWrite() {
+		e.writeProblem(ctx, problemWritesShed)
+		return
+	}
+	defer e.shield.writes.leave()
 	pd, busy, perr := e.writes.submit(cmd)
 	if busy != nil {
 		e.answerBusy(ctx, &cmd, busy)
@@ -382,8 +388,10 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 	select {
 	case w.lanes[part].q <- pd:
 	case <-full.C:
+		// The lane stayed full for the whole write timeout: the stream cannot keep up.
 		w.forget(cmd.WriteID)
-		return nil, nil, problem.New(problem.Unavailable, "too many writes waiting to be stored; retry")
+		w.e.shed(shedWrite, &w.e.shield.writes)
+		return nil, nil, problem.New(problem.Overloaded, "too many writes waiting to be stored; nothing was stored; retry after Retry-After")
 	case <-w.stopc:
 		w.forget(cmd.WriteID)
 		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")

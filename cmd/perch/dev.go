@@ -22,6 +22,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
+	shields := shieldFlags(fs)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -40,6 +41,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	ecfg := edge.DefaultConfig()
 	ecfg.CacheControl = cacheControl.m
 	ecfg.CacheBytes = int64(*cacheBytes)
+	shields.apply(&ecfg)
 	sys, err := system.Start(ctx, system.Options{
 		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log, Edge: &ecfg,
 	})

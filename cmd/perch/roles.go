@@ -96,6 +96,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
+	shields := shieldFlags(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -130,12 +131,16 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.DrainDelay = *drain
 	cfg.CacheControl = cacheControl.m
 	cfg.CacheBytes = int64(*cacheBytes)
+	shields.apply(&cfg)
 	cfg.Logger = log
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	gc := edgeGC(getenv, cfg.CacheBytes)
+	gc.apply()
+	gc.log(log)
 	e, err := edge.New(cfg, nc, nil)
 	if err != nil {
 		ln.Close()

@@ -33,6 +33,15 @@ const (
 	AlreadyExists       Code = "already_exists"
 	RequestTimeout      Code = "request_timeout"
 	HeadersTooLarge     Code = "headers_too_large"
+	// IPNotAllowed: the client's address is on the edge's deny list, or not on its allow
+	// list.
+	IPNotAllowed Code = "ip_not_allowed"
+	// TooManyConnections: the client's address already has as many connections open to the
+	// edge as it may; reuse one of them.
+	TooManyConnections Code = "too_many_connections"
+	// Overloaded: the edge sheds load because what is behind it (the core, the write
+	// stream) is saturated; nothing was done and a retry after Retry-After may succeed.
+	Overloaded Code = "overloaded"
 )
 
 var statuses = map[Code]int{
@@ -54,6 +63,9 @@ var statuses = map[Code]int{
 	AlreadyExists:       http.StatusConflict,
 	RequestTimeout:      http.StatusRequestTimeout,
 	HeadersTooLarge:     http.StatusRequestHeaderFieldsTooLarge,
+	IPNotAllowed:        http.StatusForbidden,
+	TooManyConnections:  http.StatusTooManyRequests,
+	Overloaded:          http.StatusServiceUnavailable,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.
