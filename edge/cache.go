@@ -130,6 +130,9 @@ type docCache struct {
 	// sequence, a reconnection to NATS): every entry made before is then distrusted at once,
 	// without walking the cache.
 	epoch atomic.Int64
+	// distrusts remembers when the last few epochs began (staleFor), under distrustMu.
+	distrustMu sync.Mutex
+	distrusts  [8]distrustAt
 	// floors holds, for a few seconds, the version of each document this edge's writes
 	// produced: a fill that started before the write committed must not install or serve
 	// an older version to the writer (read-your-writes even when the cache refused the
@@ -235,7 +238,43 @@ func (dc *docCache) staleUsable(e *entry) bool {
 }
 
 // distrust retires every entry at once: the edge may have missed change events.
-func (dc *docCache) distrust() { dc.epoch.Add(1) }
+func (dc *docCache) distrust() {
+	dc.distrustMu.Lock()
+	defer dc.distrustMu.Unlock()
+	ep := dc.epoch.Add(1)
+	dc.distrusts[ep%int64(len(dc.distrusts))] = distrustAt{epoch: ep, at: dc.now.Load()}
+}
+
+// distrustAt records when the cache entered an epoch, in seconds of its clock.
+type distrustAt struct {
+	epoch int64
+	at    uint32
+}
+
+// staleFor returns how long, in seconds, e has not been trusted: since it expired, or since
+// the epoch it was made in ended, whichever came first; and false when e is a marker or went
+// stale before the last few distrusts the cache remembers (it is then too old to tell).
+// A trusted entry has been stale for 0 seconds.
+func (dc *docCache) staleFor(e *entry) (uint32, bool) {
+	if e.stale {
+		return 0, false
+	}
+	since := e.expires
+	if e.epoch != dc.epoch.Load() {
+		dc.distrustMu.Lock()
+		d := dc.distrusts[(e.epoch+1)%int64(len(dc.distrusts))]
+		dc.distrustMu.Unlock()
+		if d.epoch != e.epoch+1 {
+			return 0, false
+		}
+		since = min(since, d.at)
+	}
+	now := dc.now.Load()
+	if now <= since {
+		return 0, true
+	}
+	return now - since, true
+}
 
 // raiseFloor records that this edge's write produced version of key.
 func (dc *docCache) raiseFloor(key string, version int64, now time.Time) {

@@ -15,12 +15,30 @@ const AnyCollection = "*"
 // cacheControl resolves the Cache-Control of a collection's cacheable answers, computed once
 // from Config.CacheControl.
 type cacheControl struct {
-	byCollection map[string][]byte
-	fallback     []byte
+	byCollection map[string]ccPolicy
+	fallback     ccPolicy
+}
+
+// ccPolicy is a collection's Cache-Control header and the stale-while-revalidate window the
+// edge itself honours, in seconds (0: none).
+type ccPolicy struct {
+	header []byte
+	swr    uint32
+}
+
+func newCCPolicy(norm string) ccPolicy {
+	p := ccPolicy{header: []byte(norm)}
+	for _, d := range strings.Split(norm, ", ") {
+		if v, ok := strings.CutPrefix(d, "stale-while-revalidate="); ok {
+			n, _ := strconv.ParseUint(v, 10, 31)
+			p.swr = uint32(n)
+		}
+	}
+	return p
 }
 
 func newCacheControl(policies map[string]string) (*cacheControl, error) {
-	cc := &cacheControl{byCollection: map[string][]byte{}, fallback: valNoCache}
+	cc := &cacheControl{byCollection: map[string]ccPolicy{}, fallback: ccPolicy{header: valNoCache}}
 	for coll, v := range policies {
 		if coll != AnyCollection && !wire.ValidCollection(coll) {
 			return nil, fmt.Errorf("cache control of %q: not a collection name", coll)
@@ -30,9 +48,9 @@ func newCacheControl(policies map[string]string) (*cacheControl, error) {
 			return nil, fmt.Errorf("cache control of %q: %w", coll, err)
 		}
 		if coll == AnyCollection {
-			cc.fallback = []byte(norm)
+			cc.fallback = newCCPolicy(norm)
 		} else {
-			cc.byCollection[coll] = []byte(norm)
+			cc.byCollection[coll] = newCCPolicy(norm)
 		}
 	}
 	return cc, nil
@@ -40,7 +58,15 @@ func newCacheControl(policies map[string]string) (*cacheControl, error) {
 
 // of returns the Cache-Control of collection's documents and pages. The lookup of a byte slice
 // converted to a string key does not allocate.
-func (cc *cacheControl) of(collection []byte) []byte {
+func (cc *cacheControl) of(collection []byte) []byte { return cc.policy(collection).header }
+
+// staleWhileRevalidate is how long, in seconds, the edge may answer with a document of
+// collection that went stale while it fetches the current version (RFC 5861 §3).
+func (cc *cacheControl) staleWhileRevalidate(collection []byte) uint32 {
+	return cc.policy(collection).swr
+}
+
+func (cc *cacheControl) policy(collection []byte) ccPolicy {
 	if v, ok := cc.byCollection[string(collection)]; ok {
 		return v
 	}

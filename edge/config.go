@@ -71,7 +71,10 @@ type Config struct {
 	// reads of a collection's documents and pages, by collection; AnyCollection for every
 	// collection not named. Values are checked by ParseCacheControl. Default for a collection
 	// without one: "no-cache" (clients and shared caches revalidate every time, with the
-	// ETag). Tombstones and stale answers always say "no-cache", problems "no-store".
+	// ETag). Tombstones and stale answers always say "no-cache", problems "no-store". The
+	// edge honours a collection's stale-while-revalidate=N itself: a document of it that
+	// went stale at most N seconds ago is answered at once, marked stale, while it is
+	// fetched in the background.
 	CacheControl map[string]string
 	// PeerFills is how many fills of the keys it owns this edge answers for the other edges
 	// of its region at once; beyond it they read the core themselves. Default 256.

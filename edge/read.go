@@ -51,6 +51,9 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	if !ok {
 		prior = nil
 	}
+	if prior != nil && e.revalidating(ctx, skey, p, prior) {
+		return
+	}
 	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id), prior)
 	if perr != nil {
 		e.serveStaleOr(ctx, prior, perr)
@@ -111,6 +114,28 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 	ctx.Response.SetBodyRaw(body)
 }
 
+// revalidating answers a miss on a document that went stale within its collection's
+// stale-while-revalidate window with that document (Cache-Status "perch; hit; detail=stale",
+// Cache-Control no-cache, so that nothing downstream keeps it), and fills the key in the
+// background, once however many requests come meanwhile. It reports whether it answered. An
+// edge that lost NATS, or whose cache was distrusted more than a few times since, does not
+// answer stale this way: the fill runs in the foreground and stale-if-error applies.
+func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, key string, p params, prior *entry) bool {
+	window := e.cc.staleWhileRevalidate(p.collection)
+	if window == 0 || e.disconnected.Load() {
+		return false
+	}
+	age, ok := e.cache.staleFor(prior)
+	if !ok || age > window {
+		return false
+	}
+	collection, id := string(p.collection), string(p.id)
+	e.fills.DoChan(key, func() (any, error) { return e.fill(key, collection, id, prior) })
+	e.metrics.staleServed.Inc()
+	e.serveEntry(ctx, prior, csHitStale, valNoCache)
+	return true
+}
+
 // fillDocument fills the cache with a document, once per key however many requests miss at
 // the same time: from the key's owner edge in the region when that is another edge (which
 // fills from the core once for the whole region), else, or when the owner cannot answer, from
@@ -118,44 +143,47 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 // missing id does not reach the core; any real version replaces it. prior is the entry the
 // cache holds but does not trust, if any: the fill may not answer an older version.
 func (e *Edge) fillDocument(key, collection, id string, prior *entry) (*entry, bool, *problem.Problem) {
-	v, err, _ := e.fills.Do(key, func() (any, error) {
-		// A fill that raced one of this edge's writes may read the version before it; the
-		// write's floor sends it back to the core, which has committed the write.
-		least := e.cache.floor(key, time.Now())
-		if prior != nil {
-			least = max(least, prior.version)
-		}
-		if owner, ok := e.remoteOwner(key); ok {
-			ent, err := e.fillFromPeer(owner, key)
-			var p *problem.Problem
-			switch {
-			case err == nil && ent.version >= least:
-				e.metrics.fills(fillPeer).Inc()
-				e.cache.fill(key, ent)
-				return ent, nil
-			case errors.As(err, &p):
-				// The owner could not reach the core either.
-				e.metrics.fillErrors.Inc()
-				return nil, p
-			case err == nil:
-				e.metrics.peerFallback("older").Inc()
-			case errors.Is(err, errOwnerBusy):
-				e.metrics.peerFallback("busy").Inc()
-			default:
-				e.metrics.peerFallback("unreachable").Inc()
-				e.log.Debug("owner edge did not answer a fill; asking the core", "owner", owner.ID, "err", err)
-			}
-		}
-		ent, p := e.fillFromCore(key, collection, id, least)
-		if p != nil {
-			return nil, p
-		}
-		return ent, nil
-	})
+	v, err, _ := e.fills.Do(key, func() (any, error) { return e.fill(key, collection, id, prior) })
 	if err != nil {
 		return nil, false, asProblem(err)
 	}
 	return v.(*entry), true, nil
+}
+
+// fill is one fill of a document key, run under the key's singleflight (fills).
+func (e *Edge) fill(key, collection, id string, prior *entry) (any, error) {
+	// A fill that raced one of this edge's writes may read the version before it; the
+	// write's floor sends it back to the core, which has committed the write.
+	least := e.cache.floor(key, time.Now())
+	if prior != nil {
+		least = max(least, prior.version)
+	}
+	if owner, ok := e.remoteOwner(key); ok {
+		ent, err := e.fillFromPeer(owner, key)
+		var p *problem.Problem
+		switch {
+		case err == nil && ent.version >= least:
+			e.metrics.fills(fillPeer).Inc()
+			e.cache.fill(key, ent)
+			return ent, nil
+		case errors.As(err, &p):
+			// The owner could not reach the core either.
+			e.metrics.fillErrors.Inc()
+			return nil, p
+		case err == nil:
+			e.metrics.peerFallback("older").Inc()
+		case errors.Is(err, errOwnerBusy):
+			e.metrics.peerFallback("busy").Inc()
+		default:
+			e.metrics.peerFallback("unreachable").Inc()
+			e.log.Debug("owner edge did not answer a fill; asking the core", "owner", owner.ID, "err", err)
+		}
+	}
+	ent, p := e.fillFromCore(key, collection, id, least)
+	if p != nil {
+		return nil, p
+	}
+	return ent, nil
 }
 
 // fillFromCore reads a document from the core and caches it, once per key: this edge's own

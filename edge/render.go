@@ -35,6 +35,7 @@ var (
 	csStaleIfError = []byte("perch; fwd=stale; fwd-status=503")
 	// csHitDisconnected: a hit while the edge has lost NATS, so cannot hear of changes.
 	csHitDisconnected  = []byte("perch; hit; detail=disconnected")
+	csHitStale         = []byte("perch; hit; detail=stale")
 	valTrue            = []byte("true")
 	valNoStore         = []byte("no-store")
 	valPrivateNoCache  = []byte("private, no-cache")
