@@ -72,6 +72,9 @@ func renderDocument(dst []byte, d *wire.Document) []byte {
 		// worth an error body rather than a broken one.
 		return append(dst, problem.New(problem.Internal, "stored document is not valid JSON").JSON()...)
 	}
+	if len(dst) == 0 {
+		return b // json.Marshal's result is the caller's: no copy
+	}
 	return append(dst, b...)
 }
 
