@@ -10,6 +10,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/perchhq/perch/edge"
+	"github.com/perchhq/perch/edge/ratelimit"
 	"github.com/perchhq/perch/internal/clustertest"
 )
 
@@ -37,6 +39,29 @@ func BenchmarkGetHit(b *testing.B) {
 		defer srv.Shutdown()
 		load(b, "http://"+ln.Addr().String()+"/v1/collections/bench/docs/doc", len(answer))
 	})
+}
+
+// BenchmarkGetHitRateLimit compares the cache-hit GET of BenchmarkGetHit through an edge
+// without a rate limit and through one with a per-address limit in force, which counts every
+// request (and admits them all: its rate is far above what this machine can send). Report
+// ip-limit ns/op ÷ none ns/op.
+func BenchmarkGetHitRateLimit(b *testing.B) {
+	limit, err := ratelimit.ParsePolicy("ip:1000000000/s")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name     string
+		policies []ratelimit.Policy
+	}{{"none", nil}, {"ip-limit", []ratelimit.Policy{limit}}} {
+		cfg := edge.DefaultConfig()
+		cfg.RateLimits = bc.policies
+		url, hit := cachedDocumentOn(b, &cfg)
+		if (hit.Header["Ratelimit"] != "") != (bc.policies != nil) {
+			b.Fatalf("%s: RateLimit %q", bc.name, hit.Header["Ratelimit"])
+		}
+		b.Run(bc.name, func(b *testing.B) { load(b, url, len(hit.Body)) })
+	}
 }
 
 // load sends b.N GETs over 64 keep-alive connections from parallel goroutines and checks
@@ -75,7 +100,13 @@ func load(b *testing.B, url string, size int) {
 // edge answers from its cache; it returns the document's URL and a cache hit.
 func cachedDocument(b *testing.B) (string, clustertest.Response) {
 	b.Helper()
-	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}})
+	return cachedDocumentOn(b, nil)
+}
+
+// cachedDocumentOn is cachedDocument on an edge of configuration cfg (nil: the default).
+func cachedDocumentOn(b *testing.B, cfg *edge.Config) (string, clustertest.Response) {
+	b.Helper()
+	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, Edge: cfg})
 	url := c.Edge(0) + "/v1/collections/bench/docs/doc"
 	if r := clustertest.Do(b, "PUT", url, nil, docBody); r.Status != 201 {
 		b.Fatalf("seed: %d %s", r.Status, r.Body)

@@ -11,6 +11,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/perchhq/perch/edge/ratelimit"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -76,6 +77,13 @@ type Config struct {
 	// went stale at most N seconds ago is answered at once, marked stale, while it is
 	// fetched in the background.
 	CacheControl map[string]string
+	// RateLimits are the rate-limit policies in force at start (SetRateLimits replaces
+	// them): global across every edge of the fleet that shares the NATS of this one, each
+	// edge deciding locally from its share (see edge/ratelimit). Default none.
+	RateLimits []ratelimit.Policy
+	// RateLimitSync is how often the edge tells the others its rate-limit usage; the error
+	// of a limit is about rate × RateLimitSync. From 5 ms to 100 ms; default 50 ms.
+	RateLimitSync time.Duration
 	// PeerFills is how many fills of the keys it owns this edge answers for the other edges
 	// of its region at once; beyond it they read the core themselves. Default 256.
 	PeerFills int

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/perchhq/perch/edge/ratelimit"
 	"github.com/perchhq/perch/gossip"
 	"github.com/perchhq/perch/internal/problem"
 	"github.com/perchhq/perch/internal/wire"
@@ -53,6 +54,11 @@ type Edge struct {
 
 	metrics  *metrics
 	registry prometheus.Registerer
+	// limiter decides the rate limits; limiting is set while any policy is in force.
+	limiter  *ratelimit.Limiter
+	limiting atomic.Bool
+	// stopLimiter ends the limiter's sync and waits for it; set by Serve.
+	stopLimiter func()
 	// shield is the state of the shields against abusive clients and overload (shield.go).
 	shield   *shield
 	writes   *writer
@@ -123,6 +129,21 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		registry: reg,
 		shield:   sh,
 	}
+	e.limiter, err = ratelimit.New(ratelimit.Config{
+		NodeID: cfg.ID, Policies: cfg.RateLimits, SyncInterval: cfg.RateLimitSync,
+		Transport: ratelimit.NewNATSTransport(nc, ""), Logger: e.log.With("component", "ratelimit"),
+	})
+	if err != nil {
+		cache.close()
+		m.collectors.Unregister(reg)
+		return nil, fmt.Errorf("edge config: rate limits: %w", err)
+	}
+	if err := e.limiter.Collectors().Register(reg); err != nil {
+		cache.close()
+		m.collectors.Unregister(reg)
+		return nil, fmt.Errorf("edge: metrics: %w", err)
+	}
+	e.limiting.Store(len(cfg.RateLimits) > 0)
 	e.lastSeq = make([]int64, cfg.Partitions)
 	e.peerFills = make(chan struct{}, cfg.PeerFills)
 	e.SetMembership(members)
@@ -198,6 +219,15 @@ func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	e.writes.start()
+	lctx, stopLimiter := context.WithCancel(context.Background())
+	limiterDone := make(chan struct{})
+	go func() {
+		defer close(limiterDone)
+		if err := e.limiter.Run(lctx); err != nil {
+			e.log.Error("rate limits are not shared with the other edges", "err", err)
+		}
+	}()
+	e.stopLimiter = func() { stopLimiter(); <-limiterDone }
 	e.log.Info("edge serving", "addr", ln.Addr().String(), "url", e.cfg.PublicURL)
 	close(e.serving)
 
@@ -238,11 +268,18 @@ func (e *Edge) close() {
 		_ = s.Unsubscribe()
 	}
 	e.cache.close()
+	if e.stopLimiter != nil {
+		e.stopLimiter()
+	}
+	e.limiter.Collectors().Unregister(e.registry)
 	e.metrics.collectors.Unregister(e.registry)
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 	if e.shield.filtering && !e.admit(ctx) {
+		return
+	}
+	if e.limiting.Load() && !e.rateLimit(ctx) {
 		return
 	}
 	e.dispatch(ctx)

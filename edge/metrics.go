@@ -26,6 +26,8 @@ type metrics struct {
 	peerServedBy  *prometheus.CounterVec
 	peerFallbacks *prometheus.CounterVec
 	ringMembers   prometheus.Gauge
+	// rateLimited counts the requests answered 429 by a rate limit.
+	rateLimited prometheus.Counter
 	// staleServed counts misses answered with a distrusted entry because the fill failed.
 	staleServed prometheus.Counter
 	fillErrors  prometheus.Counter
@@ -75,6 +77,9 @@ func newMetrics() *metrics {
 		peerFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_peer_fill_fallbacks_total", Help: "Fills this edge asked of a key's owner edge but took from the core, by reason: unreachable (no answer, or a malformed one), busy, older (the owner had an older version than this edge has heard of).",
 		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_edge_rate_limited_total", Help: "Requests answered 429 rate_limited (perch_ratelimit_decisions_total has them by policy).",
+		}),
 		ringMembers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "perch_edge_ring_members", Help: "Edges of this edge's region on its hash ring of key owners, itself included.",
 		}),
@@ -117,7 +122,7 @@ func newMetrics() *metrics {
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
 	m.staleServed = m.cache.WithLabelValues("stale")
-	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
+	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.rateLimited, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
 		compressed, compressions}
 	return m
 }

@@ -290,6 +290,7 @@ var oaCodes = []problem.Code{
 	problem.IPNotAllowed,
 	problem.TooManyConnections,
 	problem.Overloaded,
+	problem.RateLimited,
 }
 
 func TestOpenAPIProblemCodes(t *testing.T) {

@@ -23,6 +23,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
+	limits := rateLimitFlags(fs)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -42,12 +43,16 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	ecfg.CacheControl = cacheControl.m
 	ecfg.CacheBytes = int64(*cacheBytes)
 	shields.apply(&ecfg)
+	if err := limits.apply(&ecfg); err != nil {
+		return err
+	}
 	sys, err := system.Start(ctx, system.Options{
 		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log, Edge: &ecfg,
 	})
 	if err != nil {
 		return err
 	}
+	limits.watch(ctx, log, sys.SetRateLimits)
 	fmt.Fprintln(stdout, "Perch dev is running.")
 	for i, url := range sys.EdgeURLs() {
 		fmt.Fprintf(stdout, "  edge %-10s %s\n", sys.Regions()[i], url)

@@ -97,6 +97,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
+	limits := rateLimitFlags(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -132,6 +133,10 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.CacheControl = cacheControl.m
 	cfg.CacheBytes = int64(*cacheBytes)
 	shields.apply(&cfg)
+	if err := limits.apply(&cfg); err != nil {
+		ln.Close()
+		return err
+	}
 	cfg.Logger = log
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {
@@ -158,6 +163,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("gossip: %w", err)
 	}
 	e.SetMembership(g)
+	limits.watch(ctx, log, e.SetRateLimits)
 	err = e.Serve(ctx, ln)
 	_ = g.Leave(2 * time.Second)
 	return err

@@ -14,10 +14,13 @@ const module = "github.com/perchhq/perch"
 // forbidden maps a package (and its sub-packages) to the Perch packages its production code
 // must not import.
 var forbidden = map[string][]string{
-	"gossip":        {"edge", "core", "internal"},
-	"core":          {"edge", "gossip", "internal/system", "cmd"},
-	"edge":          {"core", "internal/system", "cmd"},
-	"internal/wire": {"edge", "core", "gossip", "internal/system"},
+	"gossip": {"edge", "core", "internal"},
+	"core":   {"edge", "gossip", "internal/system", "cmd"},
+	"edge":   {"core", "internal/system", "cmd"},
+	// The rate limiter is a library below the edge: it learns of its peers over its own
+	// Transport, not from the edge or gossip.
+	"edge/ratelimit": {"edge", "gossip"},
+	"internal/wire":  {"edge", "core", "gossip", "internal/system"},
 }
 
 // testOnly are packages that production code must never import.

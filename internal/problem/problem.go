@@ -42,6 +42,9 @@ const (
 	// Overloaded: the edge sheds load because what is behind it (the core, the write
 	// stream) is saturated; nothing was done and a retry after Retry-After may succeed.
 	Overloaded Code = "overloaded"
+	// RateLimited: the caller (its address, user or API key) is over a rate limit of the
+	// fleet; retry after Retry-After.
+	RateLimited Code = "rate_limited"
 )
 
 var statuses = map[Code]int{
@@ -66,6 +69,7 @@ var statuses = map[Code]int{
 	IPNotAllowed:        http.StatusForbidden,
 	TooManyConnections:  http.StatusTooManyRequests,
 	Overloaded:          http.StatusServiceUnavailable,
+	RateLimited:         http.StatusTooManyRequests,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.

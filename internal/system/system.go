@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
+	"github.com/perchhq/perch/edge/ratelimit"
 	"github.com/perchhq/perch/gossip"
 	"github.com/perchhq/perch/internal/admin"
 	"github.com/perchhq/perch/internal/natsembed"
@@ -330,6 +332,27 @@ func (s *System) StartEdge(i int) error {
 }
 
 // StopEdge drains edge i and leaves the gossip cluster gracefully.
+// SetRateLimits replaces the rate limits of every edge, those started later included.
+func (s *System) SetRateLimits(ps []ratelimit.Policy) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, re := range s.edges {
+		if re.edge == nil {
+			continue
+		}
+		if err := re.edge.SetRateLimits(ps); err != nil {
+			return err
+		}
+	}
+	base := edge.DefaultConfig()
+	if s.opts.Edge != nil {
+		base = *s.opts.Edge
+	}
+	base.RateLimits = slices.Clone(ps)
+	s.opts.Edge = &base
+	return nil
+}
+
 func (s *System) StopEdge(i int) error {
 	re := s.takeEdge(i)
 	if re == nil {
