@@ -540,9 +540,19 @@ func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs [
 	backoff := 50 * time.Millisecond
 	// A slow transaction must not look like a dead core: tell JetStream the batches are
 	// being worked on, well within the ack timeout.
-	working := make(chan struct{})
-	defer close(working)
+	// The ticker goroutine has its own copy of the messages and is waited for: the caller
+	// reuses group's array for the next group once this returns.
+	msgs := make([]jetstream.Msg, len(group))
+	for i := range group {
+		msgs[i] = group[i].msg
+	}
+	working, stopped := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(working)
+		<-stopped
+	}()
 	go func() {
+		defer close(stopped)
 		t := time.NewTicker(c.cfg.AckWait / 3)
 		defer t.Stop()
 		for {
@@ -550,8 +560,8 @@ func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs [
 			case <-working:
 				return
 			case <-t.C:
-				for i := range group {
-					_ = group[i].msg.InProgress()
+				for _, m := range msgs {
+					_ = m.InProgress()
 				}
 			}
 		}
