@@ -27,13 +27,19 @@ test: ## Run every test with the race detector (PostgreSQL ones need PERCH_TEST_
 	$(GO) test -race -count=1 -timeout 20m ./...
 	@# Allocation checks of the hot path, which the race detector would skew.
 	$(GO) test -count=1 -run 'TestGetHit' ./edge
+	$(GO) test -count=1 -run 'TestAllowDoesNotAllocate' ./edge/ratelimit
+	$(GO) test -count=1 -run 'TestCacheHitDoesNotAllocate' ./internal/auth
 
 .PHONY: test-postgres
 test-postgres: ## Start a throwaway PostgreSQL and run every test against it too
 	PERCH_TEST_POSTGRES="$$(.ci/postgres start)" $(MAKE) test
 
 .PHONY: bench
-bench: ## Run the Go benchmarks of the hot paths
+bench: build ## Run the standard load suite (perch bench) against perch dev; reports in bench/results/
+	bench/suite.sh $(BIN) bench/results
+
+.PHONY: bench-go
+bench-go: ## Run the Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench 'GetHit' -benchmem -count 1 ./edge ./bench
 
 .PHONY: bench-writes
@@ -43,7 +49,7 @@ bench-writes: ## The write path (edge → JetStream → core → PostgreSQL) bes
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
-	@for pkg in ./edge ./core ./internal/wire; do \
+	@for pkg in ./edge ./edge/ratelimit ./core ./internal/wire ./internal/auth ./bench/load; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg; \
 	  done; \

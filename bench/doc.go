@@ -4,4 +4,6 @@
 // figures are not comparable from one run to the next).
 //
 //	go test -run '^$' -bench . -benchmem ./bench
+//
+// The load generator behind `perch bench` is the sub-package bench/load (see README.md).
 package bench

@@ -34,6 +34,7 @@ Usage:
   perch core    [flags]   a core worker: applies writes, answers reads
   perch edge    [flags]   an edge: the HTTP API, near the users
   perch migrate [flags]   bring a database's schema up to date
+  perch bench   [flags]   load benchmarks against running edges (perch bench -h)
   perch version           print the version
 
 Every flag can also be set by an environment variable: --nats is PERCH_NATS, --port-base is
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEdge(ctx, rest, getenv, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "perch", version)
 		return nil
