@@ -21,6 +21,9 @@ var forbidden = map[string][]string{
 	// Transport, not from the edge or gossip.
 	"edge/ratelimit": {"edge", "gossip"},
 	"internal/wire":  {"edge", "core", "gossip", "internal/system"},
+	// Accounts and tokens are a library that the core (issuing) and the edges (verifying)
+	// both use, so it depends on neither.
+	"internal/auth": {"edge", "core", "gossip", "internal/system"},
 }
 
 // testOnly are packages that production code must never import.
