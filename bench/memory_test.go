@@ -196,6 +196,7 @@ func seed(b *testing.B, base string, n int) {
 	b.Helper()
 	hc := &fasthttp.HostClient{Addr: strings.TrimPrefix(base, "http://"), MaxConns: memoryConns,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
 	forEach(b, n, func(i int, req *fasthttp.Request, resp *fasthttp.Response) error {
 		req.Header.SetMethod(fasthttp.MethodPut)
 		req.SetRequestURI(base + memoryPath(i))
@@ -224,6 +225,7 @@ func readAll(b *testing.B, base string, n int) pass {
 	b.Helper()
 	hc := &fasthttp.HostClient{Addr: strings.TrimPrefix(base, "http://"), MaxConns: memoryConns,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
 	var hits, misses, other, size atomic.Int64
 	forEach(b, n, func(i int, req *fasthttp.Request, resp *fasthttp.Response) error {
 		req.SetRequestURI(base + memoryPath(i))

@@ -57,6 +57,9 @@ type Edge struct {
 	// limiter decides the rate limits; limiting is set while any policy is in force.
 	limiter  *ratelimit.Limiter
 	limiting atomic.Bool
+	// limitKeys is set while a policy of the key scope is in force: only then is X-Api-Key
+	// looked up.
+	limitKeys atomic.Bool
 	// stopLimiter ends the limiter's sync and waits for it; set by Serve.
 	stopLimiter func()
 	// shield is the state of the shields against abusive clients and overload (shield.go).
@@ -143,6 +146,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		m.collectors.Unregister(reg)
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
+	e.limitKeys.Store(hasScope(cfg.RateLimits, ratelimit.ScopeKey))
 	e.limiting.Store(len(cfg.RateLimits) > 0)
 	e.lastSeq = make([]int64, cfg.Partitions)
 	e.peerFills = make(chan struct{}, cfg.PeerFills)

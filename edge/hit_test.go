@@ -366,6 +366,7 @@ func TestGetHitRateLimited(t *testing.T) {
 	e := newTestEdgeOn(t, natstest.Connect(t, natstest.Start(t).URL()), func(c *Config) {
 		p, _ := ratelimit.ParsePolicy("ip:1000000000/s")
 		c.RateLimits = []ratelimit.Policy{p}
+		c.RateLimitHeaders = true
 	})
 	cacheDocument(t, e, "doc", 1024)
 	ctx := limitedRequest("/v1/collections/bench/docs/doc")
@@ -383,8 +384,8 @@ func TestGetHitRateLimited(t *testing.T) {
 	}
 }
 
-// BenchmarkGetHitRateLimit: a cache hit of a 1 KiB document without a rate limit and with
-// one (a per-address policy that admits everything: the request's time, fasthttp's, does not
+// BenchmarkGetHitRateLimit: a cache hit of a 1 KiB document without a rate limit, with
+// one, and with one and its headers on every answer (Config.RateLimitHeaders) (a per-address policy that admits everything: the request's time, fasthttp's, does not
 // move on in this loop, so the bucket must hold every request), side by side. Report limited ns/op ÷
 // none ns/op.
 func BenchmarkGetHitRateLimit(b *testing.B) {
@@ -392,9 +393,12 @@ func BenchmarkGetHitRateLimit(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
 		policies []ratelimit.Policy
-	}{{"none", nil}, {"ip-limit", []ratelimit.Policy{p}}} {
+		headers  bool
+	}{{"none", nil, false}, {"ip-limit", []ratelimit.Policy{p}, false}, {"ip-limit-headers", []ratelimit.Policy{p}, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := newTestEdgeOn(b, natstest.Connect(b, natstest.Start(b).URL()), func(c *Config) { c.RateLimits = bc.policies })
+			e := newTestEdgeOn(b, natstest.Connect(b, natstest.Start(b).URL()), func(c *Config) {
+				c.RateLimits, c.RateLimitHeaders = bc.policies, bc.headers
+			})
 			cacheDocument(b, e, "doc", 1024)
 			ctx := limitedRequest("/v1/collections/bench/docs/doc")
 			b.ReportAllocs()

@@ -35,15 +35,26 @@ func (e *Edge) SetRateLimits(ps []ratelimit.Policy) error {
 	if err := e.limiter.SetPolicies(ps); err != nil {
 		return err
 	}
+	e.limitKeys.Store(hasScope(ps, ratelimit.ScopeKey))
 	e.limiting.Store(len(ps) > 0)
 	e.log.Info("rate limits in force", "policies", len(ps))
 	return nil
 }
 
+func hasScope(ps []ratelimit.Policy, s ratelimit.Scope) bool {
+	for _, p := range ps {
+		if p.Scope == s {
+			return true
+		}
+	}
+	return false
+}
+
 // rateLimit decides the request by the rate limits in force, and answers it 429 when it is
 // over one: with Retry-After, RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-
-// headers) and a problem body, never cached. A request a policy admits carries the two
-// RateLimit headers too, so that clients can pace themselves. Health checks are exempt.
+// headers) and a problem body, never cached. With Config.RateLimitHeaders, a request a
+// policy admits carries the two RateLimit headers too, so that clients can pace themselves.
+// Health checks are exempt.
 // It reports whether the request may go on. It allocates nothing for a key the limiter
 // already tracks.
 func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx) bool {
@@ -70,9 +81,14 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx) bool {
 	if ip.IsValid() {
 		k.IP = a[:]
 	}
-	k.APIKey = ctx.Request.Header.Peek(hdrAPIKey)
+	if e.limitKeys.Load() {
+		k.APIKey = ctx.Request.Header.Peek(hdrAPIKey)
+	}
 	d := e.limiter.AllowAt(ctx.Time(), group, k)
 	if _, ok := d.Policy(); !ok {
+		return true
+	}
+	if d.Allowed && !e.cfg.RateLimitHeaders {
 		return true
 	}
 	var buf [96]byte

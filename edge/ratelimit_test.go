@@ -17,7 +17,13 @@ import (
 
 func limitedCluster(t *testing.T, regions []string, policies ...string) *clustertest.Cluster {
 	t.Helper()
+	return limitedClusterWith(t, regions, func(*edge.Config) {}, policies...)
+}
+
+func limitedClusterWith(t *testing.T, regions []string, adjust func(*edge.Config), policies ...string) *clustertest.Cluster {
+	t.Helper()
 	cfg := edge.DefaultConfig()
+	adjust(&cfg)
 	for _, s := range policies {
 		p, err := ratelimit.ParsePolicy(s)
 		if err != nil {
@@ -134,10 +140,10 @@ func TestRateLimitHoldsWhenAnEdgeDies(t *testing.T) {
 	checkAdmitted(t, &o, took, 50, 50)
 }
 
-// TestRateLimitAnswers: the exact answer over a limit, the headers under it, groups, API
-// keys, and a reload.
+// TestRateLimitAnswers: the exact answer over a limit, the headers under it (with
+// RateLimitHeaders), groups, API keys, and a reload.
 func TestRateLimitAnswers(t *testing.T) {
-	c := limitedCluster(t, []string{"test"}, "ip:3/m", "key:2/m:2@writes")
+	c := limitedClusterWith(t, []string{"test"}, func(c *edge.Config) { c.RateLimitHeaders = true }, "ip:3/m", "key:2/m:2@writes")
 	url := c.Edge(0) + "/v1/collections/notes/docs/"
 	for i := range 3 {
 		r := clustertest.Do(t, "GET", url+"absent", nil, nil)
@@ -196,6 +202,19 @@ func TestRateLimitAnswers(t *testing.T) {
 	}
 	if st := clustertest.Do(t, "PUT", url+"anon", nil, []byte(`{}`)).Status; st != 201 {
 		t.Fatalf("a write without a key: %d", st)
+	}
+}
+
+// TestRateLimitHeadersOnlyWhenLimited: by default an admitted request carries no RateLimit
+// headers, and a refused one carries them all.
+func TestRateLimitHeadersOnlyWhenLimited(t *testing.T) {
+	c := limitedCluster(t, []string{"test"}, "ip:1/m")
+	url := c.Edge(0) + "/v1/collections/notes/docs/absent"
+	if r := clustertest.Do(t, "GET", url, nil, nil); r.Status != 404 || r.Header["Ratelimit"] != "" || r.Header["Ratelimit-Policy"] != "" {
+		t.Fatalf("admitted: %d, RateLimit %q, RateLimit-Policy %q", r.Status, r.Header["Ratelimit"], r.Header["Ratelimit-Policy"])
+	}
+	if r := clustertest.Do(t, "GET", url, nil, nil); r.Status != 429 || r.Header["Ratelimit"] == "" || r.Header["Ratelimit-Policy"] != `"ip-minute";q=1;w=60` || r.Header["Retry-After"] == "" {
+		t.Fatalf("refused: %d, RateLimit %q, RateLimit-Policy %q, Retry-After %q", r.Status, r.Header["Ratelimit"], r.Header["Ratelimit-Policy"], r.Header["Retry-After"])
 	}
 }
 

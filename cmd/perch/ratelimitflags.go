@@ -17,9 +17,10 @@ import (
 // perch dev: policies on the command line (--rate-limit), a limits file reloaded when it
 // changes (--rate-limit-file), and the sync interval.
 type rateLimits struct {
-	flags *policiesFlag
-	file  *string
-	sync  *time.Duration
+	flags   *policiesFlag
+	file    *string
+	sync    *time.Duration
+	headers *bool
 	// fromFile are the policies the file held when last read.
 	fromFile []ratelimit.Policy
 }
@@ -31,6 +32,7 @@ func rateLimitFlags(fs *flag.FlagSet) *rateLimits {
 	r := &rateLimits{flags: &policiesFlag{fs: fs}}
 	fs.Var(r.flags, "rate-limit", "a rate limit, global across the fleet: SCOPE:RATE[:BURST][@GROUP], SCOPE ip, user or key (X-Api-Key), RATE N/s or N/m, GROUP reads, writes or sync (default every route); repeated or comma-separated")
 	r.file = fs.String("rate-limit-file", "", "YAML file of rate limits (edge/ratelimit/README.md), added to --rate-limit and reloaded when it changes")
+	r.headers = fs.Bool("rate-limit-headers", false, "send RateLimit-Policy and RateLimit on every answer a limit counts, not only on its 429s")
 	r.sync = fs.Duration("rate-limit-sync", ratelimit.DefaultSyncInterval, "how often edges share their rate-limit usage (5ms to 100ms); a limit's error is about rate × this")
 	return r
 }
@@ -47,6 +49,7 @@ func (r *rateLimits) apply(cfg *edge.Config) error {
 	}
 	cfg.RateLimits = r.policies(r.fromFile)
 	cfg.RateLimitSync = *r.sync
+	cfg.RateLimitHeaders = *r.headers
 	if _, err := ratelimit.New(ratelimit.Config{Policies: cfg.RateLimits, SyncInterval: cfg.RateLimitSync}); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
