@@ -15,6 +15,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	benchload "github.com/perchhq/perch/bench/load"
 	"github.com/perchhq/perch/internal/clustertest"
 )
 
@@ -29,7 +30,7 @@ import (
 // PERCH_BENCH_NGINX_WORKERS. It skips when there is no nginx (PERCH_BENCH_NGINX names the
 // binary; else nginx on PATH or /usr/sbin/nginx).
 func BenchmarkGetHitNginx(b *testing.B) {
-	bin := nginxBinary()
+	bin := benchload.NginxBinary(os.Getenv("PERCH_BENCH_NGINX"))
 	if bin == "" {
 		b.Skip("no nginx binary: install Debian's nginx-light (or nginx), or set PERCH_BENCH_NGINX")
 	}
@@ -99,72 +100,14 @@ func reportRate(b *testing.B) float64 {
 	return rate
 }
 
-func nginxBinary() string {
-	if p := os.Getenv("PERCH_BENCH_NGINX"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/sbin/nginx"); err == nil {
-		return "/usr/sbin/nginx"
-	}
-	return ""
-}
-
-// nginxConf is a proxy cache in front of one origin, tuned as one would for a fair race: no
-// access log, keep-alive without a request limit, cached responses served without asking the
-// origin, and every path nginx writes to under the benchmark's directory.
-const nginxConf = `daemon off;
-master_process on;
-worker_processes %[1]d;
-%[2]s
-pid %[3]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	sendfile on;
-	tcp_nopush on;
-	tcp_nodelay on;
-	keepalive_timeout 60s;
-	keepalive_requests 100000000;
-	client_body_temp_path %[3]s/body;
-	proxy_temp_path %[3]s/proxy;
-	fastcgi_temp_path %[3]s/fastcgi;
-	uwsgi_temp_path %[3]s/uwsgi;
-	scgi_temp_path %[3]s/scgi;
-	proxy_cache_path %[3]s/cache levels=1:2 keys_zone=bench:10m max_size=100m inactive=1h use_temp_path=off;
-	open_file_cache max=1000 inactive=1h;
-	upstream origin { server %[4]s; keepalive 16; }
-	server {
-		listen %[5]s;
-		location / {
-			proxy_pass http://origin;
-			proxy_http_version 1.1;
-			proxy_set_header Connection "";
-			proxy_cache bench;
-			proxy_cache_valid 200 1h;
-			proxy_cache_lock on;
-			add_header X-Cache-Status $upstream_cache_status;
-		}
-	}
-}
-`
-
 // startNginx runs nginx in the foreground with workers worker processes, caching origin, and
 // returns its base URL. It is stopped (gracefully, SIGQUIT) when the benchmark ends.
 func startNginx(b *testing.B, bin string, workers int, origin string) string {
 	b.Helper()
 	dir := b.TempDir()
-	// Workers run as nobody unless told otherwise, and could not reach a root-only temp dir.
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
 	addr := freeAddr(b)
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, workers, user, dir, origin, addr), 0o600); err != nil {
+	if err := os.WriteFile(conf, benchload.NginxConfig(workers, dir, origin, addr), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	proc := startProcess(b, exec.Command(bin, "-p", dir, "-c", conf, "-e", "stderr"), syscall.SIGQUIT)

@@ -112,9 +112,19 @@ http {
 }
 `
 
-// nginxBinary returns the nginx to run: bin when set, else nginx on PATH or /usr/sbin/nginx,
+// NginxConfig is the configuration of the nginx baseline (nginxConf): workers worker
+// processes, every file under dir, caching origin (host:port), listening on listen.
+func NginxConfig(workers int, dir, origin, listen string) []byte {
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers would run as nobody, who cannot reach dir
+	}
+	return fmt.Appendf(nil, nginxConf, workers, user, dir, origin, listen)
+}
+
+// NginxBinary returns the nginx to run: bin when set, else nginx on PATH or /usr/sbin/nginx,
 // or "" when there is none.
-func nginxBinary(bin string) string {
+func NginxBinary(bin string) string {
 	if bin != "" {
 		return bin
 	}
@@ -159,10 +169,6 @@ func startNginx(ctx context.Context, bin, origin string) (*nginxProcess, error) 
 	if err != nil {
 		return nil, err
 	}
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers would run as nobody, who cannot reach dir
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		os.RemoveAll(dir)
@@ -171,7 +177,7 @@ func startNginx(ctx context.Context, bin, origin string) (*nginxProcess, error) 
 	addr := ln.Addr().String()
 	ln.Close()
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, runtime.GOMAXPROCS(0), user, dir, strings.TrimPrefix(origin, "http://"), addr), 0o600); err != nil {
+	if err := os.WriteFile(conf, NginxConfig(runtime.GOMAXPROCS(0), dir, strings.TrimPrefix(origin, "http://"), addr), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}

@@ -325,7 +325,7 @@ func runBaseline(ctx context.Context, name string, cfg *Config, base phase, m *m
 		defer origin.close()
 		url := origin.url
 		if name == BaselineNginx {
-			bin := nginxBinary(cfg.NginxBinary)
+			bin := NginxBinary(cfg.NginxBinary)
 			if bin == "" {
 				b.Skipped = "no nginx binary (apt-get install nginx-light, or --nginx PATH)"
 				return b
