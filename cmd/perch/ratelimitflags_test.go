@@ -130,3 +130,26 @@ func TestRateLimitFileReload(t *testing.T) {
 	}
 	wait([]string{"key:1/s", "ip:20/s"})
 }
+
+// TestRateLimitFlagsRegistered: perch edge and perch dev take the rate-limit flags of the
+// contract, and refuse a bad policy as a usage error.
+func TestRateLimitFlagsRegistered(t *testing.T) {
+	for _, cmd := range []string{"edge", "dev"} {
+		var out, errOut syncBuffer
+		if err := run(t.Context(), []string{cmd, "-h"}, noEnv, &out, &errOut); err != nil {
+			t.Fatalf("%s -h: %v", cmd, err)
+		}
+		for _, f := range []string{"rate-limit", "rate-limit-file", "rate-limit-sync", "rate-limit-headers"} {
+			if h := errOut.String(); !strings.Contains(h, "-"+f+" ") && !strings.Contains(h, "-"+f+"\n") {
+				t.Errorf("perch %s has no --%s", cmd, f)
+			}
+		}
+		args := []string{cmd, "--rate-limit", "ip:50/fortnight"}
+		if cmd == "edge" {
+			args = append(args, "--region", "r")
+		}
+		if err := run(t.Context(), args, noEnv, &out, &errOut); !errors.Is(err, errUsage) {
+			t.Errorf("perch %s with a bad --rate-limit: %v", cmd, err)
+		}
+	}
+}
