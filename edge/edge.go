@@ -280,11 +280,12 @@ func (e *Edge) close() {
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
-	if e.shield.filtering && !e.admit(ctx) {
-		return
-	}
-	if e.limiting.Load() && !e.rateLimit(ctx) {
-		return
+	filtering, limiting := e.shield.filtering, e.limiting.Load()
+	if filtering || limiting {
+		ip := e.clientIP(ctx)
+		if filtering && !e.admit(ctx, ip) || limiting && !e.rateLimit(ctx, ip) {
+			return
+		}
 	}
 	e.dispatch(ctx)
 }

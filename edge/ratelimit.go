@@ -2,7 +2,9 @@ package edge
 
 import (
 	"bytes"
+	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -57,7 +59,7 @@ func hasScope(ps []ratelimit.Policy, s ratelimit.Scope) bool {
 // Health checks are exempt.
 // It reports whether the request may go on. It allocates nothing for a key the limiter
 // already tracks.
-func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx) bool {
+func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
 	path := ctx.Path()
 	if bytes.Equal(path, pathHealthz) || bytes.Equal(path, pathReadyz) {
 		return true
@@ -70,7 +72,6 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx) bool {
 		group = groupReads
 	}
 	var k ratelimit.Keys
-	ip := e.clientIP(ctx)
 	if ip.Is6() {
 		// An IPv6 client has a /64 to itself: counting addresses would let it take 2^64.
 		if p, err := ip.Prefix(64); err == nil {
@@ -103,5 +104,7 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx) bool {
 	e.writeProblem(ctx, problem.Newf(problem.RateLimited, "over the rate limit %s; retry in %d s", d.PolicyName(), retry))
 	h.SetCanonical(hdrCacheStatus, csBypass)
 	h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], int64(retry), 10))
+	// Refused before routing, like the shields' refusals: counted under no route.
+	e.metrics.observe(unknownRoute, ctx.Method(), fasthttp.StatusTooManyRequests, time.Since(ctx.Time()))
 	return false
 }

@@ -216,6 +216,13 @@ func TestRateLimitHeadersOnlyWhenLimited(t *testing.T) {
 	if r := clustertest.Do(t, "GET", url, nil, nil); r.Status != 429 || r.Header["Ratelimit"] == "" || r.Header["Ratelimit-Policy"] != `"ip-minute";q=1;w=60` || r.Header["Retry-After"] == "" {
 		t.Fatalf("refused: %d, RateLimit %q, RateLimit-Policy %q, Retry-After %q", r.Status, r.Header["Ratelimit"], r.Header["Ratelimit-Policy"], r.Header["Retry-After"])
 	}
+	// Refusals are in the request metrics, and counted as such.
+	if n := c.Metric("perch_edge_requests_total", "code")["429"]; n != 1 {
+		t.Errorf("%v requests answered 429 in perch_edge_requests_total, want 1", n)
+	}
+	if n := c.Metric("perch_edge_rate_limited_total")[""]; n != 1 {
+		t.Errorf("perch_edge_rate_limited_total %v, want 1", n)
+	}
 }
 
 func mustPolicy(t *testing.T, s string) ratelimit.Policy {
