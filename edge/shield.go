@@ -179,9 +179,9 @@ func (w *warnLimiter) allow(now time.Time) (int64, bool) {
 }
 
 // admit applies the allow and deny lists to a request from ip (its clientIP), before anything
-// else is done with it, and answers 403 ip_not_allowed to a refused one. /healthz and /readyz are exempt: load
-// balancers probe from their own addresses, which an allow list of clients need not name,
-// and those answers reveal nothing and cost nothing. The connection is closed after a
+// else is done with it, and answers 403 ip_not_allowed to a refused one. /healthz and
+// /readyz are exempt: load balancers probe from their own addresses, which an allow list of
+// clients need not name, and those answers reveal nothing and cost nothing. The connection is closed after a
 // refusal unless it is a trusted proxy's, which carries the requests of other clients too.
 func (e *Edge) admit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
 	s := e.shield
