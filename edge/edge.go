@@ -35,8 +35,8 @@ type Edge struct {
 	log *slog.Logger
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	// members holds a membershipBox: set by SetMembership, read by the gossip Watcher.
-	members atomic.Value
+	// members is set by SetMembership and read by the gossip Watcher and GET /v1/edges.
+	members atomic.Pointer[membershipBox]
 	cache   *docCache
 	cc      *cacheControl
 	// fills and coreFills run one fill per key: fills for this edge's misses (from the
@@ -376,13 +376,15 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 // Call it before Serve; nil means a lone edge. For the ring to follow the fleet, the edge
 // must also be the gossip's Watcher (or MembersChanged called on every change).
 func (e *Edge) SetMembership(m Membership) {
-	e.members.Store(membershipBox{m})
+	e.members.Store(&membershipBox{m})
 	e.rebuildRing()
 }
 
 type membershipBox struct{ m Membership }
 
 func (e *Edge) membership() Membership {
-	b, _ := e.members.Load().(membershipBox)
-	return b.m
+	if b := e.members.Load(); b != nil {
+		return b.m
+	}
+	return nil
 }

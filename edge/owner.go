@@ -175,13 +175,14 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 		return
 	}
 	key := string(m.Data)
-	if ent, ok := e.cache.get(m.Data); ok && e.cache.valid(ent) && !e.disconnected.Load() {
+	prior, ok := e.cache.get(m.Data)
+	if ok && e.cache.valid(prior) && !e.disconnected.Load() {
 		e.metrics.peerServed("hit").Inc()
-		e.replyPeerEntry(m, ent)
+		e.replyPeerEntry(m, prior)
 		return
 	}
-	var least int64
-	if prior, ok := e.cache.get(m.Data); ok {
+	var least int64 // a version the owner has heard of bounds its fill, as it does a miss's
+	if ok {
 		least = prior.version
 	}
 	ent, perr := e.fillFromCore(key, string(collection), string(id), least)
