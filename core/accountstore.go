@@ -60,7 +60,9 @@ type AccountStore interface {
 	//   - RefreshReused when it was used before: the family is revoked now (a Revocation of
 	//     kind "session" with the family's id is recorded) and next is not stored;
 	//   - RefreshRotated otherwise: the token is marked used (at most one concurrent call can
-	//     do so) and next, a token of the same family and user, is stored.
+	//     do so) and next is stored as its successor: in the presented token's family, for
+	//     its user, with its FamilyExpiresAt (next's own Family, UserID and FamilyExpiresAt
+	//     are ignored: the caller does not know them before the lookup).
 	// Token is the stored token that was presented (zero when RefreshInvalid because there
 	// was none).
 	UseRefreshToken(ctx context.Context, hash []byte, next RefreshToken, now time.Time) (RefreshUse, error)
