@@ -115,11 +115,14 @@ func forCockroach(sql string) string {
 //     users are read and written there;
 //   - meta and schema_migrations GLOBAL: tiny, read by every core at start (the partition count,
 //     the schema version) and almost never written, so fast reads everywhere are worth slow
-//     writes.
+//     writes;
+//   - signing_keys GLOBAL for the same reason: a handful of rows, read by every core to sign
+//     and publish access tokens, written once a rotation.
 //
 // The other tables stay REGIONAL BY TABLE in the primary region, where the core that applies
 // writes should run: the partition counters, write records, Idempotency-Keys and outbox are
-// written by every batch.
+// written by every batch, and the account tables (users, refresh tokens, revocations, login
+// failures) by every signup, login and refresh.
 func crdbDDL(db string, m multiRegion) []string {
 	if !m.enabled() {
 		return nil
@@ -140,5 +143,6 @@ func crdbDDL(db string, m multiRegion) []string {
 		`ALTER TABLE documents SET LOCALITY REGIONAL BY ROW`,
 		`ALTER TABLE meta SET LOCALITY GLOBAL`,
 		`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
+		`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
 	)
 }

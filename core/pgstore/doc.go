@@ -22,6 +22,10 @@
 //     producers; if the ambiguous attempt recorded them, ApplyBatches returns exactly what that
 //     attempt committed, otherwise it applies the batches. Either way each write is applied once.
 //   - Change events are stored in the outbox in the same transaction as their change.
+//   - The account store (core.AccountStore): every change is one SERIALIZABLE transaction
+//     retried like the others; a refresh locks its token and family, so concurrent uses of one
+//     token rotate it once; and a retry after an ambiguous commit answers what the committed
+//     attempt did (accounts.go).
 //   - Reads see committed data only. Sync reads its page and the partition counters in one
 //     read-only transaction, so they are one snapshot; List, Get, WriteOutcome and
 //     PendingEvents are single statements.

@@ -6,10 +6,11 @@
 // Guarantees:
 //   - Durability: the database runs in WAL mode with synchronous=FULL, so a batch whose
 //     ApplyBatch returned is on disk and survives a crash or power loss.
-//   - Single writer: every write (ApplyBatch, ApplyBatches, DeleteEvents, Expire) goes
-//     through one connection in a BEGIN IMMEDIATE transaction, so batches are serialised in
-//     the process and take the file's write lock up front; they never need to retry. A second
-//     process on the same file waits up to busyTimeout for the lock.
+//   - Single writer: every write (ApplyBatch, ApplyBatches, DeleteEvents, Expire, and every
+//     change of the account store) goes through one connection in a BEGIN IMMEDIATE
+//     transaction, so writes are serialised in the process and take the file's write lock up
+//     front; they never need to retry. A second process on the same file waits up to
+//     busyTimeout for the lock.
 //   - Group commit: ApplyBatches applies a group of one partition's batches, and advances
 //     their producers' sequences, in one transaction: all of it commits or none. ApplyBatch is
 //     ApplyBatches of one batch. Which batch a producer's sequence admits is core.Fence's.
@@ -22,8 +23,10 @@
 // Layout: documents holds the latest version of each document (tombstones included) with the
 // partition sequence number of its last change; partitions holds each partition's counter;
 // writes and idempotency hold outcomes for replay; outbox holds committed events until they
-// are published; producers holds each producer's last applied batch sequence. Times are unix
-// microseconds, returned in UTC. The schema is created and upgraded at Open by the
-// forward-only migrations embedded from migrations/, each in its own transaction, recorded in
-// schema_migrations. See README.md for the trade-offs.
+// are published; producers holds each producer's last applied batch sequence; users,
+// signing_keys, refresh_families, refresh_tokens, revocations and login_failures are the
+// account store's (core.AccountStore). Times are unix microseconds, returned in UTC. The
+// schema is created and upgraded at Open by the forward-only migrations embedded from
+// migrations/, each in its own transaction, recorded in schema_migrations. See README.md for
+// the trade-offs.
 package sqlitestore

@@ -36,8 +36,9 @@ type Store struct {
 	partitions int
 	logger     *slog.Logger
 
-	ws writeStmts // prepared on w
-	rs readStmts  // prepared on r
+	ws writeStmts   // prepared on w
+	rs readStmts    // prepared on r
+	as accountStmts // prepared on w and r
 
 	closeOnce sync.Once
 	closeErr  error
@@ -214,7 +215,7 @@ func (s *Store) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare %q: %w", st.sql, err)
 		}
 	}
-	return nil
+	return s.prepareAccounts(ctx)
 }
 
 // Close closes the store. Every call after the first returns nil; every other method fails
@@ -226,11 +227,11 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{
+	for _, st := range append([]*sql.Stmt{
 		s.ws.document, s.ws.priorWrite, s.ws.priorIdem, s.ws.upsert, s.ws.recordWrite,
 		s.ws.recordIdem, s.ws.outbox, s.ws.seq, s.ws.setSeq, s.ws.producer, s.ws.setProducer,
 		s.rs.document, s.rs.write,
-	} {
+	}, s.as.all()...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

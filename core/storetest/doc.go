@@ -16,11 +16,11 @@
 //	}
 //
 // Every test gets a fresh store. The tests are grouped in categories (Writes, Replay,
-// ApplyBatches, Events, List, Sync, Concurrency, Expire, Lifecycle); a backend that cannot
-// honour one says so with Except and a reason, and the category shows as skipped with it (the
-// model is spicedb's datastore test suite).
+// ApplyBatches, Events, List, Sync, Concurrency, Expire, Accounts, Lifecycle); a backend that
+// cannot honour one says so with Except and a reason, and the category shows as skipped with
+// it (the model is spicedb's datastore test suite).
 //
-// The suite decides what to expect from the Store contract (core/store.go) and from
-// core.ApplyCommand, never from a backend. Where the contract leaves a choice open, Run's
+// The suite decides what to expect from the Store contract (core/store.go and
+// core/accountstore.go) and from core.ApplyCommand, never from a backend. Where the contract leaves a choice open, Run's
 // documentation says which the suite requires.
 package storetest

@@ -97,6 +97,33 @@ func testUseAfterClose(h *harness) {
 			return h.store.DeleteEvents(h.ctx, []wire.ChangeEvent{{Partition: 0, Seq: 1}})
 		}},
 		{"Expire", func() error { _, err := h.store.Expire(h.ctx, h.now); return err }},
+		{"CreateUser", func() error {
+			return h.store.CreateUser(h.ctx, core.User{ID: "u", Email: "e", PasswordHash: phc, CreatedAt: h.now, UpdatedAt: h.now})
+		}},
+		{"UserByEmail", func() error { _, err := h.store.UserByEmail(h.ctx, "e"); return err }},
+		{"UserByID", func() error { _, err := h.store.UserByID(h.ctx, "u"); return err }},
+		{"SetPasswordHash", func() error { return h.store.SetPasswordHash(h.ctx, "u", phc, h.now) }},
+		{"NoteLoginFailure", func() error { _, err := h.store.NoteLoginFailure(h.ctx, "e", h.now, time.Minute); return err }},
+		{"LoginFailures", func() error { _, err := h.store.LoginFailures(h.ctx, "e", h.now, time.Minute); return err }},
+		{"ClearLoginFailures", func() error { return h.store.ClearLoginFailures(h.ctx, "e") }},
+		{"SigningKeys", func() error { _, err := h.store.SigningKeys(h.ctx); return err }},
+		{"UpdateSigningKeys", func() error {
+			_, err := h.store.UpdateSigningKeys(h.ctx, func(cur []core.StoredKey) ([]core.StoredKey, bool, error) {
+				return cur, false, nil
+			})
+			return err
+		}},
+		{"CreateRefreshToken", func() error {
+			return h.store.CreateRefreshToken(h.ctx, refreshToken("u", "f", h.now, time.Hour, time.Hour))
+		}},
+		{"UseRefreshToken", func() error {
+			_, err := h.store.UseRefreshToken(h.ctx, randomHash(), refreshToken("u", "f", h.now, time.Hour, time.Hour), h.now)
+			return err
+		}},
+		{"RevokeRefreshFamily", func() error { _, err := h.store.RevokeRefreshFamily(h.ctx, randomHash(), h.now); return err }},
+		{"RevokeUser", func() error { return h.store.RevokeUser(h.ctx, "u", h.now) }},
+		{"Revocations", func() error { _, err := h.store.Revocations(h.ctx, h.now); return err }},
+		{"ExpireAccounts", func() error { _, err := h.store.ExpireAccounts(h.ctx, h.now); return err }},
 	} {
 		if err := tt.call(); err == nil {
 			h.tb.Errorf("%s after Close: no error", tt.name)

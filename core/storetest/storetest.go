@@ -30,6 +30,7 @@ const (
 	Sync        Category = "Sync"         // delta sync across partitions
 	Concurrency Category = "Concurrency"  // concurrent writers and readers
 	Expire      Category = "Expire"       // forgetting write records and keys
+	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
 	Lifecycle   Category = "Lifecycle"    // Close
 )
 
@@ -63,6 +64,7 @@ var suite = []struct {
 	{Sync, syncTests},
 	{Concurrency, concurrencyTests},
 	{Expire, expireTests},
+	{Accounts, accountTests},
 	{Lifecycle, lifecycleTests},
 }
 
@@ -79,7 +81,12 @@ var suite = []struct {
 //   - ids compare byte by byte (C collation) in List's id orders and as its tie-breaker;
 //     -updated_at is the exact reverse of updated_at;
 //   - List and Sync limits: 0 means the default, others are held to [1, max];
-//   - More is exact: set if and only if another page has items.
+//   - More is exact: set if and only if another page has items;
+//   - accounts: UseRefreshToken stores next with the presented token's Family, UserID and
+//     FamilyExpiresAt, whatever next says of them (the caller knows them only from the answer);
+//     concurrent uses of one token rotate it once, and the first to find it used is the one
+//     reuse; RevokeRefreshFamily returns the token with Revoked at the family's first
+//     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows.
 func Run(t *testing.T, open OpenFunc, opts ...Option) {
 	o := options{except: map[Category]string{}}
 	for _, opt := range opts {
