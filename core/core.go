@@ -58,6 +58,8 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Logger receives the core's structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// Accounts configures the account service (accounts.go). Default DefaultAccountsConfig.
+	Accounts AccountsConfig
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -123,6 +125,9 @@ func (c *Config) complete() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if err := c.Accounts.complete(); err != nil {
+		return fmt.Errorf("accounts: %w", err)
+	}
 	return nil
 }
 
@@ -185,8 +190,17 @@ func (c *Core) Run(ctx context.Context) error {
 		consumers[p] = cons
 	}
 
+	accounts := newAccounts(c.cfg.Accounts, c.store, c.nc, c.log, c.cfg.Now, c.m)
+	if err := accounts.rotate(ctx); err != nil {
+		return fmt.Errorf("core: %w", err)
+	}
 	reads, err := c.serveReads()
 	if err != nil {
+		return err
+	}
+	auths, err := c.serveAuth(accounts)
+	if err != nil {
+		reads.stop()
 		return err
 	}
 	c.log.Info("core started", "partitions", c.cfg.Partitions)
@@ -201,9 +215,11 @@ func (c *Core) Run(ctx context.Context) error {
 	g.Go(func() error { c.purgeApplied(gctx, consumers); return nil })
 	g.Go(func() error { c.sweepOutbox(gctx); return nil })
 	g.Go(func() error { c.expire(gctx); return nil })
+	g.Go(func() error { accounts.runRotation(gctx); return nil })
 	err = g.Wait()
 	close(c.commits)
 	<-announced
+	auths.stop()
 	reads.stop()
 	c.log.Info("core stopped")
 	return err
@@ -894,6 +910,14 @@ func (c *Core) expire(ctx context.Context) {
 			c.log.Warn("expiring write records", "err", err)
 		case n > 0:
 			c.log.Info("expired write records", "count", n)
+		}
+		// Refresh tokens of families past their life, and revocations and login throttles
+		// no token or window can need any more.
+		keep := max(c.cfg.Accounts.Token.TTL+c.cfg.Accounts.Token.Skew, c.cfg.Accounts.LoginWindow)
+		if n, err := c.store.ExpireAccounts(ctx, c.cfg.Now().Add(-keep)); err != nil && ctx.Err() == nil {
+			c.log.Warn("expiring account records", "err", err)
+		} else if n > 0 {
+			c.log.Info("expired account records", "count", n)
 		}
 		select {
 		case <-ctx.Done():

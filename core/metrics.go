@@ -19,6 +19,7 @@ type metrics struct {
 	reads          *prometheus.CounterVec
 	readSeconds    *prometheus.HistogramVec
 	consumerErrors prometheus.Counter
+	auth           *prometheus.CounterVec
 
 	collectors telemetry.Set
 }
@@ -62,8 +63,11 @@ func newMetrics() *metrics {
 		consumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations) and result (ok or the problem code, e.g. invalid_credentials).",
+		}, []string{"op", "result"}),
 	}
 	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.waiting, m.applySeconds, m.applyRetries,
-		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors}
+		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors, m.auth}
 	return m
 }

@@ -45,6 +45,24 @@ const (
 	// RateLimited: the caller (its address, user or API key) is over a rate limit of the
 	// fleet; retry after Retry-After.
 	RateLimited Code = "rate_limited"
+	// Unauthorized: the request needs an access token and has none
+	// (WWW-Authenticate: Bearer).
+	Unauthorized Code = "unauthorized"
+	// InvalidToken: the access token is malformed, forged, expired, not yet valid, for
+	// another audience or issuer, signed by an unknown key, or revoked. The client refreshes
+	// it, or logs in again.
+	InvalidToken Code = "invalid_token"
+	// InvalidCredentials: a login's email and password do not match an account, or a refresh
+	// or logout token is unknown, expired or revoked. The answer is the same whichever it
+	// is, so that it reveals nothing about which accounts exist.
+	InvalidCredentials Code = "invalid_credentials"
+	// WeakPassword: a signup's password is shorter or longer than the bounds.
+	WeakPassword Code = "weak_password"
+	// Forbidden: the caller is known but may not do this (an access rule).
+	Forbidden Code = "forbidden"
+	// TooManyAttempts: too many failed logins for the account lately; retry after
+	// Retry-After. Accounts that do not exist are throttled alike.
+	TooManyAttempts Code = "too_many_attempts"
 )
 
 var statuses = map[Code]int{
@@ -70,6 +88,12 @@ var statuses = map[Code]int{
 	TooManyConnections:  http.StatusTooManyRequests,
 	Overloaded:          http.StatusServiceUnavailable,
 	RateLimited:         http.StatusTooManyRequests,
+	Unauthorized:        http.StatusUnauthorized,
+	InvalidToken:        http.StatusUnauthorized,
+	InvalidCredentials:  http.StatusUnauthorized,
+	WeakPassword:        http.StatusBadRequest,
+	Forbidden:           http.StatusForbidden,
+	TooManyAttempts:     http.StatusTooManyRequests,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.

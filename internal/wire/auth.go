@@ -1,0 +1,75 @@
+package wire
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/perchhq/perch/internal/problem"
+)
+
+// Subjects of accounts and tokens. The core issues tokens and answers the edges' account
+// requests on AuthSubject (queue group CoreQueue); edges verify tokens themselves with the
+// keys the core publishes (KeysSubject) and forget the tokens it revokes (RevokedSubject).
+const (
+	AuthSubject = "perch.auth"
+	// KeysSubject carries the core's JWKS whenever its signing keys change: a new key is
+	// published before it signs (auth.Rotation's Lead), so every edge knows it in time.
+	KeysSubject = "perch.auth.keys"
+	// RevokedSubject carries Revocations, one per message, to every edge.
+	RevokedSubject = "perch.auth.revoked"
+)
+
+// AuthOp is what an AuthRequest asks.
+type AuthOp string
+
+const (
+	AuthSignup      AuthOp = "signup"      // Email, Password → Tokens
+	AuthLogin       AuthOp = "login"       // Email, Password → Tokens
+	AuthRefresh     AuthOp = "refresh"     // RefreshToken → Tokens
+	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
+	AuthKeys        AuthOp = "keys"        // → JWKS
+	AuthRevocations AuthOp = "revocations" // Since → Revocations
+)
+
+// AuthRequest is an edge's request to the core's account service. It carries a password in
+// clear: the NATS connections of a fleet must be private (TLS beyond one machine), like its
+// database's.
+type AuthRequest struct {
+	Op           AuthOp    `json:"op"`
+	Email        string    `json:"email,omitempty"`
+	Password     string    `json:"password,omitempty"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Since        time.Time `json:"since,omitzero"`
+}
+
+// Tokens is the body of a successful signup, login or refresh (DESIGN §3).
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	// ExpiresIn is the access token's life in seconds.
+	ExpiresIn int `json:"expires_in"`
+}
+
+// AuthResponse is the core's answer to an AuthRequest: a problem, or what the op asked for.
+type AuthResponse struct {
+	Problem     *problem.Problem `json:"problem,omitempty"`
+	Tokens      *Tokens          `json:"tokens,omitempty"`
+	JWKS        json.RawMessage  `json:"jwks,omitempty"`
+	Revocations []Revocation     `json:"revocations,omitempty"`
+}
+
+// Revocation kinds.
+const (
+	RevokeSession = "session"
+	RevokeSubject = "subject"
+)
+
+// Revocation ends the access tokens issued at or before At: those of a refresh-token
+// family (Kind "session", ID the family, the tokens' sid) or of a user (Kind "subject", ID
+// the user, the tokens' sub).
+type Revocation struct {
+	Kind string    `json:"kind"`
+	ID   string    `json:"id"`
+	At   time.Time `json:"at"`
+}
