@@ -72,13 +72,23 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 
 func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome, *wire.Document) {
 	live := cur != nil && !cur.Deleted
+	if live && cmd.OwnerOnly && cur.Owner != cmd.User {
+		// Checked before If-Match: a stale version must not tell a stranger that the
+		// document exists.
+		return rejected(cmd, problem.New(problem.Forbidden, "the document belongs to another user")), nil
+	}
 	if cmd.IfMatch != 0 && (!live || cmd.IfMatch != wire.AnyVersion && cur.Version != cmd.IfMatch) {
 		return rejected(cmd, problem.New(problem.PreconditionFailed,
 			"the document's version does not match If-Match")), nil
 	}
-	next := &wire.Document{Collection: cmd.Collection, ID: cmd.ID, Version: 1, CreatedAt: now, UpdatedAt: now}
+	next := &wire.Document{Collection: cmd.Collection, ID: cmd.ID, Version: 1, CreatedAt: now, UpdatedAt: now, Owner: cmd.User}
 	if cur != nil {
 		next.Version = cur.Version + 1
+	}
+	if live {
+		// A document keeps its owner for life; one created again after a delete belongs
+		// to whoever created it again.
+		next.Owner = cur.Owner
 	}
 	status := http.StatusOK
 	switch cmd.Op {

@@ -104,6 +104,13 @@ type Command struct {
 	// digest of the request it came with. Both are empty without a key.
 	IdemKey     string `json:"idem_key,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// User is the user the write acts for, as the edge verified its access token; empty for
+	// an anonymous write. A document a write creates belongs to its User.
+	User string `json:"user,omitempty"`
+	// OwnerOnly is set when the collection's write rule is owner: the write applies to a
+	// live document only if it belongs to User (else it is rejected forbidden). The edge
+	// checks what it can see; the core decides, against the stored owner.
+	OwnerOnly bool `json:"owner_only,omitempty"`
 }
 
 // AnyVersion is the IfMatch of `If-Match: *`: the write applies to any live version.
@@ -325,6 +332,10 @@ type Document struct {
 	UpdatedAt  time.Time       `json:"updated_at"`
 	Deleted    bool            `json:"deleted,omitempty"`
 	Data       json.RawMessage `json:"data,omitempty"`
+	// Owner is the user who created the document (Command.User of the write that created
+	// it, or re-created it after a delete); empty for a document written anonymously.
+	// Updates keep it; a tombstone keeps it too.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Outcome is what became of one command. Status is the HTTP status the write answers with
@@ -416,6 +427,9 @@ type ListQuery struct {
 	Limit      int       `json:"limit"`
 	IDPrefix   string    `json:"id_prefix,omitempty"`
 	After      *Position `json:"after,omitempty"`
+	// Owner, when not empty, keeps the page to the documents of that owner (a collection
+	// whose read rule is owner).
+	Owner string `json:"owner,omitempty"`
 }
 
 // Position is a place in a list: the sort key of the last item returned.
@@ -436,6 +450,10 @@ type SyncQuery struct {
 	Collections []string `json:"collections"`
 	After       []int64  `json:"after,omitempty"`
 	Limit       int      `json:"limit"`
+	// Owned are the collections of Collections whose changes are kept to the documents of
+	// Owner (their read rule is owner); Owner is empty when Owned is.
+	Owned []string `json:"owned,omitempty"`
+	Owner string   `json:"owner,omitempty"`
 }
 
 // SyncPage is a page of changes, tombstones included. Next is the position to resume from.
