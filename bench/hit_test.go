@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -65,9 +66,33 @@ func BenchmarkGetHitRateLimit(b *testing.B) {
 	}
 }
 
+// BenchmarkGetHitBearer is BenchmarkGetHit with a valid access token on every request (the
+// edge verifies it: a hit of its token cache, no signature check) beside the same without
+// one, in alternating rounds on one running cluster. Report the ratio of bearer ns/op to
+// anonymous ns/op, summed over the rounds.
+func BenchmarkGetHitBearer(b *testing.B) {
+	c, url, hit := cachedDocumentCluster(b)
+	r := clustertest.Do(b, "POST", c.Edge(0)+"/v1/auth/signup", nil, []byte(`{"email":"bench@example.com","password":"a long enough password"}`))
+	var tokens struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(r.Body, &tokens); r.Status != 201 || err != nil {
+		b.Fatalf("signup: %d %s", r.Status, r.Body)
+	}
+	for round := range 3 {
+		for _, bc := range []struct{ name, authorization string }{{"anonymous", ""}, {"bearer", "Bearer " + tokens.AccessToken}} {
+			b.Run(fmt.Sprintf("%s/round=%d", bc.name, round), func(b *testing.B) { loadWith(b, url, len(hit.Body), bc.authorization) })
+		}
+	}
+}
+
 // load sends b.N GETs over 64 keep-alive connections from parallel goroutines and checks
 // every answer.
-func load(b *testing.B, url string, size int) {
+func load(b *testing.B, url string, size int) { loadWith(b, url, size, "") }
+
+// loadWith is load with an Authorization header on every request, unless authorization is
+// empty.
+func loadWith(b *testing.B, url string, size int, authorization string) {
 	uri := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(uri)
 	if err := uri.Parse(nil, []byte(url)); err != nil {
@@ -87,6 +112,9 @@ func load(b *testing.B, url string, size int) {
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
 		req.SetRequestURI(url)
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
+		}
 		for pb.Next() {
 			if err := hc.Do(req, resp); err != nil {
 				b.Error(err)

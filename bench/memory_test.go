@@ -96,9 +96,14 @@ func BenchmarkEdgeMemory(b *testing.B) {
 
 	// perch edge: the process measured.
 	edgeAddr, adminAddr := freeAddr(b), freeAddr(b)
+	// The documents are public: the reads measured carry no access token.
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("default: {read: public, write: public}\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
 	cmd := exec.Command(bin, "edge", "--nats", natsURL, "--region", "mem", "--id", "mem-bench",
 		"--listen", edgeAddr, "--gossip", "127.0.0.1:0", "--admin", adminAddr, "--stream-replicas", "1",
-		"--drain-delay", "0s", "--log-level", "warn")
+		"--drain-delay", "0s", "--log-level", "warn", "--rules", rules)
 	if v := os.Getenv("PERCH_BENCH_EDGE_ENV"); v != "" {
 		cmd.Env = append(os.Environ(), strings.Fields(v)...)
 	}

@@ -24,20 +24,25 @@ type entry struct {
 	// version orders entries of one key; an entry never replaces one of a higher version. 0
 	// for what has no ETag: a list page, or a document that does not exist.
 	version int64
-	// epoch is the cache's epoch when the entry was stored; an entry of an older epoch is not
-	// served (see docCache.distrust).
-	epoch int64
-	// body is the response body, ready to send (see bytes); empty for a marker (see stale).
-	// It never changes once the entry is made.
+	// body is the response body, ready to send (see bytes), followed by the document's
+	// owner (its last ownerLen bytes: one allocation for both); empty for a marker (see
+	// stale). It never changes once the entry is made.
 	body string
 	// forms holds the compressed forms of body: nil until a request wants one.
 	forms atomic.Pointer[forms]
+	// epoch is the cache's epoch when the entry was stored; an entry of an older epoch is not
+	// served (see docCache.distrust).
+	epoch uint32
 	// expires is when the entry stops being served, in seconds of the cache's clock
 	// (docCache.now).
 	expires uint32
 	// status is the HTTP status to answer with: 200 (the body is application/json), or 404
 	// for a tombstone or an absent document (a problem).
 	status uint16
+	// ownerLen is the length of the owner at the end of body: the user who created the
+	// document (wire.Document.Owner), 0 for none. Reads of a collection whose read rule is
+	// owner are answered from the entry only for that user.
+	ownerLen uint16
 	// stale marks an entry that only records that version exists (a change event too large
 	// to carry its document): it is never served, and only a fill of version or later may
 	// replace it.
@@ -50,7 +55,21 @@ type entry struct {
 // bytes returns the entry's body as the byte slice fasthttp and the compressors take. They
 // only read it, and nothing writes to it while the entry lives.
 func (e *entry) bytes() []byte {
-	return unsafe.Slice(unsafe.StringData(e.body), len(e.body))
+	return unsafe.Slice(unsafe.StringData(e.body), len(e.body)-int(e.ownerLen))
+}
+
+// owner is the user who created the entry's document; empty for none.
+func (e *entry) owner() string { return e.body[len(e.body)-int(e.ownerLen):] }
+
+// withOwner makes the body of an entry from a rendered answer and its document's owner, in
+// one allocation; it returns the body and the owner's length.
+func withOwner(rendered []byte, owner string) (string, uint16) {
+	if owner == "" {
+		return unsafe.String(unsafe.SliceData(rendered), len(rendered)), 0
+	}
+	b := make([]byte, 0, len(rendered)+len(owner))
+	b = append(append(b, rendered...), owner...)
+	return unsafe.String(unsafe.SliceData(b), len(b)), uint16(len(owner))
 }
 
 // maxTagLen is the length of the longest ETag: quotes around a version of 19 digits and a
@@ -129,7 +148,7 @@ type docCache struct {
 	// epoch grows when the edge may have missed change events (a gap in a partition's
 	// sequence, a reconnection to NATS): every entry made before is then distrusted at once,
 	// without walking the cache.
-	epoch atomic.Int64
+	epoch atomic.Uint32
 	// distrusts remembers when the last few epochs began (staleFor), under distrustMu.
 	distrustMu sync.Mutex
 	distrusts  [8]distrustAt
@@ -242,12 +261,12 @@ func (dc *docCache) distrust() {
 	dc.distrustMu.Lock()
 	defer dc.distrustMu.Unlock()
 	ep := dc.epoch.Add(1)
-	dc.distrusts[ep%int64(len(dc.distrusts))] = distrustAt{epoch: ep, at: dc.now.Load()}
+	dc.distrusts[ep%uint32(len(dc.distrusts))] = distrustAt{epoch: ep, at: dc.now.Load()}
 }
 
 // distrustAt records when the cache entered an epoch, in seconds of its clock.
 type distrustAt struct {
-	epoch int64
+	epoch uint32
 	at    uint32
 }
 
@@ -262,7 +281,7 @@ func (dc *docCache) staleFor(e *entry) (uint32, bool) {
 	since := e.expires
 	if e.epoch != dc.epoch.Load() {
 		dc.distrustMu.Lock()
-		d := dc.distrusts[(e.epoch+1)%int64(len(dc.distrusts))]
+		d := dc.distrusts[(e.epoch+1)%uint32(len(dc.distrusts))]
 		dc.distrustMu.Unlock()
 		if d.epoch != e.epoch+1 {
 			return 0, false
@@ -320,7 +339,7 @@ func (dc *docCache) get(key []byte) (*entry, bool) {
 func (dc *docCache) set(key string, e *entry) {
 	e.epoch = dc.epoch.Load()
 	e.expires = dc.now.Load() + dc.ttl
-	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body) >= dc.compressMin
+	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body)-int(e.ownerLen) >= dc.compressMin
 	dc.c.Set(key, e, dc.cost(e))
 }
 
@@ -367,8 +386,8 @@ func documentEntry(d *wire.Document) *entry {
 	if d.Deleted {
 		return &entry{version: d.Version, status: 404, body: notFoundString}
 	}
-	b := renderDocument(nil, d)
-	return &entry{version: d.Version, status: 200, body: unsafe.String(unsafe.SliceData(b), len(b))}
+	body, n := withOwner(renderDocument(nil, d), d.Owner)
+	return &entry{version: d.Version, status: 200, body: body, ownerLen: n}
 }
 
 // listEntry is the entry of a list page, rendered as body, which it keeps.

@@ -37,7 +37,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatal("an entry is served past its TTL")
 	}
 	ctx := getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Cache-Status")) != "perch; fwd=stale; fwd-status=503" {
 		t.Fatalf("expired, no core: %d %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Cache-Status"))
 	}
@@ -45,7 +45,7 @@ func TestExpiry(t *testing.T) {
 	// One TTL past the expiry it is not served at all.
 	e.cache.now.Add(ttl)
 	ctx = getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if ctx.Response.StatusCode() != 503 {
 		t.Fatalf("expired a TTL ago, no core: %d %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Cache-Status"))
 	}
@@ -57,7 +57,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("the refill of an expired entry was not installed: %+v", got)
 	}
 	ctx = getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if string(ctx.Response.Header.Peek("Cache-Status")) != "perch; hit" {
 		t.Fatalf("after the refill: %q", ctx.Response.Header.Peek("Cache-Status"))
 	}

@@ -23,11 +23,15 @@ type cacheControl struct {
 // edge itself honours, in seconds (0: none).
 type ccPolicy struct {
 	header []byte
-	swr    uint32
+	// private is header for answers that depend on who asks (a collection whose read rule
+	// is not public): "private" first, without "public" and s-maxage, so that no shared
+	// cache keeps them for others.
+	private []byte
+	swr     uint32
 }
 
 func newCCPolicy(norm string) ccPolicy {
-	p := ccPolicy{header: []byte(norm)}
+	p := ccPolicy{header: []byte(norm), private: privateHeader(norm)}
 	for _, d := range strings.Split(norm, ", ") {
 		if v, ok := strings.CutPrefix(d, "stale-while-revalidate="); ok {
 			n, _ := strconv.ParseUint(v, 10, 31)
@@ -38,7 +42,7 @@ func newCCPolicy(norm string) ccPolicy {
 }
 
 func newCacheControl(policies map[string]string) (*cacheControl, error) {
-	cc := &cacheControl{byCollection: map[string]ccPolicy{}, fallback: ccPolicy{header: valNoCache}}
+	cc := &cacheControl{byCollection: map[string]ccPolicy{}, fallback: ccPolicy{header: valNoCache, private: valPrivateNoCache}}
 	for coll, v := range policies {
 		if coll != AnyCollection && !wire.ValidCollection(coll) {
 			return nil, fmt.Errorf("cache control of %q: not a collection name", coll)
@@ -59,6 +63,21 @@ func newCacheControl(policies map[string]string) (*cacheControl, error) {
 // of returns the Cache-Control of collection's documents and pages. The lookup of a byte slice
 // converted to a string key does not allocate.
 func (cc *cacheControl) of(collection []byte) []byte { return cc.policy(collection).header }
+
+// ofPrivate is of for the answers of a collection that not everyone may read.
+func (cc *cacheControl) ofPrivate(collection []byte) []byte { return cc.policy(collection).private }
+
+// privateHeader is a normalised Cache-Control value made private.
+func privateHeader(norm string) []byte {
+	ds := []string{"private"}
+	for _, d := range strings.Split(norm, ", ") {
+		if d == "" || d == "public" || d == "private" || strings.HasPrefix(d, "s-maxage=") {
+			continue
+		}
+		ds = append(ds, d)
+	}
+	return []byte(strings.Join(ds, ", "))
+}
 
 // staleWhileRevalidate is how long, in seconds, the edge may answer with a document of
 // collection that went stale while it fetches the current version (RFC 5861 §3).

@@ -52,18 +52,18 @@ func TestCacheControlPerCollection(t *testing.T) {
 	cacheDocument(t, e, "doc", 100)
 
 	ctx := getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if got := string(ctx.Response.Header.Peek("Cache-Control")); ctx.Response.StatusCode() != 200 || got != "public, max-age=60, stale-if-error=600" {
 		t.Fatalf("hit: %d, Cache-Control %q", ctx.Response.StatusCode(), got)
 	}
 	ctx = getRequest("/v1/collections/bench/docs/doc")
 	ctx.Request.Header.Set("If-None-Match", `"3"`)
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if got := string(ctx.Response.Header.Peek("Cache-Control")); ctx.Response.StatusCode() != 304 || got != "public, max-age=60, stale-if-error=600" {
 		t.Fatalf("304: %d, Cache-Control %q", ctx.Response.StatusCode(), got)
 	}
 	ctx = getRequest("/v1/collections/other/docs/doc") // no core: a 503 problem
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if got := string(ctx.Response.Header.Peek("Cache-Control")); ctx.Response.StatusCode() != 503 || got != "no-store" {
 		t.Fatalf("problem: %d, Cache-Control %q", ctx.Response.StatusCode(), got)
 	}
@@ -111,7 +111,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 	get := func(path string) (string, string, string) {
 		ctx := getRequest(path)
-		e.dispatch(ctx)
+		e.dispatch(ctx, "")
 		if ctx.Response.StatusCode() != 200 {
 			t.Fatalf("GET %s: %d %s", path, ctx.Response.StatusCode(), ctx.Response.Body())
 		}

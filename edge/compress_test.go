@@ -186,7 +186,7 @@ func TestNotSmaller(t *testing.T) {
 	for range 2 {
 		ctx := getRequest("/v1/collections/bench/docs/random")
 		ctx.Request.Header.Set("Accept-Encoding", "br")
-		e.dispatch(ctx)
+		e.dispatch(ctx, "")
 		r := &ctx.Response
 		if r.StatusCode() != 200 || len(r.Header.ContentEncoding()) != 0 || !bytes.Equal(r.Body(), body) {
 			t.Fatalf("%d Content-Encoding %q, body of %d bytes", r.StatusCode(), r.Header.ContentEncoding(), len(r.Body()))

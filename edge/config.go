@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/perchhq/perch/edge/ratelimit"
+	"github.com/perchhq/perch/internal/auth"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -89,6 +90,23 @@ type Config struct {
 	// RateLimitSync is how often the edge tells the others its rate-limit usage; the error
 	// of a limit is about rate × RateLimitSync. From 5 ms to 100 ms; default 50 ms.
 	RateLimitSync time.Duration
+	// Rules are the access rules of the collections (rules.go): who may read and write
+	// them. Nil is every collection open to everyone (perch dev without a rules file);
+	// perch edge without one uses DefaultRules.
+	Rules *Rules
+	// AuthRateLimit is the limit per client address on the account routes (/v1/auth/...),
+	// where passwords are guessed; policies of the group "auth" replace it, and policies of
+	// no group apply there as everywhere. The core throttles logins per account besides.
+	// Default ip:30/m:10@auth; a policy with Limit 0 (and any other field set) turns it off.
+	AuthRateLimit ratelimit.Policy
+	// Tokens is what the edge checks access tokens against: the issuer and audience the
+	// core signs them with, their life and the clock skew tolerated. Default the core's
+	// (core.DefaultAccountsConfig): issuer and audience "perch", 15 minutes, 30 seconds.
+	Tokens auth.Config
+	// TokenCacheEntries bounds the verified tokens the edge remembers, so that a request
+	// with a token seen before costs no signature check. Default 100,000 (about 90 MB when
+	// full).
+	TokenCacheEntries int
 	// PeerFills is how many fills of the keys it owns this edge answers for the other edges
 	// of its region at once; beyond it they read the core themselves. Default 256.
 	PeerFills int
@@ -171,6 +189,9 @@ func DefaultConfig() Config {
 		MaxConnsPerIP:     256,
 		MaxCoreReads:      1024,
 		MaxPendingWrites:  4096,
+		AuthRateLimit:     ratelimit.Policy{Scope: ratelimit.ScopeIP, Limit: 30, Period: time.Minute, Burst: 10, Group: groupAuth},
+		Tokens:            auth.Config{Issuer: "perch", Audience: "perch", TTL: 15 * time.Minute, Skew: 30 * time.Second},
+		TokenCacheEntries: 100_000,
 	}
 }
 
@@ -232,6 +253,32 @@ func (c *Config) complete() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Rules != nil {
+		if err := c.Rules.Validate(); err != nil {
+			return fmt.Errorf("rules: %w", err)
+		}
+	}
+	if c.AuthRateLimit == (ratelimit.Policy{}) {
+		c.AuthRateLimit = d.AuthRateLimit
+	}
+	if c.Tokens.Issuer == "" {
+		c.Tokens.Issuer = d.Tokens.Issuer
+	}
+	if c.Tokens.Audience == "" {
+		c.Tokens.Audience = d.Tokens.Audience
+	}
+	if c.Tokens.TTL == 0 {
+		c.Tokens.TTL = d.Tokens.TTL
+	}
+	if c.Tokens.Skew == 0 {
+		c.Tokens.Skew = d.Tokens.Skew
+	}
+	if err := c.Tokens.Validate(); err != nil {
+		return fmt.Errorf("tokens: %w", err)
+	}
+	if c.TokenCacheEntries <= 0 {
+		c.TokenCacheEntries = d.TokenCacheEntries
 	}
 	return nil
 }

@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,7 +65,9 @@ type Edge struct {
 	// stopLimiter ends the limiter's sync and waits for it; set by Serve.
 	stopLimiter func()
 	// shield is the state of the shields against abusive clients and overload (shield.go).
-	shield   *shield
+	shield *shield
+	// tokens verifies access tokens (auth.go).
+	tokens   *tokens
 	writes   *writer
 	draining atomic.Bool
 	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
@@ -132,8 +136,13 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		registry: reg,
 		shield:   sh,
 	}
+	if e.tokens, err = newTokens(&cfg); err != nil {
+		cache.close()
+		m.collectors.Unregister(reg)
+		return nil, fmt.Errorf("edge config: %w", err)
+	}
 	e.limiter, err = ratelimit.New(ratelimit.Config{
-		NodeID: cfg.ID, Policies: cfg.RateLimits, SyncInterval: cfg.RateLimitSync,
+		NodeID: cfg.ID, Policies: e.withAuthLimit(cfg.RateLimits), SyncInterval: cfg.RateLimitSync,
 		Transport: ratelimit.NewNATSTransport(nc, ""), Logger: e.log.With("component", "ratelimit"),
 	})
 	if err != nil {
@@ -147,7 +156,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
 	e.limitKeys.Store(hasScope(cfg.RateLimits, ratelimit.ScopeKey))
-	e.limiting.Store(len(cfg.RateLimits) > 0)
+	e.limiting.Store(limitsBeyondAuth(cfg.RateLimits))
 	e.lastSeq = make([]int64, cfg.Partitions)
 	e.peerFills = make(chan struct{}, cfg.PeerFills)
 	e.SetMembership(members)
@@ -200,6 +209,11 @@ func (e *Edge) routeTable() []route {
 		newRoute("/v1/sync", get(e.sync)),
 		newRoute("/v1/writes/{id}", get(e.writeStatus)),
 		newRoute("/v1/edges", get(e.listEdges)),
+		newRoute("/v1/auth/signup", post(e.signup)),
+		newRoute("/v1/auth/login", post(e.login)),
+		newRoute("/v1/auth/refresh", post(e.refresh)),
+		newRoute("/v1/auth/logout", post(e.logout)),
+		newRoute("/.well-known/jwks.json", get(e.jwks)),
 		newRoute("/v1/openapi.json", get(serveOpenAPI)),
 		newRoute("/healthz", get(e.healthz)),
 		newRoute("/readyz", get(e.readyz)),
@@ -218,6 +232,11 @@ func (e *Edge) Serve(ctx context.Context, ln net.Listener) error {
 		e.log.Warn("the write stream differs from this edge's configuration; leaving it as it is", "mismatch", mismatch)
 	}
 	if err := e.subscribe(); err != nil {
+		ln.Close()
+		e.close()
+		return err
+	}
+	if err := e.subscribeAuth(); err != nil {
 		ln.Close()
 		e.close()
 		return err
@@ -281,13 +300,29 @@ func (e *Edge) close() {
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 	filtering, limiting := e.shield.filtering, e.limiting.Load()
-	if filtering || limiting {
-		ip := e.clientIP(ctx)
-		if filtering && !e.admit(ctx, ip) || limiting && !e.rateLimit(ctx, ip) {
+	auth := bytes.HasPrefix(ctx.Path(), pathAuthPrefix)
+	var ip netip.Addr
+	if filtering || limiting || auth {
+		ip = e.clientIP(ctx)
+	}
+	if filtering && !e.admit(ctx, ip) {
+		return
+	}
+	var u user
+	if !auth {
+		// The account routes take no access token: a client refreshing an expired one
+		// may still send it.
+		var p *problem.Problem
+		if u, p = e.principal(ctx); p != nil {
+			e.refuseAuth(ctx, p)
+			e.metrics.observe(unknownRoute, ctx.Method(), fasthttp.StatusUnauthorized, time.Since(ctx.Time()))
 			return
 		}
 	}
-	e.dispatch(ctx)
+	if (limiting || auth) && !e.rateLimit(ctx, ip, u) {
+		return
+	}
+	e.dispatch(ctx, u)
 }
 
 // serveError answers the requests fasthttp could not read: too large, too slow, malformed.

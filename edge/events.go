@@ -194,6 +194,8 @@ func (e *Edge) onReconnect(*nats.Conn) {
 	e.log.Warn("reconnected to NATS; change events may have been missed, distrusting the cache")
 	e.cache.distrust()
 	e.resetSequences.Store(true)
+	// Key sets and revocations published meanwhile were lost too.
+	go e.catchUpAuth()
 }
 
 func validEvent(ev *wire.ChangeEvent) bool {

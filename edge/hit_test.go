@@ -73,7 +73,7 @@ func TestGetHit(t *testing.T) {
 	e := newTestEdge(t)
 	d := cacheDocument(t, e, "doc", 1024)
 	ctx := getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Cache-Status")) != "perch; hit" {
 		t.Fatalf("hit: %d %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Cache-Status"))
 	}
@@ -89,7 +89,7 @@ func TestGetHit(t *testing.T) {
 	if !raceEnabled {
 		allocs := testing.AllocsPerRun(200, func() {
 			ctx.Response.Reset()
-			e.dispatch(ctx)
+			e.dispatch(ctx, "")
 		})
 		if allocs != 0 {
 			t.Fatalf("a cache hit allocates %.1f times", allocs)
@@ -130,7 +130,7 @@ func BenchmarkGetHit(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				ctx.Response.Reset()
-				e.dispatch(ctx)
+				e.dispatch(ctx, "")
 			}
 		})
 	}
@@ -153,7 +153,7 @@ func TestGetHitCompressed(t *testing.T) {
 		t.Run(string(codingNames[tc.c]), func(t *testing.T) {
 			ctx := getRequest("/v1/collections/bench/docs/doc")
 			ctx.Request.Header.Set("Accept-Encoding", tc.accept)
-			e.dispatch(ctx)
+			e.dispatch(ctx, "")
 			r := &ctx.Response
 			if string(r.Header.ContentEncoding()) != string(codingNames[tc.c]) || string(r.Header.Peek("ETag")) != string(ent.tag(tc.c)) {
 				t.Fatalf("Content-Encoding %q ETag %q", r.Header.ContentEncoding(), r.Header.Peek("ETag"))
@@ -168,7 +168,7 @@ func TestGetHitCompressed(t *testing.T) {
 			if !raceEnabled {
 				allocs := testing.AllocsPerRun(200, func() {
 					ctx.Response.Reset()
-					e.dispatch(ctx)
+					e.dispatch(ctx, "")
 				})
 				if allocs != 0 {
 					t.Fatalf("a compressed cache hit allocates %.1f times", allocs)
@@ -194,14 +194,14 @@ func BenchmarkGetHitCompressed(b *testing.B) {
 				if accept == "gzip" {
 					ctx.Request.Header.Set("Accept-Encoding", "gzip, deflate")
 				}
-				e.dispatch(ctx)
+				e.dispatch(ctx, "")
 				if string(ctx.Response.Header.ContentEncoding()) != accept {
 					b.Fatalf("Content-Encoding %q", ctx.Response.Header.ContentEncoding())
 				}
 				b.ReportAllocs()
 				for b.Loop() {
 					ctx.Response.Reset()
-					e.dispatch(ctx)
+					e.dispatch(ctx, "")
 				}
 			})
 		}
@@ -289,7 +289,7 @@ func TestStaleIfError(t *testing.T) {
 	e.cache.distrust()
 
 	ctx := getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Cache-Status")) != "perch; fwd=stale; fwd-status=503" {
 		t.Fatalf("stale: %d %q %s", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Cache-Status"), ctx.Response.Body())
 	}
@@ -302,14 +302,14 @@ func TestStaleIfError(t *testing.T) {
 	}
 
 	ctx = getRequest("/v1/collections/bench/docs/absent")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if ctx.Response.StatusCode() != 503 || len(ctx.Response.Header.Peek("Retry-After")) == 0 {
 		t.Fatalf("miss without a core: %d, Retry-After %q", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Retry-After"))
 	}
 
 	cacheDocument(t, e, "doc", 200) // an event or fill of the current epoch
 	ctx = getRequest("/v1/collections/bench/docs/doc")
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	if string(ctx.Response.Header.Peek("Cache-Status")) != "perch; hit" {
 		t.Fatalf("after refresh: %q", ctx.Response.Header.Peek("Cache-Status"))
 	}
@@ -331,7 +331,7 @@ func TestHitWhileDisconnected(t *testing.T) {
 	cacheDocument(t, e, "doc", 100)
 	status := func() (string, string) {
 		ctx := getRequest("/v1/collections/bench/docs/doc")
-		e.dispatch(ctx)
+		e.dispatch(ctx, "")
 		return string(ctx.Response.Header.Peek("Cache-Status")), string(ctx.Response.Header.Peek("Cache-Control"))
 	}
 	if cs, _ := status(); cs != "perch; hit" {

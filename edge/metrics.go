@@ -35,6 +35,9 @@ type metrics struct {
 	batchSize   prometheus.Histogram
 	publish     prometheus.Histogram
 	events      *prometheus.CounterVec
+	// tokens counts the access tokens refused, by reason; revocations those the edge heard of.
+	tokens      *prometheus.CounterVec
+	revocations prometheus.Counter
 	// compressed counts the answers sent in each coding but identity; compressions the
 	// attempts to make a compressed form, by coding and result (compressResults). Hits of a
 	// form already made add to the first only.
@@ -100,6 +103,12 @@ func newMetrics() *metrics {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), invalid.",
 		}, []string{"result"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_tokens_refused_total", Help: "Requests whose access token was refused (401 invalid_token), by reason: malformed, expired, not_yet_valid, revoked, unknown_key, bad_signature, bad_algorithm, wrong_issuer, wrong_audience.",
+		}, []string{"reason"}),
+		revocations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_edge_token_revocations_total", Help: "Revocations of access tokens (a logout, a reused refresh token, a deleted account) applied by this edge.",
+		}),
 	}
 	compressed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "perch_edge_compressed_responses_total", Help: "Answers sent compressed, by content coding (gzip, br).",
@@ -123,7 +132,7 @@ func newMetrics() *metrics {
 	m.misses = m.cache.WithLabelValues("miss")
 	m.staleServed = m.cache.WithLabelValues("stale")
 	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.rateLimited, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
-		compressed, compressions}
+		compressed, compressions, m.tokens, m.revocations}
 	return m
 }
 

@@ -269,6 +269,12 @@ func oaPointer(doc map[string]any, ref string) (any, string) {
 // oaCodes is every problem code; TestOpenAPIProblemCodes also checks it against the source of
 // package problem, so that a new code cannot be left out here.
 var oaCodes = []problem.Code{
+	problem.Unauthorized,
+	problem.InvalidToken,
+	problem.InvalidCredentials,
+	problem.WeakPassword,
+	problem.Forbidden,
+	problem.TooManyAttempts,
 	problem.BadJSON,
 	problem.NotObject,
 	problem.BadRequest,

@@ -27,6 +27,7 @@ import (
 const (
 	hdrPeerVersion = "Perch-Version"
 	hdrPeerStatus  = "Perch-Status"
+	hdrPeerOwner   = "Perch-Owner"
 	// hdrPeerBusy marks the refusal of an owner that answers as many fills as it may.
 	hdrPeerBusy = "Perch-Busy"
 )
@@ -132,16 +133,25 @@ func decodePeerFill(h nats.Header, body []byte) (*entry, error) {
 	if st == fasthttp.StatusOK && !json.Valid(body) {
 		return nil, errors.New("peer fill: the document is not JSON")
 	}
-	return answerEntry(v, st, body), nil
+	owner := h.Get(hdrPeerOwner)
+	if len(owner) > maxOwnerLen {
+		return nil, errors.New("peer fill: owner too long")
+	}
+	return answerEntry(v, st, body, owner), nil
 }
 
+// maxOwnerLen bounds a document owner's length: the longest user id (an access token's sub).
+const maxOwnerLen = 256
+
 // answerEntry is the cache entry of a document's answer: version, status 200 or 404, and
-// for 200 its rendered body. Version 0 is a document that does not exist.
-func answerEntry(version int64, status int, body []byte) *entry {
+// for 200 its rendered body and its document's owner. Version 0 is a document that does not
+// exist.
+func answerEntry(version int64, status int, body []byte, owner string) *entry {
 	if status != fasthttp.StatusOK {
 		return &entry{version: version, status: fasthttp.StatusNotFound, body: notFoundString}
 	}
-	return &entry{version: version, status: fasthttp.StatusOK, body: string(body)}
+	b, n := withOwner(bytes.Clone(body), owner)
+	return &entry{version: version, status: fasthttp.StatusOK, body: b, ownerLen: n}
 }
 
 // onPeerFill answers another edge's fill of a key this edge owns, from the cache or from the
@@ -199,6 +209,9 @@ func (e *Edge) replyPeerEntry(m *nats.Msg, ent *entry) {
 	r := &nats.Msg{Header: nats.Header{}, Data: ent.bytes()}
 	r.Header.Set(hdrPeerVersion, strconv.FormatInt(ent.version, 10))
 	r.Header.Set(hdrPeerStatus, strconv.Itoa(int(ent.status)))
+	if o := ent.owner(); o != "" {
+		r.Header.Set(hdrPeerOwner, o)
+	}
 	if err := m.RespondMsg(r); err != nil {
 		e.log.Debug("peer fill reply failed", "err", err)
 	}

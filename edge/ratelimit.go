@@ -3,8 +3,10 @@ package edge
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -14,7 +16,7 @@ import (
 
 // Route groups a rate-limit policy may be restricted to (ratelimit.Policy.Group, the
 // `@GROUP` of --rate-limit): reads (GET and HEAD but sync), writes (every other method),
-// sync (GET /v1/sync).
+// sync (GET /v1/sync), auth (the account routes /v1/auth/..., groupAuth).
 const (
 	groupReads  = "reads"
 	groupWrites = "writes"
@@ -34,13 +36,40 @@ var (
 // requests are decided by the old set or the new one, never a mix; policies in both keep
 // their counts. On an error the policies in force stay.
 func (e *Edge) SetRateLimits(ps []ratelimit.Policy) error {
-	if err := e.limiter.SetPolicies(ps); err != nil {
+	if err := e.limiter.SetPolicies(e.withAuthLimit(ps)); err != nil {
 		return err
 	}
 	e.limitKeys.Store(hasScope(ps, ratelimit.ScopeKey))
-	e.limiting.Store(len(ps) > 0)
+	e.limiting.Store(limitsBeyondAuth(ps))
 	e.log.Info("rate limits in force", "policies", len(ps))
 	return nil
+}
+
+// withAuthLimit is ps with Config.AuthRateLimit, unless a policy of ps names the auth group
+// (it then replaces the default) or the default is off.
+func (e *Edge) withAuthLimit(ps []ratelimit.Policy) []ratelimit.Policy {
+	d := e.cfg.AuthRateLimit
+	if d.Limit <= 0 {
+		return ps
+	}
+	for _, p := range ps {
+		if p.Group == groupAuth {
+			return ps
+		}
+	}
+	d.Group = groupAuth
+	return append(slices.Clip(ps), d)
+}
+
+// limitsBeyondAuth reports whether a policy of ps applies to routes other than the account
+// routes: only then does every request consult the limiter (the account routes always do).
+func limitsBeyondAuth(ps []ratelimit.Policy) bool {
+	for _, p := range ps {
+		if p.Group != groupAuth {
+			return true
+		}
+	}
+	return false
 }
 
 func hasScope(ps []ratelimit.Policy, s ratelimit.Scope) bool {
@@ -59,13 +88,15 @@ func hasScope(ps []ratelimit.Policy, s ratelimit.Scope) bool {
 // Health checks are exempt.
 // It reports whether the request may go on. It allocates nothing for a key the limiter
 // already tracks.
-func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
+func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr, u user) bool {
 	path := ctx.Path()
 	if bytes.Equal(path, pathHealthz) || bytes.Equal(path, pathReadyz) {
 		return true
 	}
 	group := groupWrites
 	switch {
+	case bytes.HasPrefix(path, pathAuthPrefix):
+		group = groupAuth
 	case bytes.Equal(path, pathSync):
 		group = groupSync
 	case ctx.IsGet() || ctx.IsHead():
@@ -84,6 +115,10 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
 	}
 	if e.limitKeys.Load() {
 		k.APIKey = ctx.Request.Header.Peek(hdrAPIKey)
+	}
+	if u != "" {
+		// Read only: the limiter copies a key it keeps.
+		k.User = unsafe.Slice(unsafe.StringData(u), len(u))
 	}
 	d := e.limiter.AllowAt(ctx.Time(), group, k)
 	if _, ok := d.Policy(); !ok {

@@ -31,6 +31,10 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 		e.writeProblem(ctx, problem.New(problem.BadName, "collection or document id is not a valid name"))
 		return
 	}
+	rule, ok := e.allowRead(ctx, p)
+	if !ok {
+		return
+	}
 	kb := keyBufs.Get().(*[]byte)
 	key := appendDocKey((*kb)[:0], p.collection, p.id)
 	ent, ok := e.cache.get(key)
@@ -43,12 +47,20 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	keyBufs.Put(kb)
 	if hit {
 		e.metrics.hits.Inc()
-		e.serveHit(ctx, ent, p.collection)
+		if hidden(rule, ent, p.user) {
+			e.notMine(ctx, csHit)
+			return
+		}
+		e.serveHit(ctx, ent, rule, p.collection)
 		return
 	}
 	e.metrics.misses.Inc()
 	prior := ent
 	if !ok {
+		prior = nil
+	}
+	if prior != nil && hidden(rule, prior, p.user) {
+		// Someone else's document, not to be served stale; a fill decides.
 		prior = nil
 	}
 	if prior != nil && e.revalidating(ctx, skey, p, prior) {
@@ -63,7 +75,11 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	if stored {
 		cs = csMiss
 	}
-	e.serveEntry(ctx, ent, cs, e.cc.of(p.collection))
+	if hidden(rule, ent, p.user) {
+		e.notMine(ctx, cs)
+		return
+	}
+	e.serveEntry(ctx, ent, cs, e.cacheControlOf(rule, p.collection))
 }
 
 // serveEntry answers with a cached response, or 304 when the client has its version. A
@@ -197,7 +213,7 @@ func (e *Edge) fillFromCore(key, collection, id string, least int64) (*entry, *p
 			var ent *entry
 			switch {
 			case perr != nil && perr.Code == problem.NotFound:
-				ent = answerEntry(0, fasthttp.StatusNotFound, nil)
+				ent = answerEntry(0, fasthttp.StatusNotFound, nil, "")
 			case perr != nil:
 				e.metrics.fillErrors.Inc()
 				return nil, perr
@@ -272,9 +288,17 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		e.writeProblem(ctx, problem.New(problem.BadName, "collection is not a valid name"))
 		return
 	}
+	rule, ok := e.allowRead(ctx, p)
+	if !ok {
+		return
+	}
 	collection := string(p.collection)
 	args := ctx.QueryArgs()
 	q := wire.ListQuery{Collection: collection, Order: wire.OrderID, Limit: wire.DefaultListLimit}
+	if rule.Read == AccessOwner {
+		// Each user lists only their own documents: the page, and its cache key, are theirs.
+		q.Owner = p.user
+	}
 	if v := args.Peek("order"); len(v) > 0 {
 		q.Order = wire.Order(v)
 		if !validOrder(q.Order) {
@@ -307,10 +331,13 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	}
 
 	key := listKey(collection, e.cache.generation(collection), ctx.URI().QueryString())
+	if q.Owner != "" {
+		key += "\x00" + q.Owner
+	}
 	prior, ok := e.cache.get([]byte(key))
 	if ok && e.cache.valid(prior) {
 		e.metrics.hits.Inc()
-		e.serveHit(ctx, prior, p.collection)
+		e.serveHit(ctx, prior, rule, p.collection)
 		return
 	}
 	if !ok {
@@ -345,18 +372,18 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		e.serveStaleOr(ctx, prior, asProblem(err))
 		return
 	}
-	e.serveEntry(ctx, v.(*entry), csMiss, e.cc.of(p.collection))
+	e.serveEntry(ctx, v.(*entry), csMiss, e.cacheControlOf(rule, p.collection))
 }
 
 // serveHit answers a hit: with the collection's Cache-Control, or marked stale (no-cache)
 // while the edge has lost NATS and may be missing changes.
-func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, collection []byte) {
+func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, r Rule, collection []byte) {
 	if e.disconnected.Load() {
 		e.metrics.staleServed.Inc()
 		e.serveEntry(ctx, ent, csHitDisconnected, valNoCache)
 		return
 	}
-	e.serveEntry(ctx, ent, csHit, e.cc.of(collection))
+	e.serveEntry(ctx, ent, csHit, e.cacheControlOf(r, collection))
 }
 
 // serveStaleOr answers a miss whose fill failed: with prior, the entry the cache holds but no
@@ -390,7 +417,7 @@ type syncJSON struct {
 // sync serves GET /v1/sync?collections=a,b&cursor=C&limit=N: every document of the
 // collections changed since the cursor, tombstones included (data null), each once in its
 // latest state. Resuming with next_cursor never skips a change.
-func (e *Edge) sync(ctx *fasthttp.RequestCtx, _ params) {
+func (e *Edge) sync(ctx *fasthttp.RequestCtx, p params) {
 	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	args := ctx.QueryArgs()
 	raw := string(args.Peek("collections"))
@@ -410,6 +437,17 @@ func (e *Edge) sync(ctx *fasthttp.RequestCtx, _ params) {
 		}
 	}
 	q := wire.SyncQuery{Collections: collections, Limit: wire.DefaultSyncLimit}
+	for _, c := range collections {
+		r := e.rule([]byte(c))
+		if needsUser(r.Read) && p.user == "" {
+			e.refuseAuth(ctx, problemNeedsToken)
+			return
+		}
+		if r.Read == AccessOwner {
+			// Each user syncs only their own documents of the collection.
+			q.Owned, q.Owner = append(q.Owned, c), p.user
+		}
+	}
 	if v := args.Peek("limit"); len(v) > 0 {
 		n, err := strconv.Atoi(string(v))
 		if err != nil || n < 1 || n > wire.MaxSyncLimit {
@@ -475,6 +513,18 @@ func (e *Edge) writeStatus(ctx *fasthttp.RequestCtx, p params) {
 	if resp.Write == nil {
 		e.writeProblem(ctx, problem.New(problem.Internal, "the core answered without a write"))
 		return
+	}
+	if d := resp.Write.Doc; d != nil {
+		// The applied document is shown only to whoever may read it.
+		r := e.rule([]byte(d.Collection))
+		if needsUser(r.Read) && p.user == "" {
+			e.refuseAuth(ctx, problemNeedsToken)
+			return
+		}
+		if r.Read == AccessOwner && d.Owner != p.user {
+			e.writeProblem(ctx, problem.New(problem.NotFound, "no such write"))
+			return
+		}
 	}
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
 	writeJSON(ctx, fasthttp.StatusOK, writeStatusView(id, resp.Write))

@@ -12,6 +12,9 @@ import (
 type params struct {
 	collection []byte
 	id         []byte
+	// user is who the request acts for, from its verified access token; empty when it has
+	// none.
+	user user
 }
 
 type handler func(ctx *fasthttp.RequestCtx, p params)
@@ -92,14 +95,14 @@ func (r *route) match(path []byte) (params, bool) {
 
 // dispatch finds the route and method of a request and calls its handler; unknown paths get
 // 404 and known paths with another method 405 with Allow.
-func (e *Edge) dispatch(ctx *fasthttp.RequestCtx) {
-	r := e.route(ctx)
+func (e *Edge) dispatch(ctx *fasthttp.RequestCtx, u user) {
+	r := e.route(ctx, u)
 	// The server took the time the request began; a second clock read is all this costs.
 	e.metrics.observe(r, ctx.Method(), ctx.Response.StatusCode(), time.Since(ctx.Time()))
 }
 
 // route serves the request and returns the route that answered it.
-func (e *Edge) route(ctx *fasthttp.RequestCtx) *route {
+func (e *Edge) route(ctx *fasthttp.RequestCtx, u user) *route {
 	path := ctx.Path()
 	method := ctx.Method()
 	head := string(method) == fasthttp.MethodHead
@@ -109,6 +112,7 @@ func (e *Edge) route(ctx *fasthttp.RequestCtx) *route {
 		if !ok {
 			continue
 		}
+		p.user = u
 		for _, m := range r.methods {
 			if m.method == string(method) || head && m.method == fasthttp.MethodGet {
 				m.h(ctx, p)

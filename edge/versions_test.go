@@ -34,7 +34,7 @@ func eventOf(d *wire.Document, seq int64, withDoc bool) wire.ChangeEvent {
 // ETag.
 func served(e *Edge, id string) (int, string, string) {
 	ctx := getRequest("/v1/collections/notes/docs/" + id)
-	e.dispatch(ctx)
+	e.dispatch(ctx, "")
 	return ctx.Response.StatusCode(), string(ctx.Response.Header.Peek("ETag")), string(ctx.Response.Header.Peek("Cache-Status"))
 }
 

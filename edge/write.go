@@ -52,11 +52,16 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.writeProblem(ctx, problem.New(problem.Unavailable, "this edge is shutting down"))
 		return
 	}
+	rule, ok := e.allowWrite(ctx, p)
+	if !ok {
+		return
+	}
 	cmd, perr := e.command(ctx, op, p)
 	if perr != nil {
 		e.writeProblem(ctx, perr)
 		return
 	}
+	cmd.OwnerOnly = rule.Write == AccessOwner
 	if !e.enterWrite() {
 		e.writeProblem(ctx, problemWritesShed)
 		return
@@ -84,6 +89,9 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 	select {
 	case out := <-pd.outcome:
 		e.countOutcome(&out)
+		if out.Problem != nil {
+			out.Problem = forbiddenOutcome(rule, out.Problem)
+		}
 		e.answerOutcome(ctx, &out)
 	case <-timer.C:
 		e.metrics.writes.WithLabelValues("queued").Inc()
@@ -127,6 +135,7 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		Op:         op,
 		Collection: string(p.collection),
 		ID:         string(p.id),
+		User:       p.user,
 	}
 	if op != wire.OpDelete {
 		body, perr := jsonObject(ctx, op)
@@ -152,8 +161,13 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		if len(app) > maxAPIKeyLen {
 			return cmd, problem.Newf(problem.BadRequest, "X-Api-Key longer than %d bytes", maxAPIKeyLen)
 		}
-		// Keys are scoped to the calling app, so two apps cannot collide: "<len(app)>:<app>:<key>".
+		// Keys are scoped to the calling app, so two apps cannot collide: "<len(app)>:<app>:<key>",
+		// and to the user, so that nobody replays another's answer: "u<len(user)>:<user>:" before
+		// that (the prefix of an anonymous key is a digit).
 		cmd.IdemKey = strconv.Itoa(len(app)) + ":" + string(app) + ":" + string(key)
+		if p.user != "" {
+			cmd.IdemKey = "u" + strconv.Itoa(len(p.user)) + ":" + p.user + ":" + cmd.IdemKey
+		}
 		cmd.Fingerprint = fingerprint(ctx, p, cmd.Data, cmd.IfMatch)
 	}
 	// The core drops a batch it cannot apply; nothing it would drop may be published.
