@@ -24,10 +24,15 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
+	rulesFile := rulesFlag(fs)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
 		return done(err)
+	}
+	rules, err := loadRules(*rulesFile, edge.OpenRules(), log)
+	if err != nil {
+		return err
 	}
 	if len(regions) == 0 {
 		regions = listFlag{"us-east", "eu-west", "ap-south"}
@@ -42,6 +47,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	ecfg := edge.DefaultConfig()
 	ecfg.CacheControl = cacheControl.m
 	ecfg.CacheBytes = int64(*cacheBytes)
+	ecfg.Rules = rules
 	shields.apply(&ecfg)
 	if err := limits.apply(&ecfg); err != nil {
 		return err

@@ -98,10 +98,15 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
+	rulesFile := rulesFlag(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
 		return done(err)
+	}
+	rules, err := loadRules(*rulesFile, edge.DefaultRules(), log)
+	if err != nil {
+		return err
 	}
 	if *region == "" {
 		return fmt.Errorf("%w: --region is required", errUsage)
@@ -132,6 +137,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.DrainDelay = *drain
 	cfg.CacheControl = cacheControl.m
 	cfg.CacheBytes = int64(*cacheBytes)
+	cfg.Rules = rules
 	shields.apply(&cfg)
 	if err := limits.apply(&cfg); err != nil {
 		ln.Close()
