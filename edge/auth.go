@@ -196,7 +196,7 @@ type user = string
 // that a client learns at once that its token is bad. A hit in the token cache allocates
 // nothing.
 func (e *Edge) principal(ctx *fasthttp.RequestCtx) (user, *problem.Problem) {
-	h := ctx.Request.Header.PeekBytes(hdrAuthorization)
+	h := ctx.Request.Header.PeekCanonical(hdrAuthorization)
 	if len(h) == 0 {
 		return "", nil
 	}
