@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/perchhq/perch/edge/ratelimit"
@@ -54,6 +55,9 @@ type Edge struct {
 
 	metrics  *metrics
 	registry prometheus.Registerer
+	// ids makes request ids; tracer is nil without Config.TracerProvider (trace.go).
+	ids    *requestIDs
+	tracer trace.Tracer
 	// limiter decides the rate limits; limiting is set while any policy is in force.
 	limiter  *ratelimit.Limiter
 	limiting atomic.Bool
@@ -106,6 +110,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		return nil, fmt.Errorf("edge config: %w", err)
 	}
 	m := newMetrics()
+	m.off = cfg.DisableRequestMetrics
 	sh := newShield(&cfg)
 	m.collectors = append(m.collectors, sh.collectors...)
 	cache, err := newDocCache(&cfg, m)
@@ -123,7 +128,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	}
 	e := &Edge{
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
+		log:      slog.New(newRequestLogHandler(cfg.Logger.Handler())).With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
 		nc:       nc,
 		js:       js,
 		cache:    cache,
@@ -131,6 +136,10 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		metrics:  m,
 		registry: reg,
 		shield:   sh,
+		ids:      newRequestIDs(),
+	}
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer("github.com/perchhq/perch/edge")
 	}
 	e.limiter, err = ratelimit.New(ratelimit.Config{
 		NodeID: cfg.ID, Policies: cfg.RateLimits, SyncInterval: cfg.RateLimitSync,
@@ -280,14 +289,25 @@ func (e *Edge) close() {
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
+	e.setRequestID(ctx)
+	if e.traced(ctx) {
+		e.serveTraced(ctx)
+		return
+	}
+	e.serve(ctx)
+}
+
+// serve answers a request and returns the route that answered it (unknownRoute for one
+// refused before routing).
+func (e *Edge) serve(ctx *fasthttp.RequestCtx) *route {
 	filtering, limiting := e.shield.filtering, e.limiting.Load()
 	if filtering || limiting {
 		ip := e.clientIP(ctx)
 		if filtering && !e.admit(ctx, ip) || limiting && !e.rateLimit(ctx, ip) {
-			return
+			return unknownRoute
 		}
 	}
-	e.dispatch(ctx)
+	return e.dispatch(ctx)
 }
 
 // serveError answers the requests fasthttp could not read: too large, too slow, malformed.
@@ -304,7 +324,8 @@ func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		p = problem.New(problem.BadRequest, "malformed HTTP request")
 	}
-	e.log.Debug("unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
+	e.setRequestID(ctx)
+	e.log.DebugContext(ctx, "unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
 	ctx.SetConnectionClose()
 	// What the client still sends is not read: closing must not reset the answer.
 	lingerMark(ctx)
@@ -317,7 +338,7 @@ func isTimeout(err error) bool {
 }
 
 func (e *Edge) logRejected(ctx *fasthttp.RequestCtx, status int) {
-	e.log.Debug("request rejected", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status)
+	e.log.DebugContext(ctx, "request rejected", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status)
 }
 
 func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ params) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -105,6 +104,6 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
 	h.SetCanonical(hdrCacheStatus, csBypass)
 	h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], int64(retry), 10))
 	// Refused before routing, like the shields' refusals: counted under no route.
-	e.metrics.observe(unknownRoute, ctx.Method(), fasthttp.StatusTooManyRequests, time.Since(ctx.Time()))
+	e.metrics.observe(unknownRoute, ctx)
 	return false
 }
