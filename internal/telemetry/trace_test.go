@@ -16,12 +16,12 @@ import (
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"postgres://perch:s3cret@db:5432/perch?sslmode=disable": "postgres://perch:xxxxx@db:5432/perch?sslmode=disable",
-		"postgres://db/perch?password=s3cret&sslmode=require":    "postgres://db/perch?password=xxxxx&sslmode=require",
-		"nats://u:s3cret@nats-0:4222":                            "nats://u:xxxxx@nats-0:4222",
-		"nats://nats-0:4222":                                     "nats://nats-0:4222",
-		"host=db user=perch password=s3cret dbname=perch":        "host=db user=perch password=xxxxx dbname=perch",
-		"sqlite:/var/lib/perch/perch.db":                         "sqlite:/var/lib/perch/perch.db",
-		"":                                                       "",
+		"postgres://db/perch?password=s3cret&sslmode=require":   "postgres://db/perch?password=xxxxx&sslmode=require",
+		"nats://u:s3cret@nats-0:4222":                           "nats://u:xxxxx@nats-0:4222",
+		"nats://nats-0:4222":                                    "nats://nats-0:4222",
+		"host=db user=perch password=s3cret dbname=perch":       "host=db user=perch password=xxxxx dbname=perch",
+		"sqlite:/var/lib/perch/perch.db":                        "sqlite:/var/lib/perch/perch.db",
+		"":                                                      "",
 	} {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
