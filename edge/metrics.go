@@ -223,7 +223,7 @@ func (m *metrics) observe(route *route, ctx *fasthttp.RequestCtx) {
 			ch = slot.Load()
 		}
 	}
-	cr := cacheResult(ctx.Response.Header.PeekBytes(hdrCacheStatus))
+	cr := cacheResult(ctx.Response.Header.PeekCanonical(hdrCacheStatus))
 	o := ch.durations[cr].Load()
 	if o == nil {
 		o = &observer{m.duration.WithLabelValues(route.pattern, methods[mi], strconv.Itoa(status), cacheResults[cr])}

@@ -72,7 +72,7 @@ func (r *requestIDs) next(buf *[requestIDLen]byte) {
 
 // setRequestID gives the request its id, in the answer's X-Request-Id. It allocates nothing.
 func (e *Edge) setRequestID(ctx *fasthttp.RequestCtx) {
-	if id := ctx.Request.Header.PeekBytes(hdrRequestID); validRequestID(id) {
+	if id := ctx.Request.Header.PeekCanonical(hdrRequestID); validRequestID(id) {
 		ctx.Response.Header.SetCanonical(hdrRequestID, id)
 		return
 	}
@@ -100,7 +100,7 @@ func validRequestID(id []byte) bool {
 }
 
 // requestID is the id setRequestID gave the request.
-func requestID(ctx *fasthttp.RequestCtx) []byte { return ctx.Response.Header.PeekBytes(hdrRequestID) }
+func requestID(ctx *fasthttp.RequestCtx) []byte { return ctx.Response.Header.PeekCanonical(hdrRequestID) }
 
 // spanKey is the user value of a traced request's span.
 type spanKey struct{}
@@ -117,7 +117,7 @@ func (e *Edge) traced(ctx *fasthttp.RequestCtx) bool {
 	if e.tracer == nil {
 		return false
 	}
-	if len(ctx.Request.Header.PeekBytes(hdrTraceparent)) > 0 {
+	if len(ctx.Request.Header.PeekCanonical(hdrTraceparent)) > 0 {
 		return true
 	}
 	r := e.cfg.TraceSampleRatio
@@ -154,7 +154,7 @@ func (e *Edge) serveTraced(ctx *fasthttp.RequestCtx) {
 		attribute.String("http.route", r.pattern),
 		attribute.String("url.path", string(ctx.Path())),
 		attribute.Int("http.response.status_code", status),
-		attribute.String("perch.cache_status", string(ctx.Response.Header.PeekBytes(hdrCacheStatus))),
+		attribute.String("perch.cache_status", string(ctx.Response.Header.PeekCanonical(hdrCacheStatus))),
 		attribute.String("perch.request_id", string(requestID(ctx))),
 		attribute.String("perch.edge", e.cfg.ID),
 		attribute.String("perch.region", e.cfg.Region),
@@ -191,7 +191,7 @@ func requestTraceID(ctx *fasthttp.RequestCtx) string {
 	if s := requestSpan(ctx); s != nil {
 		return s.SpanContext().TraceID().String()
 	}
-	tp := ctx.Request.Header.PeekBytes(hdrTraceparent)
+	tp := ctx.Request.Header.PeekCanonical(hdrTraceparent)
 	// version "-" trace-id "-" parent-id "-" flags: 00-<32 hex>-<16 hex>-<2 hex>
 	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' {
 		return ""
