@@ -100,7 +100,9 @@ func validRequestID(id []byte) bool {
 }
 
 // requestID is the id setRequestID gave the request.
-func requestID(ctx *fasthttp.RequestCtx) []byte { return ctx.Response.Header.PeekCanonical(hdrRequestID) }
+func requestID(ctx *fasthttp.RequestCtx) []byte {
+	return ctx.Response.Header.PeekCanonical(hdrRequestID)
+}
 
 // spanKey is the user value of a traced request's span.
 type spanKey struct{}
