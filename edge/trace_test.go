@@ -74,7 +74,7 @@ func TestGetHitTraced(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range s.Attributes {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["http.response.status_code"] != "200" || attrs["perch.cache_status"] != "perch; hit" || attrs["perch.request_id"] != string(ctx.Response.Header.Peek("X-Request-Id")) {
 		t.Fatalf("attributes %v", attrs)
