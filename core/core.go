@@ -14,9 +14,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -56,7 +59,14 @@ type Config struct {
 	// Metrics is where the core registers its Prometheus metrics; they are removed when Run
 	// returns. Default: a registry of its own, not exposed.
 	Metrics prometheus.Registerer
-	// Logger receives the core's structured logs. Default slog.Default().
+	// TracerProvider makes the spans of the work done for traced requests (OpenTelemetry): a
+	// write batch whose NATS message carries a sampled traceparent is applied in a span that
+	// is the child of the edge's, with the store's spans (SQL statements, on PostgreSQL)
+	// below it, and its outcomes go back with that span's trace context; a read likewise.
+	// The core starts no trace of its own. Default nil: no spans.
+	TracerProvider trace.TracerProvider
+	// Logger receives the core's structured logs; a line about traced work carries its
+	// trace_id. Default slog.Default().
 	Logger *slog.Logger
 	// Accounts configures the account service (accounts.go). Default DefaultAccountsConfig.
 	Accounts AccountsConfig
@@ -141,6 +151,8 @@ type Core struct {
 	log   *slog.Logger
 	ready chan struct{}
 	m     *metrics
+	// tracer is nil without Config.TracerProvider.
+	tracer trace.Tracer
 	// commits carries the change events of committed batches to the announcer.
 	commits chan []wire.ChangeEvent
 }
@@ -158,8 +170,15 @@ func New(cfg Config, nc *nats.Conn, store Store) (*Core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("core: jetstream: %w", err)
 	}
-	return &Core{cfg: cfg, nc: nc, js: js, store: store, log: cfg.Logger.With("component", "core"),
-		ready: make(chan struct{}), m: newMetrics(), commits: make(chan []wire.ChangeEvent, 256)}, nil
+	c := &Core{cfg: cfg, nc: nc, js: js, store: store, log: telemetry.WithTraceIDs(cfg.Logger).With("component", "core"),
+		ready: make(chan struct{}), m: newMetrics(), commits: make(chan []wire.ChangeEvent, 256)}
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer("github.com/perchhq/perch/core")
+	}
+	if sm, ok := store.(MetricsCollector); ok {
+		c.m.collectors = append(c.m.collectors, sm.Collectors()...)
+	}
+	return c, nil
 }
 
 // Ready is closed once the core consumes writes and answers reads.
@@ -375,6 +394,8 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 type delivered struct {
 	msg jetstream.Msg
 	b   *wire.Batch
+	// trace is the span context of the edge's publish of the batch, when it was traced.
+	trace trace.SpanContext
 }
 
 // decode reads a delivered batch. One that no core can apply is terminated: edges validate
@@ -390,8 +411,15 @@ func (c *Core) decode(p int, msg jetstream.Msg) (delivered, bool) {
 		c.drop(p, msg, b.ID, err)
 		return delivered{}, false
 	}
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
+		c.m.redeliveries.Inc()
+	}
+	d := delivered{msg: msg, b: b}
+	if c.tracer != nil {
+		d.trace = telemetry.Extract(msg.Headers())
+	}
 	// The rest of its checks are the store's (CheckGroup), made once for the group.
-	return delivered{msg: msg, b: b}, true
+	return d, true
 }
 
 // drop terminates a batch no core can apply.
@@ -409,6 +437,10 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 	for i := range group {
 		bs[i] = group[i].b
 	}
+	ctx, span := c.traceGroup(ctx, p, group, bs)
+	if span != nil {
+		defer span.End()
+	}
 	start := time.Now()
 	group, bs, results, events, ok := c.apply(ctx, p, group, bs)
 	if !ok {
@@ -425,7 +457,7 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 			late = append(late, i)
 			continue
 		}
-		c.finish(p, group[i], res, early)
+		c.finish(ctx, p, group[i], res, early)
 	}
 	for _, i := range late {
 		res, evs, ok := c.applyLate(ctx, p, group[i], results[i])
@@ -433,7 +465,7 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 			continue // stopping: left to another core
 		}
 		events = append(events, evs...)
-		c.finish(p, group[i], res, early)
+		c.finish(ctx, p, group[i], res, early)
 	}
 	if len(events) > 0 {
 		c.commits <- events
@@ -441,8 +473,8 @@ func (c *Core) handleGroup(ctx context.Context, p int, group []delivered, early 
 }
 
 // finish answers and acknowledges one batch of a committed group, or leaves an early one to
-// be delivered again.
-func (c *Core) finish(p int, d delivered, res BatchResult, early *waiting) {
+// be delivered again. ctx holds the group's span, if it is traced.
+func (c *Core) finish(ctx context.Context, p int, d delivered, res BatchResult, early *waiting) {
 	b, msg := d.b, d.msg
 	switch res.Status {
 	case BatchEarly:
@@ -463,7 +495,7 @@ func (c *Core) finish(p int, d delivered, res BatchResult, early *waiting) {
 		c.countBatch(res.Outcomes)
 	}
 	early.forget(b.ID)
-	c.publishOutcomes(b, res.Outcomes)
+	c.publishOutcomes(ctx, b, res.Outcomes)
 	if err := msg.Ack(); err != nil {
 		// The batch will be redelivered and answered as a duplicate: nothing is applied twice.
 		c.log.Warn("acknowledging write batch", "partition", p, "batch", b.ID, "err", err)
@@ -506,6 +538,7 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 				}
 				continue
 			}
+			c.recordLag(p, info)
 			floor := info.AckFloor.Stream
 			if floor <= purged[p] {
 				continue
@@ -589,7 +622,7 @@ func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs [
 			return results, events, err
 		}
 		c.m.applyRetries.Inc()
-		c.log.Warn("applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
+		c.log.WarnContext(ctx, "applying write batches failed; retrying", "partition", p, "batches", len(bs), "first", bs[0].ID, "commands", commands, "err", err)
 		if ctx.Err() != nil {
 			// Leave them to the next core, at once.
 			for i := range group {
@@ -750,7 +783,7 @@ func (c *Core) countBatch(outcomes []wire.Outcome) {
 	}
 }
 
-func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
+func (c *Core) publishOutcomes(ctx context.Context, b *wire.Batch, outcomes []wire.Outcome) {
 	if b.Edge == "" || len(outcomes) == 0 {
 		return
 	}
@@ -759,7 +792,8 @@ func (c *Core) publishOutcomes(b *wire.Batch, outcomes []wire.Outcome) {
 		c.log.Error("encoding outcomes", "batch", b.ID, "err", err)
 		return
 	}
-	if err := c.nc.Publish(wire.OutcomeSubject(b.Edge), data); err != nil {
+	msg := &nats.Msg{Subject: wire.OutcomeSubject(b.Edge), Data: data, Header: telemetry.Inject(ctx, nil)}
+	if err := c.nc.PublishMsg(msg); err != nil {
 		// The edge answered or will answer 202; the client can ask GET /v1/writes/{id}.
 		c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
 	}
@@ -970,8 +1004,15 @@ func (c *Core) serveRead(m *nats.Msg) {
 		resp.Problem = problem.New(problem.BadRequest, "malformed read request")
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, span := c.traceRead(ctx, m, &req)
 		start := time.Now()
 		resp = c.Read(ctx, &req)
+		if span != nil {
+			if resp.Problem != nil && resp.Problem.Status >= 500 {
+				span.SetStatus(codes.Error, string(resp.Problem.Code))
+			}
+			span.End()
+		}
 		cancel()
 		result := "ok"
 		switch {

@@ -20,6 +20,9 @@ type metrics struct {
 	readSeconds    *prometheus.HistogramVec
 	consumerErrors prometheus.Counter
 	auth           *prometheus.CounterVec
+	// lag is the write stream's backlog of each partition, by state (consumerLagStates).
+	lag          *prometheus.GaugeVec
+	redeliveries prometheus.Counter
 
 	collectors telemetry.Set
 }
@@ -63,11 +66,23 @@ func newMetrics() *metrics {
 		consumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "perch_core_consumer_lag_batches", Help: "Write batches (stream messages) of a partition not yet applied, as its JetStream consumer reports them every second, by state: undelivered (waiting for a core to pull them), unacknowledged (delivered, being applied or waiting to be redelivered). Every core reports every partition: take the max.",
+		}, []string{"partition", "state"}),
+		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_core_redeliveries_total", Help: "Write batches JetStream delivered to this core again (a core died or was slow to acknowledge, or the batch came early and was delivered again later).",
+		}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations) and result (ok or the problem code, e.g. invalid_credentials).",
 		}, []string{"op", "result"}),
 	}
 	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.waiting, m.applySeconds, m.applyRetries,
-		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors, m.auth}
+		m.eventsOut, m.reads, m.readSeconds, m.consumerErrors, m.lag, m.redeliveries, m.auth}
 	return m
+}
+
+// MetricsCollector is what a Store may also be: one with metrics of its own (its connection
+// pool, its transactions' retries), which the core registers with its own while it runs.
+type MetricsCollector interface {
+	Collectors() []prometheus.Collector
 }

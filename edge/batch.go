@@ -10,7 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -171,6 +174,9 @@ func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	msg := nats.NewMsg(wire.WriteSubject(p))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, b.ID)
+	if span := w.traceBatch(msg, b, batch); span != nil {
+		defer span.End()
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
 	defer cancel()
@@ -191,4 +197,32 @@ func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// traceBatch starts the span of publishing a batch that carries traced requests, and puts
+// its trace context in msg's headers for the core. The batch is one message for many
+// requests: its span is the child of the first traced request's and links to the other
+// traced ones, so each request's trace leads to it and on to the core's transaction. It
+// returns nil, and costs nothing, when no request of the batch is traced.
+func (w *writer) traceBatch(msg *nats.Msg, b *wire.Batch, batch []*pending) trace.Span {
+	if w.e.tracer == nil {
+		return nil
+	}
+	var parents []trace.SpanContext
+	for _, pd := range batch {
+		if pd.trace.IsSampled() {
+			parents = append(parents, pd.trace)
+		}
+	}
+	if len(parents) == 0 {
+		return nil
+	}
+	ctx, span := telemetry.StartLinked(context.Background(), w.e.tracer, "perch.writes publish", trace.SpanKindProducer, parents,
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.destination.name", msg.Subject),
+		attribute.String("perch.batch", b.ID),
+		attribute.Int("perch.batch.commands", len(b.Commands)),
+		attribute.Int("perch.partition", b.Partition))
+	telemetry.Inject(ctx, msg.Header)
+	return span
 }

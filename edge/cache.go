@@ -211,6 +211,13 @@ func newDocCache(cfg *Config, m *metrics) (*docCache, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.collectors = append(m.collectors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "perch_edge_cache_bytes", Help: "Cost of the entries the cache holds, in bytes: rendered responses, their compressed forms' allowance and bookkeeping (see perch_edge_cache_max_bytes).",
+		}, func() float64 { return float64(c.MaxCost() - c.RemainingCost()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "perch_edge_cache_max_bytes", Help: "The cache's bound of perch_edge_cache_bytes (--cache-bytes).",
+		}, func() float64 { return float64(c.MaxCost()) }))
 	ttl := min((cfg.CacheTTL+time.Second-1)/time.Second, math.MaxUint32/2)
 	dc := &docCache{c: c, ttl: uint32(max(ttl, 1)), start: time.Now(), stop: make(chan struct{}), done: make(chan struct{}),
 		compressMin: max(cfg.CompressMinBytes, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}

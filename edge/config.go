@@ -10,6 +10,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/edge/ratelimit"
 	"github.com/perchhq/perch/internal/auth"
@@ -163,7 +164,25 @@ type Config struct {
 	// and region; they are removed when the edge stops. Default: a registry of its own, not
 	// exposed.
 	Metrics prometheus.Registerer
-	// Logger receives the edge's structured logs. Default slog.Default().
+	// DisableRequestMetrics turns off the metrics recorded on every request: the request
+	// counter and latency histogram and the cache's lookup counter (hits, misses). It is
+	// there to measure what they cost (bench); the other metrics are kept.
+	DisableRequestMetrics bool
+	// TracerProvider makes the spans of the requests the edge traces (OpenTelemetry): those
+	// that carry a W3C traceparent, sampled as its flag says, and TraceSampleRatio of the
+	// others. A traced request's span is the parent of its read from the core and of the
+	// write batch that carries it, whose trace context goes to the core in the NATS
+	// message's headers. Default nil: no spans; a client's traceparent still gives the
+	// trace_id of the request's log lines.
+	TracerProvider trace.TracerProvider
+	// TraceSampleRatio is the share of the requests without a traceparent that the edge
+	// traces, from 0 (default: none, and such a request costs nothing more than without a
+	// tracer) to 1 (all).
+	TraceSampleRatio float64
+	// Logger receives the edge's structured logs. Every line about a request carries its
+	// request_id (the client's X-Request-Id when well-formed, else one the edge made, echoed
+	// in the answer) and, when it is traced or sent a traceparent, its trace_id. Default
+	// slog.Default().
 	Logger *slog.Logger
 }
 
@@ -279,6 +298,9 @@ func (c *Config) complete() error {
 	}
 	if c.TokenCacheEntries <= 0 {
 		c.TokenCacheEntries = d.TokenCacheEntries
+	}
+	if !(c.TraceSampleRatio >= 0 && c.TraceSampleRatio <= 1) {
+		return fmt.Errorf("trace sample ratio %v out of range [0,1]", c.TraceSampleRatio)
 	}
 	return nil
 }

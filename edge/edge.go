@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/perchhq/perch/edge/ratelimit"
@@ -56,6 +57,9 @@ type Edge struct {
 
 	metrics  *metrics
 	registry prometheus.Registerer
+	// ids makes request ids; tracer is nil without Config.TracerProvider (trace.go).
+	ids    *requestIDs
+	tracer trace.Tracer
 	// limiter decides the rate limits; limiting is set while any policy is in force.
 	limiter  *ratelimit.Limiter
 	limiting atomic.Bool
@@ -110,6 +114,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		return nil, fmt.Errorf("edge config: %w", err)
 	}
 	m := newMetrics()
+	m.off = cfg.DisableRequestMetrics
 	sh := newShield(&cfg)
 	m.collectors = append(m.collectors, sh.collectors...)
 	cache, err := newDocCache(&cfg, m)
@@ -127,7 +132,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	}
 	e := &Edge{
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
+		log:      slog.New(newRequestLogHandler(cfg.Logger.Handler())).With("component", "edge", "edge", cfg.ID, "region", cfg.Region),
 		nc:       nc,
 		js:       js,
 		cache:    cache,
@@ -135,6 +140,10 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 		metrics:  m,
 		registry: reg,
 		shield:   sh,
+		ids:      newRequestIDs(),
+	}
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer("github.com/perchhq/perch/edge")
 	}
 	if e.tokens, err = newTokens(&cfg); err != nil {
 		cache.close()
@@ -299,6 +308,17 @@ func (e *Edge) close() {
 }
 
 func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
+	e.setRequestID(ctx)
+	if e.traced(ctx) {
+		e.serveTraced(ctx)
+		return
+	}
+	e.serve(ctx)
+}
+
+// serve answers a request and returns the route that answered it (unknownRoute for one
+// refused before routing).
+func (e *Edge) serve(ctx *fasthttp.RequestCtx) *route {
 	filtering, limiting := e.shield.filtering, e.limiting.Load()
 	auth := bytes.HasPrefix(ctx.Path(), pathAuthPrefix)
 	var ip netip.Addr
@@ -306,7 +326,7 @@ func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 		ip = e.clientIP(ctx)
 	}
 	if filtering && !e.admit(ctx, ip) {
-		return
+		return unknownRoute
 	}
 	var u user
 	if !auth {
@@ -315,14 +335,14 @@ func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 		var p *problem.Problem
 		if u, p = e.principal(ctx); p != nil {
 			e.refuseAuth(ctx, p)
-			e.metrics.observe(unknownRoute, ctx.Method(), fasthttp.StatusUnauthorized, time.Since(ctx.Time()))
-			return
+			e.metrics.observe(unknownRoute, ctx)
+			return unknownRoute
 		}
 	}
 	if (limiting || auth) && !e.rateLimit(ctx, ip, u) {
-		return
+		return unknownRoute
 	}
-	e.dispatch(ctx, u)
+	return e.dispatch(ctx, u)
 }
 
 // serveError answers the requests fasthttp could not read: too large, too slow, malformed.
@@ -339,7 +359,8 @@ func (e *Edge) serveError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		p = problem.New(problem.BadRequest, "malformed HTTP request")
 	}
-	e.log.Debug("unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
+	e.setRequestID(ctx)
+	e.log.DebugContext(ctx, "unreadable request", "remote", ctx.RemoteAddr().String(), "status", p.Status, "err", err)
 	ctx.SetConnectionClose()
 	// What the client still sends is not read: closing must not reset the answer.
 	lingerMark(ctx)
@@ -352,7 +373,7 @@ func isTimeout(err error) bool {
 }
 
 func (e *Edge) logRejected(ctx *fasthttp.RequestCtx, status int) {
-	e.log.Debug("request rejected", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status)
+	e.log.DebugContext(ctx, "request rejected", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status)
 }
 
 func (e *Edge) healthz(ctx *fasthttp.RequestCtx, _ params) {

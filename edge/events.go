@@ -2,13 +2,17 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -45,6 +49,15 @@ func (e *Edge) subscribe() error {
 // onOutcomes installs each applied document in the cache before handing the outcome to the
 // waiting request, so that the writer reads its own write.
 func (e *Edge) onOutcomes(m *nats.Msg) {
+	if e.tracer != nil {
+		if sc := telemetry.Extract(m.Header); sc.IsSampled() {
+			// The last leg of a traced write: the core's outcome back at this edge.
+			_, span := e.tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), sc), "perch.outcomes receive",
+				trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("messaging.system", "nats"),
+					attribute.String("messaging.destination.name", m.Subject), attribute.String("perch.edge", e.cfg.ID)))
+			defer span.End()
+		}
+	}
 	var msg wire.Outcomes
 	if err := json.Unmarshal(m.Data, &msg); err != nil {
 		e.log.Error("malformed outcomes message", "bytes", len(m.Data), "err", err)
@@ -114,6 +127,7 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 		return
 	}
 	e.checkSequence(ev)
+	e.metrics.eventDelay.Observe(max(time.Since(ev.UpdatedAt), 0).Seconds())
 	// A document installed already (this edge's own write, a fill that raced the event) is
 	// not decoded again.
 	known := h.hasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)

@@ -96,6 +96,20 @@ func TestGetHit(t *testing.T) {
 			t.Fatalf("a cache hit allocates %.1f times", allocs)
 		}
 	}
+	// Nor does it with what every request gets first: its request id.
+	ctx.Response.Reset()
+	e.serveHTTP(ctx)
+	if id := ctx.Response.Header.Peek("X-Request-Id"); len(id) != requestIDLen {
+		t.Fatalf("X-Request-Id %q", id)
+	}
+	if !raceEnabled {
+		if allocs := testing.AllocsPerRun(200, func() {
+			ctx.Response.Reset()
+			e.serveHTTP(ctx)
+		}); allocs != 0 {
+			t.Fatalf("a cache hit allocates %.1f times with its request id", allocs)
+		}
+	}
 
 	// Versions never go backwards: an older version is refused, a newer one replaces.
 	old := *d

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,12 @@ type metrics struct {
 	peerServedBy  *prometheus.CounterVec
 	peerFallbacks *prometheus.CounterVec
 	ringMembers   prometheus.Gauge
+	// ringChanges counts the changes of the ring's members; gossipMembers is the fleet as
+	// gossip shows it to this edge, by health (healthy, unhealthy).
+	ringChanges   prometheus.Counter
+	gossipMembers [2]prometheus.Gauge
+	// eventDelay is the time from a change's commit at the core to its event here.
+	eventDelay prometheus.Histogram
 	// rateLimited counts the requests answered 429 by a rate limit.
 	rateLimited prometheus.Counter
 	// staleServed counts misses answered with a distrusted entry because the fill failed.
@@ -45,7 +52,10 @@ type metrics struct {
 	compressions [numCodings][numCompressResults]prometheus.Counter
 
 	collectors telemetry.Set
-	// children holds the resolved request counter and histogram of each route (the last
+	// off is set by Config.DisableRequestMetrics: observe and the cache's lookup counters
+	// record nothing.
+	off bool
+	// children holds the resolved request counter and histograms of each route (the last
 	// slot: no route), method and status, created on first use.
 	children [maxRoutes + 1][len(methods)][600]atomic.Pointer[requestChildren]
 }
@@ -58,8 +68,40 @@ var methods = [...]string{"other", fasthttp.MethodGet, fasthttp.MethodHead, fast
 	fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodDelete}
 
 type requestChildren struct {
-	count    prometheus.Counter
-	duration prometheus.Observer
+	count prometheus.Counter
+	// durations holds the histogram of each cache result, created on first use.
+	durations [numCacheResults]atomic.Pointer[observer]
+}
+
+type observer struct{ prometheus.Observer }
+
+// Cache results of a request, in the cache label of perch_edge_request_duration_seconds: what
+// its Cache-Status says.
+const (
+	cacheNone   = iota // no Cache-Status: writes, errors before a lookup
+	cacheHit           // perch; hit
+	cacheMiss          // perch; fwd=miss
+	cacheStale         // answered possibly stale: detail=stale, detail=disconnected, fwd=stale
+	cacheBypass        // perch; fwd=bypass
+	numCacheResults
+)
+
+var cacheResults = [numCacheResults]string{"none", "hit", "miss", "stale", "bypass"}
+
+// cacheResult classifies a response's Cache-Status (render.go's values).
+func cacheResult(cs []byte) int {
+	switch {
+	case len(cs) == 0:
+		return cacheNone
+	case bytes.Equal(cs, csHit):
+		return cacheHit
+	case bytes.Equal(cs, csBypass):
+		return cacheBypass
+	case bytes.HasPrefix(cs, csMissNotStored):
+		return cacheMiss
+	default:
+		return cacheStale
+	}
 }
 
 func newMetrics() *metrics {
@@ -68,9 +110,9 @@ func newMetrics() *metrics {
 			Name: "perch_edge_requests_total", Help: "HTTP requests answered, by route, method and status.",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "perch_edge_request_duration_seconds", Help: "Time to answer an HTTP request, by route and method.",
+			Name: "perch_edge_request_duration_seconds", Help: "Time to answer an HTTP request, by route, method, status and cache result (from Cache-Status: hit, miss, stale, bypass, none).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-		}, []string{"route", "method"}),
+		}, []string{"route", "method", "code", "cache"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_cache_requests_total", Help: "Document and list lookups in the cache, by result: hit, miss, and stale (answered possibly stale: a miss whose fill failed for want of a core, answered with the entry the cache no longer trusted, or a hit while the edge has lost NATS). Hits and misses include the stale ones.",
 		}, []string{"result"}),
@@ -85,6 +127,13 @@ func newMetrics() *metrics {
 		}),
 		ringMembers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "perch_edge_ring_members", Help: "Edges of this edge's region on its hash ring of key owners, itself included.",
+		}),
+		ringChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "perch_edge_ring_changes_total", Help: "Changes of the members of this edge's hash ring of key owners (an edge of its region joined, left, or stopped or started answering).",
+		}),
+		eventDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "perch_edge_change_event_delay_seconds", Help: "Time from a change's commit at the core (the document's updated_at, by the core's clock) to its change event's arrival at this edge: the propagation delay of invalidations. Skew between the hosts' clocks adds to it.",
+			Buckets: prometheus.ExponentialBuckets(.0005, 2, 14),
 		}),
 		fillErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_edge_cache_fill_errors_total", Help: "Cache fills that failed (core unavailable or too slow).",
@@ -128,10 +177,15 @@ func newMetrics() *metrics {
 	}, []string{"source"})
 	m.fillsBy[fillCore] = fills.WithLabelValues("core")
 	m.fillsBy[fillPeer] = fills.WithLabelValues("peer")
+	gossipMembers := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "perch_edge_gossip_members", Help: "Edges of the fleet (every region) that gossip shows this edge, by state: healthy, unhealthy (suspected or unreachable).",
+	}, []string{"state"})
+	m.gossipMembers[0] = gossipMembers.WithLabelValues("healthy")
+	m.gossipMembers[1] = gossipMembers.WithLabelValues("unhealthy")
 	m.hits = m.cache.WithLabelValues("hit")
 	m.misses = m.cache.WithLabelValues("miss")
 	m.staleServed = m.cache.WithLabelValues("stale")
-	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.rateLimited, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
+	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.ringChanges, gossipMembers, m.eventDelay, m.rateLimited, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
 		compressed, compressions, m.tokens, m.revocations}
 	return m
 }
@@ -154,29 +208,41 @@ func (m *metrics) peerFallback(reason string) prometheus.Counter {
 	return m.peerFallbacks.WithLabelValues(reason)
 }
 
-// observe records one answered request.
-func (m *metrics) observe(route *route, method []byte, status int, took time.Duration) {
+// observe records one answered request: its route, method, status, the cache result its
+// Cache-Status header says, and the time since the server began reading it. It allocates
+// nothing once the request's children exist.
+func (m *metrics) observe(route *route, ctx *fasthttp.RequestCtx) {
+	if m.off {
+		return
+	}
 	ri := route.index
 	if ri < 0 || ri >= maxRoutes {
 		ri = maxRoutes
 	}
-	mi := methodIndex(method)
+	mi := methodIndex(ctx.Method())
+	status := ctx.Response.StatusCode()
 	if status < 0 || status >= 600 {
 		status = 0
 	}
 	slot := &m.children[ri][mi][status]
 	ch := slot.Load()
 	if ch == nil {
-		ch = &requestChildren{
-			count:    m.requests.WithLabelValues(route.pattern, methods[mi], strconv.Itoa(status)),
-			duration: m.duration.WithLabelValues(route.pattern, methods[mi]),
-		}
+		ch = &requestChildren{count: m.requests.WithLabelValues(route.pattern, methods[mi], strconv.Itoa(status))}
 		if !slot.CompareAndSwap(nil, ch) {
 			ch = slot.Load()
 		}
 	}
+	cr := cacheResult(ctx.Response.Header.PeekCanonical(hdrCacheStatus))
+	o := ch.durations[cr].Load()
+	if o == nil {
+		o = &observer{m.duration.WithLabelValues(route.pattern, methods[mi], strconv.Itoa(status), cacheResults[cr])}
+		if !ch.durations[cr].CompareAndSwap(nil, o) {
+			o = ch.durations[cr].Load()
+		}
+	}
 	ch.count.Inc()
-	ch.duration.Observe(took.Seconds())
+	// The server took the time the request began; a second clock read is all this costs.
+	o.Observe(time.Since(ctx.Time()).Seconds())
 }
 
 // methodIndex maps a method to its place in methods, so that a label never holds client
@@ -188,4 +254,17 @@ func methodIndex(m []byte) int {
 		}
 	}
 	return 0
+}
+
+// hit and miss count a cache lookup (unless request metrics are off).
+func (m *metrics) hit() {
+	if !m.off {
+		m.hits.Inc()
+	}
+}
+
+func (m *metrics) miss() {
+	if !m.off {
+		m.misses.Inc()
+	}
 }

@@ -11,9 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/gossip"
 	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -46,7 +49,13 @@ func (e *Edge) rebuildRing() {
 	}
 	var ms []gossip.Member
 	self := false
+	healthy, unhealthy := 0, 0
 	for _, mb := range m.Members() {
+		if mb.Healthy {
+			healthy++
+		} else {
+			unhealthy++
+		}
 		if mb.Region != e.cfg.Region || !mb.Healthy && mb.ID != e.cfg.ID {
 			continue
 		}
@@ -66,8 +75,13 @@ func (e *Edge) rebuildRing() {
 			ids = append(ids, mb.ID)
 		}
 		e.log.Info("hash ring changed", "members", strings.Join(ids, ","))
+		if old != nil {
+			e.metrics.ringChanges.Inc()
+		}
 	}
 	e.metrics.ringMembers.Set(float64(r.Len()))
+	e.metrics.gossipMembers[0].Set(float64(healthy))
+	e.metrics.gossipMembers[1].Set(float64(unhealthy))
 }
 
 func sameMembers(a, b *gossip.Ring) bool {
@@ -98,10 +112,18 @@ var errOwnerBusy = errors.New("the owner edge is busy")
 // fillFromPeer asks owner for key's answer. A problem the owner answers with (the core is
 // unavailable to it too) comes back as *problem.Problem; any other error means the owner
 // could not be asked or did not answer usefully, and the caller goes to the core.
-func (e *Edge) fillFromPeer(owner gossip.Member, key string) (*entry, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ReadTimeout)
+func (e *Edge) fillFromPeer(rc context.Context, owner gossip.Member, key string) (*entry, error) {
+	out := &nats.Msg{Subject: wire.PeerFillSubject(owner.ID), Data: []byte(key)}
+	if e.tracer != nil && trace.SpanFromContext(rc).IsRecording() {
+		var span trace.Span
+		rc, span = e.tracer.Start(rc, "perch.peer_fill", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("perch.owner", owner.ID)))
+		defer span.End()
+		out.Header = telemetry.Inject(rc, nil)
+	}
+	ctx, cancel := context.WithTimeout(rc, e.cfg.ReadTimeout)
 	defer cancel()
-	msg, err := e.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: wire.PeerFillSubject(owner.ID), Data: []byte(key)})
+	msg, err := e.nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +217,16 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 	if ok {
 		least = prior.version
 	}
-	ent, perr := e.fillFromCore(key, string(collection), string(id), least)
+	rc := context.Background()
+	if e.tracer != nil {
+		if sc := telemetry.Extract(m.Header); sc.IsSampled() {
+			var span trace.Span
+			rc, span = e.tracer.Start(trace.ContextWithRemoteSpanContext(rc, sc), "perch.peer_fill serve",
+				trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("perch.edge", e.cfg.ID)))
+			defer span.End()
+		}
+	}
+	ent, perr := e.fillFromCore(rc, key, string(collection), string(id), least)
 	if perr != nil {
 		e.metrics.peerServed("error").Inc()
 		e.replyPeerProblem(m, perr)

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"time"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
@@ -140,6 +139,6 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr, u user) bool {
 	h.SetCanonical(hdrCacheStatus, csBypass)
 	h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], int64(retry), 10))
 	// Refused before routing, like the shields' refusals: counted under no route.
-	e.metrics.observe(unknownRoute, ctx.Method(), fasthttp.StatusTooManyRequests, time.Since(ctx.Time()))
+	e.metrics.observe(unknownRoute, ctx)
 	return false
 }

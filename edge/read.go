@@ -11,8 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -46,7 +49,7 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	*kb = key
 	keyBufs.Put(kb)
 	if hit {
-		e.metrics.hits.Inc()
+		e.metrics.hit()
 		if hidden(rule, ent, p.user) {
 			e.notMine(ctx, csHit)
 			return
@@ -54,19 +57,20 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 		e.serveHit(ctx, ent, rule, p.collection)
 		return
 	}
-	e.metrics.misses.Inc()
+	e.metrics.miss()
 	prior := ent
 	if !ok {
 		prior = nil
 	}
+	rc := e.requestContext(ctx)
 	if prior != nil && hidden(rule, prior, p.user) {
 		// Someone else's document, not to be served stale; a fill decides.
 		prior = nil
 	}
-	if prior != nil && e.revalidating(ctx, skey, p, prior) {
+	if prior != nil && e.revalidating(ctx, rc, skey, p, prior) {
 		return
 	}
-	ent, stored, perr := e.fillDocument(skey, string(p.collection), string(p.id), prior)
+	ent, stored, perr := e.fillDocument(rc, skey, string(p.collection), string(p.id), prior)
 	if perr != nil {
 		e.serveStaleOr(ctx, prior, perr)
 		return
@@ -136,7 +140,7 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 // background, once however many requests come meanwhile. It reports whether it answered. An
 // edge that lost NATS, or whose cache was distrusted more than a few times since, does not
 // answer stale this way: the fill runs in the foreground and stale-if-error applies.
-func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, key string, p params, prior *entry) bool {
+func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key string, p params, prior *entry) bool {
 	window := e.cc.staleWhileRevalidate(p.collection)
 	if window == 0 || e.disconnected.Load() {
 		return false
@@ -146,7 +150,7 @@ func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, key string, p params, prio
 		return false
 	}
 	collection, id := string(p.collection), string(p.id)
-	e.fills.DoChan(key, func() (any, error) { return e.fill(key, collection, id, prior) })
+	e.fills.DoChan(key, func() (any, error) { return e.fill(rc, key, collection, id, prior) })
 	e.metrics.staleServed.Inc()
 	e.serveEntry(ctx, prior, csHitStale, valNoCache)
 	return true
@@ -157,9 +161,10 @@ func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, key string, p params, prio
 // fills from the core once for the whole region), else, or when the owner cannot answer, from
 // the core. An absent document is cached too, as version 0, so that a flood of reads of a
 // missing id does not reach the core; any real version replaces it. prior is the entry the
-// cache holds but does not trust, if any: the fill may not answer an older version.
-func (e *Edge) fillDocument(key, collection, id string, prior *entry) (*entry, bool, *problem.Problem) {
-	v, err, _ := e.fills.Do(key, func() (any, error) { return e.fill(key, collection, id, prior) })
+// cache holds but does not trust, if any: the fill may not answer an older version. rc is
+// the requestContext of the request that missed; a fill shared by several has the first's.
+func (e *Edge) fillDocument(rc context.Context, key, collection, id string, prior *entry) (*entry, bool, *problem.Problem) {
+	v, err, _ := e.fills.Do(key, func() (any, error) { return e.fill(rc, key, collection, id, prior) })
 	if err != nil {
 		return nil, false, asProblem(err)
 	}
@@ -167,7 +172,7 @@ func (e *Edge) fillDocument(key, collection, id string, prior *entry) (*entry, b
 }
 
 // fill is one fill of a document key, run under the key's singleflight (fills).
-func (e *Edge) fill(key, collection, id string, prior *entry) (any, error) {
+func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry) (any, error) {
 	// A fill that raced one of this edge's writes may read the version before it; the
 	// write's floor sends it back to the core, which has committed the write.
 	least := e.cache.floor(key, time.Now())
@@ -175,7 +180,7 @@ func (e *Edge) fill(key, collection, id string, prior *entry) (any, error) {
 		least = max(least, prior.version)
 	}
 	if owner, ok := e.remoteOwner(key); ok {
-		ent, err := e.fillFromPeer(owner, key)
+		ent, err := e.fillFromPeer(rc, owner, key)
 		var p *problem.Problem
 		switch {
 		case err == nil && ent.version >= least:
@@ -192,10 +197,10 @@ func (e *Edge) fill(key, collection, id string, prior *entry) (any, error) {
 			e.metrics.peerFallback("busy").Inc()
 		default:
 			e.metrics.peerFallback("unreachable").Inc()
-			e.log.Debug("owner edge did not answer a fill; asking the core", "owner", owner.ID, "err", err)
+			e.log.DebugContext(rc, "owner edge did not answer a fill; asking the core", "owner", owner.ID, "err", err)
 		}
 	}
-	ent, p := e.fillFromCore(key, collection, id, least)
+	ent, p := e.fillFromCore(rc, key, collection, id, least)
 	if p != nil {
 		return nil, p
 	}
@@ -205,11 +210,11 @@ func (e *Edge) fill(key, collection, id string, prior *entry) (any, error) {
 // fillFromCore reads a document from the core and caches it, once per key: this edge's own
 // misses of keys it owns and the fills other edges ask of it share one core read. An answer
 // older than least (the floor of a write, a version the edge has heard of) is read again.
-func (e *Edge) fillFromCore(key, collection, id string, least int64) (*entry, *problem.Problem) {
+func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, least int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
 			e.metrics.fills(fillCore).Inc()
-			resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
+			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
 			var ent *entry
 			switch {
 			case perr != nil && perr.Code == problem.NotFound:
@@ -238,8 +243,10 @@ func (e *Edge) fillFromCore(key, collection, id string, least int64) (*entry, *p
 
 // read asks the core. Problems the core answers with come back as they are; a core that does
 // not answer is a 503 the client may retry, and so is a read beyond the edge's bound of reads
-// in flight to the core (Config.MaxCoreReads), which is not sent: 503 overloaded.
-func (e *Edge) read(req *wire.ReadRequest) (*wire.ReadResponse, *problem.Problem) {
+// in flight to the core (Config.MaxCoreReads), which is not sent: 503 overloaded. rc is the
+// requestContext of the request that reads: a traced one's read is a span of its own, whose
+// trace context goes to the core in the message's headers.
+func (e *Edge) read(rc context.Context, req *wire.ReadRequest) (*wire.ReadResponse, *problem.Problem) {
 	if !e.enterRead() {
 		return nil, problemReadsShed
 	}
@@ -248,19 +255,27 @@ func (e *Edge) read(req *wire.ReadRequest) (*wire.ReadResponse, *problem.Problem
 	if err != nil {
 		return nil, problem.New(problem.Internal, "could not encode the read")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ReadTimeout)
+	out := &nats.Msg{Subject: wire.ReadSubject, Data: data}
+	if e.tracer != nil && trace.SpanFromContext(rc).IsRecording() {
+		var span trace.Span
+		rc, span = e.tracer.Start(rc, "perch.read "+string(req.Kind), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", wire.ReadSubject)))
+		defer span.End()
+		out.Header = telemetry.Inject(rc, nil)
+	}
+	ctx, cancel := context.WithTimeout(rc, e.cfg.ReadTimeout)
 	defer cancel()
-	msg, err := e.nc.RequestWithContext(ctx, wire.ReadSubject, data)
+	msg, err := e.nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, problem.New(problem.Unavailable, "no core is available to answer")
 		}
-		e.log.Warn("read from core failed", "kind", req.Kind, "err", err)
+		e.log.WarnContext(rc, "read from core failed", "kind", req.Kind, "err", err)
 		return nil, problem.New(problem.Unavailable, "the core did not answer in time")
 	}
 	var resp wire.ReadResponse
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		e.log.Error("malformed read response from core", "kind", req.Kind, "err", err)
+		e.log.ErrorContext(rc, "malformed read response from core", "kind", req.Kind, "err", err)
 		return nil, problem.New(problem.Internal, "malformed answer from the core")
 	}
 	if resp.Problem != nil {
@@ -336,17 +351,18 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	}
 	prior, ok := e.cache.get([]byte(key))
 	if ok && e.cache.valid(prior) {
-		e.metrics.hits.Inc()
+		e.metrics.hit()
 		e.serveHit(ctx, prior, rule, p.collection)
 		return
 	}
 	if !ok {
 		prior = nil
 	}
-	e.metrics.misses.Inc()
+	e.metrics.miss()
+	rc := e.requestContext(ctx)
 	v, err, _ := e.fills.Do(key, func() (any, error) {
 		e.metrics.fills(fillCore).Inc()
-		resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
+		resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
 		if perr != nil {
 			return nil, perr
 		}
@@ -464,7 +480,7 @@ func (e *Edge) sync(ctx *fasthttp.RequestCtx, p params) {
 		}
 		q.After = after
 	}
-	resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadSync, Sync: &q})
+	resp, perr := e.read(e.requestContext(ctx), &wire.ReadRequest{Kind: wire.ReadSync, Sync: &q})
 	if perr != nil {
 		e.writeProblem(ctx, perr)
 		return
@@ -505,7 +521,7 @@ func (e *Edge) writeStatus(ctx *fasthttp.RequestCtx, p params) {
 		return
 	}
 	id := string(p.id)
-	resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadWrite, WriteID: id})
+	resp, perr := e.read(e.requestContext(ctx), &wire.ReadRequest{Kind: wire.ReadWrite, WriteID: id})
 	if perr != nil {
 		e.writeProblem(ctx, perr)
 		return

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"strings"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -93,12 +92,12 @@ func (r *route) match(path []byte) (params, bool) {
 	return p, false
 }
 
-// dispatch finds the route and method of a request and calls its handler; unknown paths get
-// 404 and known paths with another method 405 with Allow.
-func (e *Edge) dispatch(ctx *fasthttp.RequestCtx, u user) {
+// dispatch finds the route and method of a request and calls its handler, and returns the
+// route; unknown paths get 404 and known paths with another method 405 with Allow.
+func (e *Edge) dispatch(ctx *fasthttp.RequestCtx, u user) *route {
 	r := e.route(ctx, u)
-	// The server took the time the request began; a second clock read is all this costs.
-	e.metrics.observe(r, ctx.Method(), ctx.Response.StatusCode(), time.Since(ctx.Time()))
+	e.metrics.observe(r, ctx)
+	return r
 }
 
 // route serves the request and returns the route that answered it.

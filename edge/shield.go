@@ -192,14 +192,14 @@ func (e *Edge) admit(ctx *fasthttp.RequestCtx, ip netip.Addr) bool {
 		return true
 	}
 	s.refusedTotal[refusedIP].Inc()
-	e.log.Debug("request refused", "client", ip, "peer", ctx.RemoteAddr().String(),
+	e.log.DebugContext(ctx, "request refused", "client", ip, "peer", ctx.RemoteAddr().String(),
 		"method", string(ctx.Method()), "path", string(ctx.Path()),
 		"status", problemIPNotAllowed.Status, "code", problemIPNotAllowed.Code)
 	if !s.trusted.contains(addrOf(ctx.RemoteAddr())) {
 		ctx.SetConnectionClose()
 	}
 	writeProblem(ctx, problemIPNotAllowed)
-	e.metrics.observe(unknownRoute, ctx.Method(), ctx.Response.StatusCode(), time.Since(ctx.Time()))
+	e.metrics.observe(unknownRoute, ctx)
 	return false
 }
 

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/internal/problem"
 	"github.com/perchhq/perch/internal/wire"
@@ -67,9 +69,10 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		return
 	}
 	defer e.shield.writes.leave()
-	pd, busy, perr := e.writes.submit(cmd)
+	rc := e.requestContext(ctx)
+	pd, busy, perr := e.writes.submit(rc, cmd)
 	if busy != nil {
-		e.answerBusy(ctx, &cmd, busy)
+		e.answerBusy(ctx, rc, &cmd, busy)
 		return
 	}
 	if perr != nil {
@@ -271,12 +274,12 @@ func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome) {
 // answerBusy answers a write whose Idempotency-Key another request through this edge still
 // waits on: 422 when the requests differ; otherwise the first one's outcome as a replay when
 // the core has applied it (its outcome may still be on its way to this edge), else 409.
-func (e *Edge) answerBusy(ctx *fasthttp.RequestCtx, cmd *wire.Command, first *wire.Command) {
+func (e *Edge) answerBusy(ctx *fasthttp.RequestCtx, rc context.Context, cmd *wire.Command, first *wire.Command) {
 	if first.Fingerprint != cmd.Fingerprint {
 		e.writeProblem(ctx, problem.New(problem.IdempotencyMismatch, "this Idempotency-Key was used with another request"))
 		return
 	}
-	if resp, perr := e.read(&wire.ReadRequest{Kind: wire.ReadWrite, WriteID: first.WriteID}); perr == nil && resp.Write != nil && resp.Write.Status != 0 {
+	if resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadWrite, WriteID: first.WriteID}); perr == nil && resp.Write != nil && resp.Write.Status != 0 {
 		out := *resp.Write
 		out.Replayed = true
 		e.answerOutcome(ctx, &out)
@@ -309,6 +312,9 @@ func (e *Edge) answerQueued(ctx *fasthttp.RequestCtx, cmd *wire.Command, _ bool)
 type pending struct {
 	cmd     wire.Command
 	created time.Time
+	// trace is the span context of the request, when it is traced: the batch that carries
+	// the command is traced too (publish).
+	trace trace.SpanContext
 	// durable receives the result of publishing the command's batch: nil once JetStream
 	// stored it.
 	durable chan error
@@ -379,8 +385,10 @@ func (w *writer) stop() {
 // submit queues cmd and returns once JetStream stored it, or the problem that kept it from
 // being stored (then nothing was promised and the client may retry). When another write with
 // the same Idempotency-Key waits here, nothing is queued and that write's command comes back.
-func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Problem) {
-	pd := &pending{cmd: cmd, created: time.Now(), durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
+// rc is the request's requestContext.
+func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.Command, *problem.Problem) {
+	pd := &pending{cmd: cmd, created: time.Now(), trace: trace.SpanContextFromContext(rc),
+		durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -418,7 +426,7 @@ func (w *writer) submit(cmd wire.Command) (*pending, *wire.Command, *problem.Pro
 	}
 	if err != nil {
 		w.forget(cmd.WriteID)
-		w.e.log.Warn("write not confirmed stored by JetStream", "write_id", cmd.WriteID, "err", err)
+		w.e.log.WarnContext(rc, "write not confirmed stored by JetStream", "write_id", cmd.WriteID, "err", err)
 		return nil, nil, problem.New(problem.Unavailable,
 			"the write was not confirmed stored; retry it (with the same Idempotency-Key to be safe)")
 	}

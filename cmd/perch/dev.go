@@ -9,6 +9,7 @@ import (
 
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/system"
+	"github.com/perchhq/perch/internal/telemetry"
 )
 
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -25,6 +26,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
+	traces := traceFlags(fs, true)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -44,7 +46,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := traces.start(ctx, "perch-dev", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	ecfg := edge.DefaultConfig()
+	ecfg.TraceSampleRatio = traces.ratio()
 	ecfg.CacheControl = cacheControl.m
 	ecfg.CacheBytes = int64(*cacheBytes)
 	ecfg.Rules = rules
@@ -54,6 +62,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	sys, err := system.Start(ctx, system.Options{
 		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log, Edge: &ecfg,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return err
@@ -67,7 +76,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if u := sys.MetricsURL(); u != "" {
 		fmt.Fprintf(stdout, "  metrics         %s (every edge and the core)\n", u)
 	}
-	store := *db
+	store := telemetry.Redact(*db)
 	if store == "" {
 		store = "sqlite:" + filepath.Join(dir, "perch.db")
 	}

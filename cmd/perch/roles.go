@@ -12,12 +12,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/gossip"
 	"github.com/perchhq/perch/internal/admin"
 	"github.com/perchhq/perch/internal/system"
+	"github.com/perchhq/perch/internal/telemetry"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -28,7 +30,7 @@ func connectNATS(url, name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(500*time.Millisecond))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+		return nil, fmt.Errorf("connect to NATS %s: %w", telemetry.RedactList(url), err)
 	}
 	return nc, nil
 }
@@ -45,6 +47,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
+	traces := traceFlags(fs, false)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -53,8 +56,13 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
 	}
+	tp, stopTracing, err := traces.start(ctx, "perch-core", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	store, err := system.OpenStore(ctx, *db, "", *partitions, log,
-		system.StoreOptions{NoMigrate: *noMigrate, Regions: dbRegions, Survive: *survive})
+		system.StoreOptions{NoMigrate: *noMigrate, Regions: dbRegions, Survive: *survive, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -68,6 +76,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Partitions = *partitions
 	cfg.Stream.Replicas = *replicas
 	cfg.Logger = log
+	cfg.TracerProvider = tp
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {
 		return err
@@ -99,6 +108,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
+	traces := traceFlags(fs, true)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -111,6 +121,11 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	if *region == "" {
 		return fmt.Errorf("%w: --region is required", errUsage)
 	}
+	tp, stopTracing, err := traces.start(ctx, "perch-edge", log, attribute.String("perch.region", *region))
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	ghost, gport, err := splitHostPort(*gossipAddr)
 	if err != nil {
 		return fmt.Errorf("%w: --gossip: %v", errUsage, err)
@@ -144,6 +159,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	cfg.Logger = log
+	cfg.TracerProvider, cfg.TraceSampleRatio = tp, traces.ratio()
 	cfg.Metrics, err = serveAdmin(ctx, *adminAddr, log)
 	if err != nil {
 		ln.Close()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/core/migration"
@@ -61,6 +62,7 @@ type options struct {
 	maxAttempts int
 	region      multiRegion
 	tracer      pgx.QueryTracer // nil except in tests (export_test.go)
+	tp          trace.TracerProvider
 }
 
 // DefaultMaxAttempts bounds the attempts of one transaction (see WithMaxAttempts).
@@ -126,7 +128,7 @@ func Open(ctx context.Context, dsn string, partitions int, logger *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	pool, err := connect(ctx, dsn, o.poolSize, o.tracer)
+	pool, err := connect(ctx, dsn, o.poolSize, o.queryTracer())
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
@@ -36,20 +37,28 @@ type Options struct {
 	DB string
 	// Admin starts the admin listener (metrics) on a free port.
 	Admin bool
+	// TracerProvider traces every part (system.Options.TracerProvider).
+	TracerProvider trace.TracerProvider
+	// Log, when set, receives every part's logs, as JSON from the debug level up.
+	Log io.Writer
 }
 
-// Start starts a cluster and stops it when the test ends. Logs are discarded unless
-// PERCH_TEST_LOG=1.
+// Start starts a cluster and stops it when the test ends. Logs are discarded unless o.Log
+// is set or PERCH_TEST_LOG=1.
 func Start(tb testing.TB, o Options) *Cluster {
 	tb.Helper()
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("PERCH_TEST_LOG") == "1" {
+	switch {
+	case o.Log != nil:
+		log = slog.New(slog.NewJSONHandler(o.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case os.Getenv("PERCH_TEST_LOG") == "1":
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	opts := system.Options{Dir: o.Dir, DB: o.DB, Regions: o.Regions, Core: o.Core, Edge: o.Edge, Logger: log}
+	opts := system.Options{Dir: o.Dir, DB: o.DB, Regions: o.Regions, Core: o.Core, Edge: o.Edge, Logger: log,
+		TracerProvider: o.TracerProvider}
 	if o.Admin {
 		opts.Admin = "127.0.0.1:0"
 	}

@@ -23,6 +23,8 @@ type Config struct {
 	Logger *slog.Logger
 	// StartTimeout bounds how long Start waits for the server to accept clients. Default 10s.
 	StartTimeout time.Duration
+	// User and Password, when set, are the credentials every client must present.
+	User, Password string
 }
 
 // Server is a running embedded NATS server.
@@ -60,6 +62,8 @@ func Start(cfg Config) (*Server, error) {
 		NoSigs:     true,
 		// Batches of writes can be large; the edge caps them well below this.
 		MaxPayload: 8 << 20,
+		Username:   cfg.User,
+		Password:   cfg.Password,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

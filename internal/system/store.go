@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/core/pgstore"
 	"github.com/perchhq/perch/core/sqlitestore"
@@ -22,12 +24,18 @@ type StoreOptions struct {
 	// SQLite.
 	Regions []string
 	Survive string
+	// TracerProvider, when set, makes the SQL statements of traced work spans (PostgreSQL
+	// and CockroachDB; see pgstore.WithTracerProvider).
+	TracerProvider trace.TracerProvider
 }
 
 func (o StoreOptions) pg() ([]pgstore.Option, error) {
 	var opts []pgstore.Option
 	if o.NoMigrate {
 		opts = append(opts, pgstore.WithoutMigrate())
+	}
+	if o.TracerProvider != nil {
+		opts = append(opts, pgstore.WithTracerProvider(o.TracerProvider))
 	}
 	if len(o.Regions) > 0 {
 		opts = append(opts, pgstore.WithRegions(o.Regions[0], o.Regions[1:]...))

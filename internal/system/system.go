@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
@@ -49,6 +50,9 @@ type Options struct {
 	// Admin, when set, is the address of the admin listener (/metrics, /debug/pprof) that
 	// serves the metrics of every part; port 0 picks a free one.
 	Admin string
+	// TracerProvider, when set, traces every part (core.Config and edge.Config
+	// TracerProvider, and the store's SQL); the edges' TraceSampleRatio comes from Edge.
+	TracerProvider trace.TracerProvider
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -129,7 +133,7 @@ func Start(ctx context.Context, opts Options) (*System, error) {
 		s.nats = ns
 		s.url = ns.URL()
 	}
-	store, err := OpenStore(ctx, opts.DB, opts.Dir, opts.Partitions, opts.Logger, StoreOptions{})
+	store, err := OpenStore(ctx, opts.DB, opts.Dir, opts.Partitions, opts.Logger, StoreOptions{TracerProvider: opts.TracerProvider})
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("system: open store: %w", err)
@@ -206,6 +210,9 @@ func (s *System) StartCore() error {
 	cfg.Partitions = s.opts.Partitions
 	cfg.Logger = s.log
 	cfg.Metrics = s.metrics
+	if s.opts.TracerProvider != nil {
+		cfg.TracerProvider = s.opts.TracerProvider
+	}
 	nc, err := s.connect("perch-core")
 	if err != nil {
 		return err
@@ -285,6 +292,9 @@ func (s *System) StartEdge(i int) error {
 	cfg.Partitions = s.opts.Partitions
 	cfg.Logger = s.log
 	cfg.Metrics = s.metrics
+	if s.opts.TracerProvider != nil {
+		cfg.TracerProvider = s.opts.TracerProvider
+	}
 	nc, err := s.connect("perch-edge-" + re.region)
 	if err != nil {
 		ln.Close()
