@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,14 +47,14 @@ func withPassword(t *testing.T, dsn, pw string) string {
 }
 
 // sendSecrets drives typical and erroring requests that carry every client secret through the
-// edge at base: reads and writes with credentials, a signup-like body, bad JSON, an unknown
-// auth route, a body over the limit, a wrong content type, and rate-limited requests.
-func sendSecrets(t *testing.T, base string) {
+// edge at base: a signup, a login and a refresh (whose tokens are secrets too, returned),
+// reads and writes with credentials, a forged token, bad JSON, a body over the limit, a wrong
+// content type, and rate-limited requests.
+func sendSecrets(t *testing.T, base string) []string {
 	t.Helper()
 	creds := map[string]string{
-		"Authorization": "Bearer " + secretBearer,
-		"X-Api-Key":     secretAPIKey,
-		"Cookie":        "session=" + secretCookie,
+		"X-Api-Key": secretAPIKey,
+		"Cookie":    "session=" + secretCookie,
 	}
 	with := func(extra map[string]string) map[string]string {
 		h := map[string]string{}
@@ -66,6 +67,21 @@ func sendSecrets(t *testing.T, base string) {
 		return h
 	}
 	signup := []byte(`{"email":"a@example.com","password":"` + secretPassword + `"}`)
+	var tokens struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	r := clustertest.Do(t, "POST", base+"/v1/auth/signup", with(nil), signup)
+	if err := json.Unmarshal(r.Body, &tokens); r.Status != 201 || err != nil {
+		t.Fatalf("signup: %d %s", r.Status, r.Body)
+	}
+	issued := []string{tokens.AccessToken, tokens.RefreshToken}
+	r = clustertest.Do(t, "POST", base+"/v1/auth/refresh", with(nil), []byte(`{"refresh_token":"`+tokens.RefreshToken+`"}`))
+	if err := json.Unmarshal(r.Body, &tokens); r.Status != 200 || err != nil {
+		t.Fatalf("refresh: %d %s", r.Status, r.Body)
+	}
+	issued = append(issued, tokens.AccessToken, tokens.RefreshToken)
+	creds["Authorization"] = "Bearer " + tokens.AccessToken
 	for _, rq := range []struct {
 		method, path string
 		headers      map[string]string
@@ -79,8 +95,10 @@ func sendSecrets(t *testing.T, base string) {
 		{"PUT", "/v1/collections/users/docs/u2", with(map[string]string{"Idempotency-Key": "k1"}), []byte(`{"password":"` + secretPassword + `x"}`), 422},
 		{"PUT", "/v1/collections/users/docs/u3", with(nil), []byte(`{"password":"` + secretPassword + `"`), 400},
 		{"PATCH", "/v1/collections/users/docs/nobody", with(nil), signup, 404},
-		{"POST", "/v1/auth/login", with(nil), signup, 0},
-		{"POST", "/v1/auth/signup", with(nil), signup, 0},
+		{"POST", "/v1/auth/login", with(nil), signup, 200},
+		{"POST", "/v1/auth/login", with(nil), []byte(`{"email":"a@example.com","password":"` + secretPassword + `x"}`), 401},
+		{"POST", "/v1/auth/signup", with(nil), signup, 409},
+		{"GET", "/v1/collections/users/docs/u1", with(map[string]string{"Authorization": "Bearer " + secretBearer}), nil, 401},
 		{"PUT", "/v1/collections/users/docs/u4", with(map[string]string{"Content-Type": "text/plain"}), signup, 415},
 		{"PUT", "/v1/collections/users/docs/u5", with(map[string]string{"If-Match": `"` + secretPassword + `"`}), signup, 412},
 		{"PUT", "/v1/collections/users/docs/big", with(nil), []byte(`{"password":"` + secretPassword + `","pad":"` + strings.Repeat("x", 2<<20) + `"}`), 413},
@@ -108,12 +126,13 @@ func sendSecrets(t *testing.T, base string) {
 	if !limited {
 		t.Error("no request was rate limited")
 	}
+	return issued
 }
 
 // checkNoSecrets fails the test for every secret in out, which names what produced it.
-func checkNoSecrets(t *testing.T, what, out string) {
+func checkNoSecrets(t *testing.T, what, out string, issued []string) {
 	t.Helper()
-	for _, s := range secrets {
+	for _, s := range append(issued, secrets...) {
 		if i := strings.Index(out, s); i >= 0 {
 			line := out[strings.LastIndexByte(out[:i], '\n')+1:]
 			if j := strings.IndexByte(line, '\n'); j >= 0 {
@@ -214,12 +233,12 @@ func TestNoSecretsInLogs(t *testing.T) {
 		base := waitFor(t, regexp.MustCompile(`"msg":"edge serving".*"url":"(http://[^"]+)"`), &edgeOut, edgeDone)
 		edgeMetrics := waitFor(t, regexp.MustCompile(`"metrics":"(http://[^"]+)"`), &edgeOut, edgeDone)
 		clustertest.WaitReady(t, base)
-		sendSecrets(t, base)
+		issued := sendSecrets(t, base)
 
-		checkNoSecrets(t, "perch core's log", coreOut.String())
-		checkNoSecrets(t, "perch edge's log", edgeOut.String())
-		checkNoSecrets(t, "perch core's metrics", fetch(t, coreMetrics))
-		checkNoSecrets(t, "perch edge's metrics", fetch(t, edgeMetrics))
+		checkNoSecrets(t, "perch core's log", coreOut.String(), issued)
+		checkNoSecrets(t, "perch edge's log", edgeOut.String(), issued)
+		checkNoSecrets(t, "perch core's metrics", fetch(t, coreMetrics), issued)
+		checkNoSecrets(t, "perch edge's metrics", fetch(t, edgeMetrics), issued)
 		if n := requestLines(edgeOut.String()); n < 8 {
 			t.Errorf("%d log lines with a request_id; the requests were not logged:\n%s", n, edgeOut.String())
 		}
@@ -228,7 +247,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		if err == nil {
 			t.Fatal("migrate reached a database on port 1")
 		}
-		checkNoSecrets(t, "perch migrate's error", err.Error())
+		checkNoSecrets(t, "perch migrate's error", err.Error(), nil)
 	})
 	t.Run("dev", func(t *testing.T) {
 		var out syncBuffer
@@ -242,9 +261,9 @@ func TestNoSecretsInLogs(t *testing.T) {
 		base := waitFor(t, regexp.MustCompile(`edge solo\s+(http://\S+)`), &out, done)
 		metrics := waitFor(t, regexp.MustCompile(`metrics\s+(http://\S+)`), &out, done)
 		clustertest.WaitReady(t, base)
-		sendSecrets(t, base)
-		checkNoSecrets(t, "perch dev's output", out.String())
-		checkNoSecrets(t, "perch dev's metrics", fetch(t, metrics))
+		issued := sendSecrets(t, base)
+		checkNoSecrets(t, "perch dev's output", out.String(), issued)
+		checkNoSecrets(t, "perch dev's metrics", fetch(t, metrics), issued)
 		if n := requestLines(out.String()); n < 8 {
 			t.Errorf("%d log lines with a request_id; the requests were not logged", n)
 		}
