@@ -1,6 +1,10 @@
 package core
 
-import "github.com/perchhq/perch/internal/wire"
+import (
+	"slices"
+
+	"github.com/perchhq/perch/internal/wire"
+)
 
 // The functions of this file are the rules by which every Store reads a List or Sync query,
 // so that a query means the same on every backend; core/storetest checks the results.
@@ -54,6 +58,21 @@ func SyncCollections(names []string) []string {
 		}
 		seen[n] = struct{}{}
 		out = append(out, n)
+	}
+	return out
+}
+
+// SyncOwned returns the collections of a Sync query, as SyncCollections returned them, whose
+// changes are kept to the documents of q.Owner: those also named in q.Owned, in the order of
+// collections. A store filters those by owner and leaves the others whole. An empty Owner
+// matches no document (anonymous documents have no owner), so owned collections then sync
+// nothing.
+func SyncOwned(collections []string, q wire.SyncQuery) []string {
+	var out []string
+	for _, c := range collections {
+		if slices.Contains(q.Owned, c) {
+			out = append(out, c)
+		}
 	}
 	return out
 }

@@ -67,3 +67,14 @@ func TestSyncCollections(t *testing.T) {
 		t.Fatalf("SyncCollections(nil) = %q, want none", got)
 	}
 }
+
+func TestSyncOwned(t *testing.T) {
+	collections := SyncCollections([]string{"notes", "tasks", "people"})
+	got := SyncOwned(collections, wire.SyncQuery{Owned: []string{"people", "other", "notes", "people"}, Owner: "u1"})
+	if want := []string{"notes", "people"}; !slices.Equal(got, want) {
+		t.Fatalf("SyncOwned = %q, want %q", got, want)
+	}
+	if got := SyncOwned(collections, wire.SyncQuery{}); len(got) != 0 {
+		t.Fatalf("SyncOwned without Owned = %q, want none", got)
+	}
+}

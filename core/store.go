@@ -20,15 +20,19 @@ var ErrPartitionsMismatch = errors.New("partition count does not match the store
 // committed data only.
 type Reader interface {
 	// Get returns the document, tombstone included (Deleted set), or ErrNotFound when no
-	// write ever created it.
+	// write ever created it. Every document a Reader returns carries its Owner, as
+	// ApplyCommand decided it for that version.
 	Get(ctx context.Context, collection, id string) (wire.Document, error)
 	// List returns a page of at most ListLimit(q.Limit) of the collection's live documents
-	// whose ids start with q.IDPrefix, in q.Order, starting after q.After. Tombstones are
-	// never listed. More is set when another page may follow.
+	// whose ids start with q.IDPrefix (and, when q.Owner is set, that belong to q.Owner), in
+	// q.Order, starting after q.After. Tombstones are never listed. More is set when another
+	// page may follow.
 	List(ctx context.Context, q wire.ListQuery) (wire.ListPage, error)
 	// Sync returns the documents of q.Collections changed after q.After (per partition),
 	// tombstones included, each partition's in sequence order, at most SyncLimit(q.Limit) in
-	// all. Next holds, for every partition, the sequence to resume after.
+	// all. In the collections of SyncOwned, only the documents of q.Owner (none when it is
+	// empty); the others' changes are passed over like those of collections not asked for.
+	// Next holds, for every partition, the sequence to resume after.
 	Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, error)
 	// WriteOutcome returns the recorded outcome of a write, or ErrNotFound when the store has
 	// no record of it (not applied yet, never sent, or expired).

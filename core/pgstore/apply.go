@@ -207,13 +207,18 @@ const (
 		LATERAL (SELECT ` + docColumns + ` FROM documents WHERE collection = k.c AND id = k.i LIMIT 1) AS d`
 	loadProducers = `SELECT producer, seq, txn FROM producers WHERE producer = ANY($1::TEXT[])`
 
-	storeDocuments = `INSERT INTO documents (collection, id, version, deleted, data, created_at, updated_at, part, seq)
-		SELECT u.collection, u.id, u.version, u.deleted, u.data::JSONB, u.created_at, u.updated_at, $9::INT, u.seq
+	// The owner of every version is the one core.ApplyCommand decided (kept by updates, set
+	// again by a create after a delete), so the upsert writes it, NULL for none. (The upsert
+	// of the previous release does not list owner: an update by it keeps the owner it finds.)
+	storeDocuments = `INSERT INTO documents (collection, id, version, deleted, data, created_at, updated_at, owner, part, seq)
+		SELECT u.collection, u.id, u.version, u.deleted, u.data::JSONB, u.created_at, u.updated_at,
+			NULLIF(u.owner, ''), $10::INT, u.seq
 		FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BOOLEAN[], $5::TEXT[], $6::TIMESTAMPTZ[],
-			$7::TIMESTAMPTZ[], $8::BIGINT[]) AS u(collection, id, version, deleted, data, created_at, updated_at, seq)
+			$7::TIMESTAMPTZ[], $8::TEXT[], $9::BIGINT[])
+			AS u(collection, id, version, deleted, data, created_at, updated_at, owner, seq)
 		ON CONFLICT (collection, id) DO UPDATE SET
 			version = excluded.version, deleted = excluded.deleted, data = excluded.data,
-			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			created_at = excluded.created_at, updated_at = excluded.updated_at, owner = excluded.owner,
 			part = excluded.part, seq = excluded.seq`
 	storeEvents = `INSERT INTO outbox (part, seq, event, created_at)
 		SELECT $1::INT, u.seq, u.event::JSONB, $4::TIMESTAMPTZ
@@ -500,6 +505,7 @@ type writeSet struct {
 	deleted                     []bool
 	data                        []*string
 	created, updated            []time.Time
+	owners                      []string
 	eventSeqs                   []int64
 	events                      []string
 	writeIDs, writeOuts         []string
@@ -537,10 +543,11 @@ func (w *writeSet) addChange(d *wire.Document, ev *wire.ChangeEvent) error {
 		w.data = append(w.data, nil)
 		w.created = append(w.created, time.Time{})
 		w.updated = append(w.updated, time.Time{})
+		w.owners = append(w.owners, "")
 		w.seqs = append(w.seqs, 0)
 	}
 	w.versions[i], w.deleted[i], w.data[i] = d.Version, d.Deleted, data
-	w.created[i], w.updated[i], w.seqs[i] = d.CreatedAt, d.UpdatedAt, ev.Seq
+	w.created[i], w.updated[i], w.owners[i], w.seqs[i] = d.CreatedAt, d.UpdatedAt, d.Owner, ev.Seq
 	return nil
 }
 
@@ -550,7 +557,7 @@ func (w *writeSet) store(ctx context.Context, tx pgx.Tx, first, last int64) (err
 	b := &pgx.Batch{}
 	if len(w.ids) > 0 {
 		b.Queue(storeDocuments, w.collections, w.ids, w.versions, w.deleted, w.data, w.created, w.updated,
-			w.seqs, w.partition)
+			w.owners, w.seqs, w.partition)
 		b.Queue(storeEvents, w.partition, w.eventSeqs, w.events, w.at)
 	}
 	if len(w.writeIDs) > 0 {

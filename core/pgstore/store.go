@@ -256,7 +256,10 @@ func (s *Store) checkOpen() error {
 	return nil
 }
 
-const docColumns = `collection, id, version, deleted, data, created_at, updated_at`
+// docColumns are the columns scanDocument reads, in its order. Every statement names its
+// columns (never *), so that a core of the previous release keeps working on a schema with
+// columns it does not know (see the migrations section of README.md).
+const docColumns = `collection, id, version, deleted, data, created_at, updated_at, owner`
 
 // Get returns the document or tombstone, or an error wrapping core.ErrNotFound.
 func (s *Store) Get(ctx context.Context, collection, id string) (wire.Document, error) {
@@ -304,14 +307,15 @@ func (s *Store) WriteOutcome(ctx context.Context, writeID string) (wire.Outcome,
 
 // List returns a page of live documents in one statement. The id orders compare ids byte by
 // byte (COLLATE "C" on PostgreSQL, CockroachDB's only string order); the updated_at orders
-// break ties by id in the same direction. An unknown order is an error.
+// break ties by id in the same direction. An unknown order is an error. With q.Owner, only
+// that owner's documents (index documents_owner).
 func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, error) {
 	if err := s.checkOpen(); err != nil {
 		return wire.ListPage{}, err
 	}
 	limit := core.ListLimit(q.Limit)
 	empty := wire.ListPage{Items: []wire.Document{}}
-	if !wire.ValidCollection(q.Collection) || !nameChars(q.IDPrefix) {
+	if !wire.ValidCollection(q.Collection) || !nameChars(q.IDPrefix) || !storableText(q.Owner) {
 		if !isOrder(q.Order) {
 			return wire.ListPage{}, fmt.Errorf("list %s: unknown order %q", q.Collection, q.Order)
 		}
@@ -324,6 +328,9 @@ func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, erro
 		return "$" + strconv.Itoa(len(args))
 	}
 	b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = $1 AND NOT deleted`)
+	if q.Owner != "" {
+		b.WriteString(` AND owner = ` + arg(q.Owner))
+	}
 	if q.IDPrefix != "" {
 		b.WriteString(` AND id >= ` + arg(q.IDPrefix))
 		if end, ok := core.PrefixEnd(q.IDPrefix); ok {
@@ -390,29 +397,36 @@ func isOrder(o wire.Order) bool {
 	return false
 }
 
+// syncWanted is the condition on a documents row that a sync wants: a change in one of the
+// collections $3, and, in those of them also in $4 (core.SyncOwned), a document of owner $5.
+// A row without an owner fails owner = $5 (NULL), so it shows only in the collections not in
+// $4. Filtered rows are skipped like those of other collections: the page's Next passes them.
+const syncWanted = `collection = ANY($3::TEXT[]) AND (owner = $5 OR NOT (collection = ANY($4::TEXT[])))`
+
 // syncPending is the changes after each partition's position, in partition then sequence
-// order: the first $4 rows of the partitions' ranges on documents_sync, each range cut at $4
-// too so that no partition is read further than the page can reach.
-const syncPending = `SELECT d.collection, d.id, d.version, d.deleted, d.data, d.created_at, d.updated_at, d.seq, a.part
+// order: the first $6 wanted rows of the partitions' ranges on documents_sync, each range cut
+// at $6 too so that no partition is read further than the page can reach.
+const syncPending = `SELECT d.collection, d.id, d.version, d.deleted, d.data, d.created_at, d.updated_at, d.owner, d.seq, a.part
 	FROM unnest($1::INT[], $2::BIGINT[]) AS a(part, after_seq)
 	JOIN LATERAL (
 		SELECT ` + docColumns + `, seq FROM documents
-		WHERE part = a.part AND seq > a.after_seq AND collection = ANY($3::TEXT[])
-		ORDER BY seq LIMIT $4
+		WHERE part = a.part AND seq > a.after_seq AND ` + syncWanted + `
+		ORDER BY seq LIMIT $6
 	) AS d ON true
 	ORDER BY a.part, d.seq
-	LIMIT $4`
+	LIMIT $6`
 
-// syncWaiting is the partitions with at least one change after their position.
+// syncWaiting is the partitions with at least one wanted change after their position.
 const syncWaiting = `SELECT a.part FROM unnest($1::INT[], $2::BIGINT[]) AS a(part, after_seq)
 	WHERE EXISTS (SELECT 1 FROM documents
-		WHERE part = a.part AND seq > a.after_seq AND collection = ANY($3::TEXT[]))`
+		WHERE part = a.part AND seq > a.after_seq AND ` + syncWanted + `)`
 
 // Sync returns a page of changes. The partition counters, the page and the partitions that
 // still have changes are read in one read-only SERIALIZABLE transaction, in one round trip
 // (a pgx.Batch), so that the page and its Next are one snapshot. Partitions are read in order
 // 0..P-1; an After with more entries than the store has partitions is an error (the cursor
-// comes from another fleet).
+// comes from another fleet). In the collections of core.SyncOwned, only q.Owner's documents
+// are read (syncWanted).
 func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, error) {
 	if err := s.checkOpen(); err != nil {
 		return wire.SyncPage{}, err
@@ -422,6 +436,13 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, erro
 	}
 	limit := core.SyncLimit(q.Limit)
 	collections := core.SyncCollections(q.Collections)
+	owned, owner := core.SyncOwned(collections, q), q.Owner
+	if owned == nil {
+		owned = []string{} // an empty array, not NULL: no collection is filtered
+	}
+	if !storableText(owner) {
+		owner = "" // no document has it; and PostgreSQL text cannot hold it
+	}
 	after := make([]int64, s.partitions)
 	copy(after, q.After)
 	parts := make([]int32, s.partitions)
@@ -432,7 +453,7 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, erro
 	err := s.retry(ctx, "sync", func() error {
 		return s.runTx(ctx, serializableRO, func(tx pgx.Tx) error {
 			var err error
-			page, err = s.syncPage(ctx, tx, parts, after, collections, limit)
+			page, err = s.syncPage(ctx, tx, parts, after, collections, owned, owner, limit)
 			return err
 		})
 	})
@@ -442,12 +463,13 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (wire.SyncPage, erro
 	return page, nil
 }
 
-func (s *Store) syncPage(ctx context.Context, tx pgx.Tx, parts []int32, after []int64, collections []string, limit int) (page wire.SyncPage, err error) {
+func (s *Store) syncPage(ctx context.Context, tx pgx.Tx, parts []int32, after []int64, collections, owned []string,
+	owner string, limit int) (page wire.SyncPage, err error) {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT part, seq FROM partitions ORDER BY part`)
 	if len(collections) > 0 {
-		b.Queue(syncPending, parts, after, collections, limit+1)
-		b.Queue(syncWaiting, parts, after, collections)
+		b.Queue(syncPending, parts, after, collections, owned, owner, limit+1)
+		b.Queue(syncWaiting, parts, after, collections, owned, owner)
 	}
 	br := tx.SendBatch(ctx, b)
 	defer func() {
@@ -657,16 +679,20 @@ type scanner interface{ Scan(dest ...any) error }
 // scanDocument scans the docColumns of a row, then extra.
 func scanDocument(row scanner, extra ...any) (wire.Document, error) {
 	var (
-		d    wire.Document
-		data []byte
-		dest = make([]any, 0, 7+len(extra))
+		d     wire.Document
+		data  []byte
+		owner *string // NULL for a document written anonymously
+		dest  = make([]any, 0, 8+len(extra))
 	)
-	dest = append(dest, &d.Collection, &d.ID, &d.Version, &d.Deleted, &data, &d.CreatedAt, &d.UpdatedAt)
+	dest = append(dest, &d.Collection, &d.ID, &d.Version, &d.Deleted, &data, &d.CreatedAt, &d.UpdatedAt, &owner)
 	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return wire.Document{}, err
 	}
 	if len(data) > 0 {
 		d.Data = json.RawMessage(data)
+	}
+	if owner != nil {
+		d.Owner = *owner
 	}
 	d.CreatedAt = d.CreatedAt.UTC()
 	d.UpdatedAt = d.UpdatedAt.UTC()

@@ -20,8 +20,8 @@
 //   - Every write decision is core.ApplyCommand's; the store only reads the state it asks for
 //     and records what it decides, in the batch's transaction.
 //
-// Layout: documents holds the latest version of each document (tombstones included) with the
-// partition sequence number of its last change; partitions holds each partition's counter;
+// Layout: documents holds the latest version of each document (tombstones included), its
+// owner, and the partition sequence number of its last change; partitions holds each partition's counter;
 // writes and idempotency hold outcomes for replay; outbox holds committed events until they
 // are published; producers holds each producer's last applied batch sequence; users,
 // signing_keys, refresh_families, refresh_tokens, revocations and login_failures are the

@@ -55,7 +55,8 @@ type readStmts struct {
 	document, write *sql.Stmt
 }
 
-const docColumns = `collection, id, version, deleted, data, created_at, updated_at`
+// docColumns are the columns scanDocument reads and the upsert writes, in their order.
+const docColumns = `collection, id, version, deleted, data, created_at, updated_at, owner`
 
 // Open opens (creating it if needed) the store in the SQLite database file at path, applies
 // the migrations it lacks, and checks that it was created with the given number of write
@@ -182,10 +183,10 @@ func (s *Store) checkPartitions(ctx context.Context) (err error) {
 
 func (s *Store) prepare(ctx context.Context) error {
 	const upsert = `INSERT INTO documents (` + docColumns + `, partition, seq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (collection, id) DO UPDATE SET
 			version = excluded.version, deleted = excluded.deleted, data = excluded.data,
-			created_at = excluded.created_at, updated_at = excluded.updated_at,
+			created_at = excluded.created_at, updated_at = excluded.updated_at, owner = excluded.owner,
 			partition = excluded.partition, seq = excluded.seq`
 	const document = `SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND id = ?`
 	const write = `SELECT outcome FROM writes WHERE write_id = ?`
@@ -448,8 +449,12 @@ func (t *txState) store(d *wire.Document, partition int, seq int64) error {
 	if !d.Deleted {
 		data = string(d.Data)
 	}
+	var owner any // NULL for a document written anonymously
+	if d.Owner != "" {
+		owner = d.Owner
+	}
 	if _, err := t.stmt(t.s.upsert).ExecContext(t.ctx, d.Collection, d.ID, d.Version, boolInt(d.Deleted), data,
-		d.CreatedAt.UnixMicro(), d.UpdatedAt.UnixMicro(), partition, seq); err != nil {
+		d.CreatedAt.UnixMicro(), d.UpdatedAt.UnixMicro(), owner, partition, seq); err != nil {
 		return fmt.Errorf("store document %s/%s: %w", d.Collection, d.ID, err)
 	}
 	return nil
@@ -517,11 +522,20 @@ func (s *Store) WriteOutcome(ctx context.Context, writeID string) (wire.Outcome,
 
 // List returns a page of live documents. The id orders compare ids byte by byte; the
 // updated_at orders break ties by id, in the same direction. An unknown order is an error.
+// With q.Owner, only that owner's documents, read through documents_owner in every order:
+// without statistics SQLite would rather walk documents_list_updated for the updated_at
+// orders, to spare the sort, and so read the whole collection to find one user's few.
 func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, error) {
 	limit := core.ListLimit(q.Limit)
 	var b strings.Builder
 	args := []any{q.Collection}
-	b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND deleted = 0`)
+	if q.Owner == "" {
+		b.WriteString(`SELECT ` + docColumns + ` FROM documents WHERE collection = ? AND deleted = 0`)
+	} else {
+		b.WriteString(`SELECT ` + docColumns + ` FROM documents INDEXED BY documents_owner
+			WHERE collection = ? AND deleted = 0 AND owner = ?`)
+		args = append(args, q.Owner)
+	}
 	if q.IDPrefix != "" {
 		b.WriteString(` AND id >= ?`)
 		args = append(args, q.IDPrefix)
@@ -585,13 +599,16 @@ func (s *Store) List(ctx context.Context, q wire.ListQuery) (wire.ListPage, erro
 
 // Sync returns a page of changes read in one read transaction, so that the page and its Next
 // are one snapshot. Partitions are read in order 0..P-1; an After with more entries than the
-// store has partitions is an error (the cursor comes from another fleet).
+// store has partitions is an error (the cursor comes from another fleet). In the collections
+// of core.SyncOwned, only the changes of q.Owner's documents are read; the others are passed
+// over like those of collections not asked for.
 func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage, err error) {
 	if len(q.After) > s.partitions {
 		return wire.SyncPage{}, fmt.Errorf("sync: position has %d partitions, the store %d", len(q.After), s.partitions)
 	}
 	limit := core.SyncLimit(q.Limit)
 	collections := core.SyncCollections(q.Collections)
+	owned := core.SyncOwned(collections, q)
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return wire.SyncPage{}, fmt.Errorf("sync: begin: %w", err)
@@ -608,15 +625,20 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage,
 	var stmt *sql.Stmt
 	if len(collections) > 0 {
 		query := `SELECT ` + docColumns + `, seq FROM documents
-			WHERE partition = ? AND seq > ? AND collection IN (?` + strings.Repeat(`, ?`, len(collections)-1) + `)
-			ORDER BY seq LIMIT ?`
+			WHERE partition = ? AND seq > ? AND collection IN (` + placeholders(len(collections)) + `)`
+		if len(owned) > 0 {
+			// A document without an owner fails owner = ? (NULL): it shows only in the
+			// collections not owned.
+			query += ` AND (owner = ? OR collection NOT IN (` + placeholders(len(owned)) + `))`
+		}
+		query += ` ORDER BY seq LIMIT ?`
 		if stmt, err = tx.PrepareContext(ctx, query); err != nil {
 			return wire.SyncPage{}, fmt.Errorf("sync: %w", err)
 		}
 		defer func() { err = errors.Join(err, stmt.Close()) }()
 	}
 	remaining := limit
-	args := make([]any, 0, len(collections)+3)
+	args := make([]any, 0, len(collections)+len(owned)+4)
 	for p := range s.partitions {
 		after := page.Next[p]
 		if stmt == nil || counters[p] <= after {
@@ -626,6 +648,12 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage,
 		args = append(args[:0], p, after)
 		for _, c := range collections {
 			args = append(args, c)
+		}
+		if len(owned) > 0 {
+			args = append(args, q.Owner)
+			for _, c := range owned {
+				args = append(args, c)
+			}
 		}
 		// One row more than fits tells whether the limit cuts this partition.
 		args = append(args, remaining+1)
@@ -647,6 +675,9 @@ func (s *Store) Sync(ctx context.Context, q wire.SyncQuery) (page wire.SyncPage,
 	}
 	return page, nil
 }
+
+// placeholders returns n comma-separated SQL placeholders, n ≥ 1.
+func placeholders(n int) string { return "?" + strings.Repeat(", ?", n-1) }
 
 func (s *Store) counters(ctx context.Context, tx *sql.Tx) ([]int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT p, seq FROM partitions ORDER BY p`)
@@ -800,15 +831,17 @@ func scanDocument(row scanner, extra ...any) (wire.Document, error) {
 		d                wire.Document
 		data             []byte
 		created, updated int64
-		dest             = make([]any, 0, 7+len(extra))
+		owner            sql.NullString // NULL for a document written anonymously
+		dest             = make([]any, 0, 8+len(extra))
 	)
-	dest = append(dest, &d.Collection, &d.ID, &d.Version, &d.Deleted, &data, &created, &updated)
+	dest = append(dest, &d.Collection, &d.ID, &d.Version, &d.Deleted, &data, &created, &updated, &owner)
 	if err := row.Scan(append(dest, extra...)...); err != nil {
 		return wire.Document{}, err
 	}
 	if len(data) > 0 {
 		d.Data = json.RawMessage(data)
 	}
+	d.Owner = owner.String
 	d.CreatedAt = time.UnixMicro(created).UTC()
 	d.UpdatedAt = time.UnixMicro(updated).UTC()
 	return d, nil

@@ -16,7 +16,7 @@
 //	}
 //
 // Every test gets a fresh store. The tests are grouped in categories (Writes, Replay,
-// ApplyBatches, Events, List, Sync, Concurrency, Expire, Accounts, Lifecycle); a backend that
+// ApplyBatches, Events, List, Sync, Concurrency, Expire, Owners, Accounts, Lifecycle); a backend that
 // cannot honour one says so with Except and a reason, and the category shows as skipped with
 // it (the model is spicedb's datastore test suite).
 //

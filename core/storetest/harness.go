@@ -451,6 +451,8 @@ func docDiff(got, want *wire.Document) string {
 		return fmt.Sprintf("%s: updated_at %v, want %v", got.ID, got.UpdatedAt, want.UpdatedAt)
 	case !sameJSON(got.Data, want.Data):
 		return fmt.Sprintf("%s: data %s, want %s", got.ID, got.Data, want.Data)
+	case got.Owner != want.Owner:
+		return fmt.Sprintf("%s: owner %q, want %q", got.ID, got.Owner, want.Owner)
 	}
 	return ""
 }

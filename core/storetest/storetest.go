@@ -30,6 +30,7 @@ const (
 	Sync        Category = "Sync"         // delta sync across partitions
 	Concurrency Category = "Concurrency"  // concurrent writers and readers
 	Expire      Category = "Expire"       // forgetting write records and keys
+	Owners      Category = "Owners"       // documents' owners: kept, checked, filtered by List and Sync
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
 	Lifecycle   Category = "Lifecycle"    // Close
 )
@@ -64,6 +65,7 @@ var suite = []struct {
 	{Sync, syncTests},
 	{Concurrency, concurrencyTests},
 	{Expire, expireTests},
+	{Owners, ownerTests},
 	{Accounts, accountTests},
 	{Lifecycle, lifecycleTests},
 }
@@ -82,6 +84,9 @@ var suite = []struct {
 //     -updated_at is the exact reverse of updated_at;
 //   - List and Sync limits: 0 means the default, others are held to [1, max];
 //   - More is exact: set if and only if another page has items;
+//   - owners: every read returns the owner core.ApplyCommand gave the version (Get, List,
+//     Sync, the documents of outcomes, replays and events); an anonymous document has none,
+//     and its outcome and event encode without an "owner" key;
 //   - accounts: UseRefreshToken stores next with the presented token's Family, UserID and
 //     FamilyExpiresAt, whatever next says of them (the caller knows them only from the answer);
 //     concurrent uses of one token rotate it once, and the first to find it used is the one

@@ -220,8 +220,12 @@ func (c *Command) ValidateFields() error {
 	if len(c.IdemKey) > MaxIdemKeyLen || len(c.Fingerprint) > MaxNameLen {
 		return errors.New("idempotency key or fingerprint too long")
 	}
-	if strings.IndexByte(c.WriteID+c.IdemKey+c.Fingerprint, 0) >= 0 {
-		return errors.New("NUL in write id, key or fingerprint")
+	if len(c.User) > MaxNameLen {
+		return errors.New("user too long")
+	}
+	// The user becomes the document's owner, which every store must be able to keep.
+	if strings.IndexByte(c.WriteID+c.IdemKey+c.Fingerprint+c.User, 0) >= 0 {
+		return errors.New("NUL in write id, key, fingerprint or user")
 	}
 	switch c.Op {
 	case OpPut, OpPatch, OpCreate, OpDelete:

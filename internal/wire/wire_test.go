@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -73,6 +74,7 @@ func FuzzBatch(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"id":"b","partition":0,"commands":[{"write_id":"w","op":"delete","collection":"c","id":"i"}]}`))
 	f.Add([]byte(`{"id":"b","partition":-1,"commands":[]}`))
+	f.Add([]byte(`{"id":"b","partition":0,"commands":[{"write_id":"w","op":"delete","collection":"c","id":"i","user":"u\u0000"}]}`))
 	f.Add([]byte(`{"id":"b","partition":0,"commands":[{"write_id":"w","op":"put","collection":"c","id":"i","data":[1]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var b Batch
@@ -83,6 +85,9 @@ func FuzzBatch(f *testing.F) {
 			t.Fatalf("partition %d accepted", b.Partition)
 		}
 		for _, c := range b.Commands {
+			if strings.IndexByte(c.User, 0) >= 0 || len(c.User) > MaxNameLen {
+				t.Fatalf("user %q accepted: no store could keep it as an owner", c.User)
+			}
 			if c.Op != OpDelete {
 				var obj map[string]json.RawMessage
 				if err := json.Unmarshal(c.Data, &obj); err != nil {
@@ -102,6 +107,20 @@ func TestStorableJSON(t *testing.T) {
 	for _, bad := range []string{`{"a":"\u0000"}`, `{"a":"x\ud800"}`, `{"a":"\udc00"}`, `{"a":"\ud800\u0041"}`, `{"n":1e400000}`} {
 		if err := StorableJSON([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestCommandUser(t *testing.T) {
+	c := Command{WriteID: "w", Op: OpDelete, Collection: "c", ID: "i", User: "01HZXUSER", OwnerOnly: true}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a user refused: %v", err)
+	}
+	// The user becomes the document's owner: what no store can keep is refused.
+	for _, bad := range []string{"u\x00", strings.Repeat("u", MaxNameLen+1)} {
+		c.User = bad
+		if c.Validate() == nil {
+			t.Errorf("user %q accepted", bad)
 		}
 	}
 }
