@@ -246,6 +246,10 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 		for _, r := range rs {
 			resp.Revocations = append(resp.Revocations, wire.Revocation(r))
 		}
+	case wire.AuthMe:
+		resp.Account, err = a.me(ctx, req.User)
+	case wire.AuthDelete:
+		err = a.deleteAccount(ctx, req.User)
 	default:
 		err = problem.Newf(problem.BadRequest, "unknown account request %q", req.Op)
 	}
@@ -261,7 +265,8 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	}
 	op := string(req.Op)
 	switch req.Op {
-	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations:
+	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations,
+		wire.AuthMe, wire.AuthDelete:
 	default:
 		op = "other"
 	}
@@ -466,6 +471,34 @@ func (a *accounts) logout(ctx context.Context, token string) error {
 		at = rt.Revoked
 	}
 	a.publishRevocation(wire.Revocation{Kind: RevokeSession, ID: rt.Family, At: at})
+	return nil
+}
+
+// me is the account of a user whose access token an edge verified (GET /v1/me/export).
+func (a *accounts) me(ctx context.Context, userID string) (*wire.Account, error) {
+	u, err := a.store.UserByID(ctx, userID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, problem.New(problem.NotFound, "no such account")
+	case err != nil:
+		return nil, err
+	}
+	return &wire.Account{ID: u.ID, Email: u.Email, CreatedAt: u.CreatedAt.UTC()}, nil
+}
+
+// deleteAccount deletes a user whose documents the edge has deleted (DELETE /v1/me): the
+// account, its sessions, and every access token of it on every edge. An account deleted
+// already is not an error: the edge may be retrying.
+func (a *accounts) deleteAccount(ctx context.Context, userID string) error {
+	now := a.now().UTC()
+	switch err := a.store.DeleteUser(ctx, userID, now); {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		a.log.Info("account deleted", "user", userID)
+	}
+	a.publishRevocation(wire.Revocation{Kind: RevokeSubject, ID: userID, At: now})
 	return nil
 }
 

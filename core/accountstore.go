@@ -74,6 +74,11 @@ type AccountStore interface {
 	// RevokeUser revokes every family of the user and records a Revocation of kind
 	// "subject" with the user's id at now (a password change, an account deleted).
 	RevokeUser(ctx context.Context, userID string, now time.Time) error
+	// DeleteUser deletes the user and their refresh tokens, revokes their families, and
+	// records a Revocation of kind "subject" with the user's id at now, in one transaction
+	// (DELETE /v1/me; the user's documents are deleted through the write path before).
+	// ErrNotFound when there is no such user.
+	DeleteUser(ctx context.Context, id string, now time.Time) error
 	// Revocations returns the revocations recorded at or after since, oldest first.
 	Revocations(ctx context.Context, since time.Time) ([]Revocation, error)
 	// ExpireAccounts forgets refresh tokens whose family expired before the time, the

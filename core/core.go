@@ -1023,7 +1023,7 @@ func (c *Core) serveRead(m *nats.Msg) {
 		}
 		kind := string(req.Kind)
 		switch req.Kind {
-		case wire.ReadGet, wire.ReadList, wire.ReadSync, wire.ReadWrite:
+		case wire.ReadGet, wire.ReadList, wire.ReadSync, wire.ReadWrite, wire.ReadOwned:
 		default:
 			kind = "other"
 		}
@@ -1067,6 +1067,13 @@ func (c *Core) Read(ctx context.Context, req *wire.ReadRequest) wire.ReadRespons
 		resp.Sync = &page
 	case wire.ReadWrite:
 		return c.writeStatus(ctx, req.WriteID)
+	case wire.ReadOwned:
+		if req.Owned == nil || req.Owned.Owner == "" {
+			return wire.ReadResponse{Problem: problem.New(problem.BadRequest, "owned read without an owner")}
+		}
+		var page wire.ListPage
+		page, err = c.store.Owned(ctx, *req.Owned)
+		resp.Page = &page
 	default:
 		return wire.ReadResponse{Problem: problem.Newf(problem.BadRequest, "unknown read %q", req.Kind)}
 	}

@@ -37,6 +37,11 @@ type Reader interface {
 	// WriteOutcome returns the recorded outcome of a write, or ErrNotFound when the store has
 	// no record of it (not applied yet, never sent, or expired).
 	WriteOutcome(ctx context.Context, writeID string) (wire.Outcome, error)
+	// Owned returns a page of at most ListLimit(q.Limit) of q.Owner's live documents across
+	// every collection, in (collection, id) order (ids byte by byte), starting after q.After.
+	// Tombstones and documents of other owners, or of none, are never returned. More is set
+	// when another page may follow.
+	Owned(ctx context.Context, q wire.OwnedQuery) (wire.ListPage, error)
 }
 
 // Writer is the write side of a store.

@@ -223,6 +223,8 @@ func (e *Edge) routeTable() []route {
 		newRoute("/v1/auth/refresh", post(e.refresh)),
 		newRoute("/v1/auth/logout", post(e.logout)),
 		newRoute("/.well-known/jwks.json", get(e.jwks)),
+		newRoute("/v1/me/export", get(e.exportMe)),
+		newRoute("/v1/me", remove(e.deleteMe)),
 		newRoute("/v1/openapi.json", get(serveOpenAPI)),
 		newRoute("/healthz", get(e.healthz)),
 		newRoute("/readyz", get(e.readyz)),

@@ -61,7 +61,7 @@ type metrics struct {
 }
 
 // maxRoutes bounds the route table, for the children array.
-const maxRoutes = 15
+const maxRoutes = 24
 
 // methods are the methods metrics tell apart; others count as "other".
 var methods = [...]string{"other", fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPut,

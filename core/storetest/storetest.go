@@ -31,6 +31,7 @@ const (
 	Concurrency Category = "Concurrency"  // concurrent writers and readers
 	Expire      Category = "Expire"       // forgetting write records and keys
 	Owners      Category = "Owners"       // documents' owners: kept, checked, filtered by List and Sync
+	Privacy     Category = "Privacy"      // a user's documents (Owned) and the deletion of an account
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
 	Lifecycle   Category = "Lifecycle"    // Close
 )
@@ -66,6 +67,7 @@ var suite = []struct {
 	{Concurrency, concurrencyTests},
 	{Expire, expireTests},
 	{Owners, ownerTests},
+	{Privacy, privacyTests},
 	{Accounts, accountTests},
 	{Lifecycle, lifecycleTests},
 }

@@ -29,6 +29,8 @@ const (
 	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
 	AuthKeys        AuthOp = "keys"        // → JWKS
 	AuthRevocations AuthOp = "revocations" // Since → Revocations
+	AuthMe          AuthOp = "me"          // User → Account
+	AuthDelete      AuthOp = "delete"      // User → nothing: the account is deleted
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -40,6 +42,15 @@ type AuthRequest struct {
 	Password     string    `json:"password,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
+	// User is the user an edge verified the access token of (me, delete).
+	User string `json:"user,omitempty"`
+}
+
+// Account is what a user's export says of the account itself: never its password hash.
+type Account struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Tokens is the body of a successful signup, login or refresh (DESIGN §3).
@@ -57,6 +68,7 @@ type AuthResponse struct {
 	Tokens      *Tokens          `json:"tokens,omitempty"`
 	JWKS        json.RawMessage  `json:"jwks,omitempty"`
 	Revocations []Revocation     `json:"revocations,omitempty"`
+	Account     *Account         `json:"account,omitempty"`
 }
 
 // Revocation kinds.

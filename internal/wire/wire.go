@@ -394,6 +394,7 @@ const (
 	ReadList  ReadKind = "list"
 	ReadSync  ReadKind = "sync"
 	ReadWrite ReadKind = "write"
+	ReadOwned ReadKind = "owned"
 )
 
 // ReadRequest asks the core for a document, a page of a collection, a page of changes or the
@@ -405,6 +406,22 @@ type ReadRequest struct {
 	List       *ListQuery `json:"list,omitempty"`
 	Sync       *SyncQuery `json:"sync,omitempty"`
 	WriteID    string     `json:"write_id,omitempty"`
+	Owned      *OwnedQuery `json:"owned,omitempty"`
+}
+
+// OwnedQuery selects a page of one owner's live documents across every collection, in
+// (collection, id) order, after the document After (nil: from the first). For a user's export
+// and the deletion of an account.
+type OwnedQuery struct {
+	Owner string  `json:"owner"`
+	After *DocRef `json:"after,omitempty"`
+	Limit int     `json:"limit"`
+}
+
+// DocRef names a document.
+type DocRef struct {
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
 }
 
 // Order is the order of a list.

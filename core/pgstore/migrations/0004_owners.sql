@@ -6,8 +6,10 @@
 -- compared byte by byte like the other keys.
 ALTER TABLE documents ADD COLUMN owner TEXT COLLATE "C";
 
--- List with an owner (a collection whose read rule is owner): one owner's live documents of
--- one collection, in id order from the index, either direction. The updated_at orders read the
+-- Keyed by owner first: List with an owner (a collection whose read rule is owner) reads one
+-- owner's live documents of one collection, in id order from the index, either direction, and
+-- a user's export and the deletion of an account (Owned) read all of them, in (collection, id)
+-- order. The updated_at orders read the
 -- owner's documents of the collection through it too and sort them: a user's own documents are
 -- few next to a collection's, and an index keyed by updated_at would take a new entry at every
 -- update of an owned document.
@@ -19,4 +21,4 @@ ALTER TABLE documents ADD COLUMN owner TEXT COLLATE "C";
 -- have entries here, with a NULL owner; where documents are written under the owner rule
 -- (the default outside perch dev) nearly all have an owner, so the narrower predicate would
 -- spare little. A later migration may add the narrower index and drop this one.
-CREATE INDEX documents_owner ON documents (collection, owner, id) WHERE NOT deleted;
+CREATE INDEX documents_owner ON documents (owner, collection, id) WHERE NOT deleted;
