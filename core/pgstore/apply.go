@@ -20,9 +20,10 @@ import (
 //
 //	BEGIN · SAVEPOINT cockroach_restart · load · write · RELEASE SAVEPOINT · COMMIT
 //
-// "load" is one pgx.Batch that locks the partition's counter row (SELECT ... FOR UPDATE) and
-// reads every write id, Idempotency-Key and document the batch's commands name; "write" is one
-// pgx.Batch of at most five statements, each taking its rows as arrays (unnest), that stores
+// (without the savepoint statements on PostgreSQL, see tx.go). "load" is one pgx.Batch that
+// locks the partition's counter row (SELECT ... FOR UPDATE) and reads every write id,
+// Idempotency-Key and document the batch's commands name; "write" is one pgx.Batch of at most
+// five statements, each taking its rows as arrays (unnest), that stores
 // the documents' new versions, the outbox events, the write records, the Idempotency-Keys and
 // the counter. In between, core.ApplyCommand decides each command in order against the loaded
 // state, which the store updates in memory as it goes, so that each command sees the ones
@@ -228,6 +229,7 @@ const (
 		SELECT u.producer, u.seq, $3::TIMESTAMPTZ, $4::TEXT FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(producer, seq)
 		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, txn = excluded.txn`
 	storeCounter = `UPDATE partitions SET seq = $1 WHERE part = $2 AND seq = $3`
+
 )
 
 // applyOnce runs one attempt of bs in tx: load, decide, write.
