@@ -230,12 +230,19 @@ const (
 		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, txn = excluded.txn`
 	storeCounter = `UPDATE partitions SET seq = $1 WHERE part = $2 AND seq = $3`
 
+	// genericPlans makes PostgreSQL plan the statements of the transaction once per
+	// connection. Under the default plan_cache_mode (auto) it plans each execution of a
+	// prepared statement anew until the generic plan looks no more costly, which for these
+	// statements (arrays of unknown length) it never does: at every batch, planning cost more
+	// than running the load. Their generic plans are the per-key index lookups they are
+	// written for. PostgreSQL only; in the load's pipeline, so it costs no round trip.
+	genericPlans = `SET LOCAL plan_cache_mode = force_generic_plan`
 )
 
 // applyOnce runs one attempt of bs in tx: load, decide, write.
 func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now time.Time, k *keys, unresolved []*attempt) (*attempt, error) {
 	partition := bs[0].Partition
-	st, tokens, err := load(ctx, tx, partition, k)
+	st, tokens, err := load(ctx, tx, partition, k, !s.cockroach)
 	if err != nil {
 		return nil, err
 	}
@@ -369,8 +376,9 @@ func (t *txState) Document(collection, id string) (*wire.Document, error) {
 }
 
 // load reads, in one round trip, the state the batch's commands need, and returns it with
-// the set of attempt tokens found on the batch's write records.
-func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, tokens map[string]struct{}, err error) {
+// the set of attempt tokens found on the batch's write records. generic sets genericPlans
+// first (PostgreSQL).
+func load(ctx context.Context, tx pgx.Tx, partition int, k *keys, generic bool) (st *txState, tokens map[string]struct{}, err error) {
 	st = &txState{
 		producers: make(map[string]int64, len(k.producers)),
 		writes:    make(map[string]*wire.Outcome, len(k.writeIDs)),
@@ -390,6 +398,9 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		st.writes[id] = nil
 	}
 	b := &pgx.Batch{}
+	if generic {
+		b.Queue(genericPlans)
+	}
 	b.Queue(loadCounter, partition)
 	if len(k.writeIDs) > 0 {
 		b.Queue(loadWrites, k.writeIDs)
@@ -408,6 +419,11 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		}
 	}()
 
+	if generic {
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, fmt.Errorf("load: %w", err)
+		}
+	}
 	if err := br.QueryRow().Scan(&st.seq); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil, permanentf(fmt.Errorf("partition %d has no counter", partition))
