@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -303,7 +302,7 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now 
 			}
 			if d.Record || d.RecordIdempotency {
 				out := d.Outcome
-				raw, err := json.Marshal(&out)
+				raw, err := out.AppendJSON(make([]byte, 0, 192+docSize(out.Doc)))
 				if err != nil {
 					return nil, permanentf(fmt.Errorf("encode outcome of %s: %w", cmd.WriteID, err))
 				}
@@ -531,7 +530,7 @@ func newWriteSet(partition int, at time.Time, token string) *writeSet {
 }
 
 func (w *writeSet) addChange(d *wire.Document, ev *wire.ChangeEvent) error {
-	raw, err := json.Marshal(ev)
+	raw, err := ev.AppendJSON(make([]byte, 0, 192+docSize(ev.Doc)))
 	if err != nil {
 		return permanentf(fmt.Errorf("encode event: %w", err))
 	}
@@ -657,4 +656,13 @@ func loadDuplicates(ctx context.Context, tx pgx.Tx, st *txState, writeIDs []stri
 		err = fmt.Errorf("read writes: %w", cerr)
 	}
 	return err
+}
+
+// docSize is about the size of the encoding of d (nil: none), so that the buffer of an
+// outcome or event that carries it is allocated once.
+func docSize(d *wire.Document) int {
+	if d == nil {
+		return 0
+	}
+	return 160 + len(d.Collection) + len(d.ID) + len(d.Data)
 }
