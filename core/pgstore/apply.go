@@ -19,12 +19,12 @@ import (
 //
 //	BEGIN · SAVEPOINT cockroach_restart · load · write · RELEASE SAVEPOINT · COMMIT
 //
-// (without the savepoint statements on PostgreSQL, see tx.go). "load" is one pgx.Batch that
-// locks the partition's counter row (SELECT ... FOR UPDATE) and reads every write id,
-// Idempotency-Key and document the batch's commands name; "write" is one pgx.Batch of at most
-// five statements, each taking its rows as arrays (unnest), that stores
-// the documents' new versions, the outbox events, the write records, the Idempotency-Keys and
-// the counter. In between, core.ApplyCommand decides each command in order against the loaded
+// (on PostgreSQL without the savepoint statements, and BEGIN at the head of the load; see
+// tx.go). "load" is one pgx.Batch that locks the partition's counter row (SELECT ... FOR
+// UPDATE) and reads every write id, Idempotency-Key and document the batch's commands name;
+// "write" is one pgx.Batch of at most five statements, each taking its rows as arrays
+// (unnest), that stores the documents' new versions, the outbox events, the write records, the
+// Idempotency-Keys and the counter. In between, core.ApplyCommand decides each command in order against the loaded
 // state, which the store updates in memory as it goes, so that each command sees the ones
 // before it.
 //
