@@ -809,16 +809,14 @@ func encodeOutcomes(batch string, outcomes []wire.Outcome) ([]byte, error) {
 	buf := make([]byte, 0, 256*len(outcomes))
 	buf = append(append(append(buf, `{"batch":`...), id...), `,"outcomes":[`...)
 	for i := range outcomes {
-		raw := outcomes[i].Encoded
-		if len(raw) == 0 {
-			if raw, err = json.Marshal(&outcomes[i]); err != nil {
-				return nil, err
-			}
-		}
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, raw...)
+		if raw := outcomes[i].Encoded; len(raw) > 0 {
+			buf = append(buf, raw...)
+		} else if buf, err = outcomes[i].AppendJSON(buf); err != nil {
+			return nil, err
+		}
 	}
 	return append(buf, "]}"...), nil
 }
@@ -886,7 +884,7 @@ func (c *Core) encodeEvent(ev *wire.ChangeEvent) ([]byte, error) {
 	if large {
 		out.Doc = nil
 	}
-	return json.Marshal(&out)
+	return out.AppendJSON(nil)
 }
 
 // confirm waits until NATS has taken everything sent so far: n events from source.

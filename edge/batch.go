@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -167,7 +166,7 @@ func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	for i, pd := range batch {
 		b.Commands[i] = pd.cmd
 	}
-	data, err := json.Marshal(b)
+	data, err := b.AppendJSON(make([]byte, 0, 256*len(b.Commands)))
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}

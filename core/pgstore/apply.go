@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -20,11 +19,12 @@ import (
 //
 //	BEGIN · SAVEPOINT cockroach_restart · load · write · RELEASE SAVEPOINT · COMMIT
 //
-// "load" is one pgx.Batch that locks the partition's counter row (SELECT ... FOR UPDATE) and
-// reads every write id, Idempotency-Key and document the batch's commands name; "write" is one
-// pgx.Batch of at most five statements, each taking its rows as arrays (unnest), that stores
-// the documents' new versions, the outbox events, the write records, the Idempotency-Keys and
-// the counter. In between, core.ApplyCommand decides each command in order against the loaded
+// (on PostgreSQL without the savepoint statements, and BEGIN at the head of the load; see
+// tx.go). "load" is one pgx.Batch that locks the partition's counter row (SELECT ... FOR
+// UPDATE) and reads every write id, Idempotency-Key and document the batch's commands name;
+// "write" is one pgx.Batch of at most five statements, each taking its rows as arrays
+// (unnest), that stores the documents' new versions, the outbox events, the write records, the
+// Idempotency-Keys and the counter. In between, core.ApplyCommand decides each command in order against the loaded
 // state, which the store updates in memory as it goes, so that each command sees the ones
 // before it.
 //
@@ -233,12 +233,20 @@ const (
 		SELECT u.producer, u.seq, $3::TIMESTAMPTZ, $4::TEXT FROM unnest($1::TEXT[], $2::BIGINT[]) AS u(producer, seq)
 		ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at, txn = excluded.txn`
 	storeCounter = `UPDATE partitions SET seq = $1 WHERE part = $2 AND seq = $3`
+
+	// genericPlans makes PostgreSQL plan the statements of the transaction once per
+	// connection. Under the default plan_cache_mode (auto) it plans each execution of a
+	// prepared statement anew until the generic plan looks no more costly, which for these
+	// statements (arrays of unknown length) it never does: at every batch, planning cost more
+	// than running the load. Their generic plans are the per-key index lookups they are
+	// written for. PostgreSQL only; in the load's pipeline, so it costs no round trip.
+	genericPlans = `SET LOCAL plan_cache_mode = force_generic_plan`
 )
 
 // applyOnce runs one attempt of bs in tx: load, decide, write.
 func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now time.Time, k *keys, unresolved []*attempt) (*attempt, error) {
 	partition := bs[0].Partition
-	st, tokens, err := load(ctx, tx, partition, k)
+	st, tokens, err := load(ctx, tx, partition, k, !s.cockroach)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +307,7 @@ func (s *Store) applyOnce(ctx context.Context, tx pgx.Tx, bs []*wire.Batch, now 
 			}
 			if d.Record || d.RecordIdempotency {
 				out := d.Outcome
-				raw, err := json.Marshal(&out)
+				raw, err := out.AppendJSON(make([]byte, 0, 192+docSize(out.Doc)))
 				if err != nil {
 					return nil, permanentf(fmt.Errorf("encode outcome of %s: %w", cmd.WriteID, err))
 				}
@@ -372,8 +380,9 @@ func (t *txState) Document(collection, id string) (*wire.Document, error) {
 }
 
 // load reads, in one round trip, the state the batch's commands need, and returns it with
-// the set of attempt tokens found on the batch's write records.
-func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, tokens map[string]struct{}, err error) {
+// the set of attempt tokens found on the batch's write records. generic sets genericPlans
+// first (PostgreSQL).
+func load(ctx context.Context, tx pgx.Tx, partition int, k *keys, generic bool) (st *txState, tokens map[string]struct{}, err error) {
 	st = &txState{
 		producers: make(map[string]int64, len(k.producers)),
 		writes:    make(map[string]*wire.Outcome, len(k.writeIDs)),
@@ -393,6 +402,9 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		st.writes[id] = nil
 	}
 	b := &pgx.Batch{}
+	if generic {
+		b.Queue(genericPlans)
+	}
 	b.Queue(loadCounter, partition)
 	if len(k.writeIDs) > 0 {
 		b.Queue(loadWrites, k.writeIDs)
@@ -411,6 +423,11 @@ func load(ctx context.Context, tx pgx.Tx, partition int, k *keys) (st *txState, 
 		}
 	}()
 
+	if generic {
+		if _, err := br.Exec(); err != nil {
+			return nil, nil, fmt.Errorf("load: %w", err)
+		}
+	}
 	if err := br.QueryRow().Scan(&st.seq); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, nil, permanentf(fmt.Errorf("partition %d has no counter", partition))
@@ -519,7 +536,7 @@ func newWriteSet(partition int, at time.Time, token string) *writeSet {
 }
 
 func (w *writeSet) addChange(d *wire.Document, ev *wire.ChangeEvent) error {
-	raw, err := json.Marshal(ev)
+	raw, err := ev.AppendJSON(make([]byte, 0, 192+docSize(ev.Doc)))
 	if err != nil {
 		return permanentf(fmt.Errorf("encode event: %w", err))
 	}
@@ -646,4 +663,13 @@ func loadDuplicates(ctx context.Context, tx pgx.Tx, st *txState, writeIDs []stri
 		err = fmt.Errorf("read writes: %w", cerr)
 	}
 	return err
+}
+
+// docSize is about the size of the encoding of d (nil: none), so that the buffer of an
+// outcome or event that carries it is allocated once.
+func docSize(d *wire.Document) int {
+	if d == nil {
+		return 0
+	}
+	return 160 + len(d.Collection) + len(d.ID) + len(d.Data)
 }

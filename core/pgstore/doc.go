@@ -9,8 +9,8 @@
 //     commands name, lets ApplyCommand decide each in order (each seeing the ones before it),
 //     and records what it decided, in the batch's transaction.
 //   - Group commit: ApplyBatches applies batches of one partition in one SERIALIZABLE
-//     transaction of a constant number of round trips (six, whatever the number of batches
-//     and commands): one pgx.Batch loads the partition counter (locked), write ids,
+//     transaction of a constant number of round trips (three on PostgreSQL, six on
+//     CockroachDB, whatever the number of batches and commands): one pgx.Batch loads the partition counter (locked), write ids,
 //     Idempotency-Keys, documents and producers' sequences; one writes the results, each
 //     statement taking its rows as arrays. The producers' sequences (core.Fence) keep each
 //     producer's batches in order and applied once.

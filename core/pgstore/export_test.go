@@ -12,6 +12,9 @@ import (
 // Retries returns how many transaction attempts of s failed and were retried.
 func (s *Store) Retries() int64 { return s.retries.Load() }
 
+// Cockroach reports whether s runs on CockroachDB.
+func (s *Store) Cockroach() bool { return s.cockroach }
+
 // Pool returns the store's connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 

@@ -461,7 +461,7 @@ func (t *txState) store(d *wire.Document, partition int, seq int64) error {
 }
 
 func (t *txState) appendEvent(ev *wire.ChangeEvent, at int64) error {
-	raw, err := json.Marshal(ev)
+	raw, err := ev.AppendJSON(nil)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
@@ -473,7 +473,7 @@ func (t *txState) appendEvent(ev *wire.ChangeEvent, at int64) error {
 }
 
 func (t *txState) record(cmd *wire.Command, d *core.Decision, at int64) error {
-	raw, err := json.Marshal(&d.Outcome)
+	raw, err := d.Outcome.AppendJSON(nil)
 	if err != nil {
 		return fmt.Errorf("encode outcome: %w", err)
 	}

@@ -1,0 +1,172 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/perchhq/perch/internal/problem"
+)
+
+// sameAsMarshal fails unless enc produces what json.Marshal makes of v: the same bytes, or an
+// error when json.Marshal fails.
+func sameAsMarshal(t *testing.T, what string, v any, enc func([]byte) ([]byte, error)) {
+	t.Helper()
+	want, werr := json.Marshal(v)
+	prefix := []byte("prefix")
+	got, gerr := enc(prefix[:len(prefix):len(prefix)])
+	switch {
+	case werr != nil && gerr == nil:
+		t.Fatalf("%s: json.Marshal fails (%v), AppendJSON gives %s", what, werr, got)
+	case werr == nil && gerr != nil:
+		t.Fatalf("%s: AppendJSON fails (%v), json.Marshal gives %s", what, gerr, want)
+	case werr == nil && !bytes.Equal(got, append(prefix, want...)):
+		t.Fatalf("%s:\nAppendJSON  %q\njson.Marshal %q", what, got[len(prefix):], want)
+	}
+}
+
+// checkEncoders compares every encoder with json.Marshal on values made of the given parts.
+func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool, nanos int64) {
+	t.Helper()
+	at := time.Unix(0, nanos).UTC()
+	if flag {
+		at = at.In(time.FixedZone("x", int(n%100000)))
+	}
+	doc := &Document{Collection: s1, ID: s2, Version: n, CreatedAt: at, UpdatedAt: at.Add(time.Duration(n)),
+		Deleted: flag, Data: data}
+	sameAsMarshal(t, "document", doc, doc.AppendJSON)
+	sameAsMarshal(t, "empty document", &Document{}, (&Document{}).AppendJSON)
+
+	out := &Outcome{WriteID: s1, Status: int(n), Doc: doc, Replayed: flag, Encoded: data}
+	sameAsMarshal(t, "outcome", out, out.AppendJSON)
+	rej := &Outcome{WriteID: s2, Status: 412, Problem: problem.New(problem.PreconditionFailed, s1)}
+	sameAsMarshal(t, "rejected outcome", rej, rej.AppendJSON)
+	odd := &Outcome{Problem: &problem.Problem{Type: s2, Title: s1, Status: int(n), Code: problem.Code(s1)}}
+	sameAsMarshal(t, "odd problem", odd, odd.AppendJSON)
+
+	ev := &ChangeEvent{Partition: int(n % 1000), Seq: n, Collection: s1, ID: s2, Version: -n, Deleted: flag,
+		UpdatedAt: at, Doc: doc, Encoded: data}
+	sameAsMarshal(t, "event", ev, ev.AppendJSON)
+	marker := &ChangeEvent{Seq: n, Collection: s2, UpdatedAt: at}
+	sameAsMarshal(t, "event without document", marker, marker.AppendJSON)
+
+	cmd := Command{WriteID: s1, Op: Op(s2), Collection: s1, ID: s2, Data: data, IfMatch: n, IdemKey: s2, Fingerprint: s1}
+	b := &Batch{ID: s1, Partition: int(n), Edge: s2, Producer: s1, Seq: n, Force: flag,
+		Commands: []Command{cmd, {WriteID: s2, Op: OpDelete}}}
+	if flag {
+		b.After = &BatchRef{Producer: s2, Seq: -n}
+	}
+	sameAsMarshal(t, "batch", b, b.AppendJSON)
+	sameAsMarshal(t, "empty batch", &Batch{}, (&Batch{}).AppendJSON)
+	sameAsMarshal(t, "batch without commands", &Batch{Commands: []Command{}}, (&Batch{Commands: []Command{}}).AppendJSON)
+}
+
+var encoderSeeds = []struct {
+	s1, s2 string
+	data   string
+}{
+	{"notes", "k000001", `{"n":1,"s":"some text"}`},
+	{"", "", ``},
+	{"<a&b>", "\u2028\u2029\x00\x1f\"\\\b\f\n\r\t", `{"html":"<a href='x'>&amp;</a>","ls":"\u2028"}`},
+	{"\xff\xfe", "é😀\xed\xa0\x80", "{\"raw\":\"\u2028\u2029\"}"},
+	{"x", "y", "{ \"spaced\" : [ 1 , 2 ] ,\n\t\"k\": \"v v\" }"},
+	{"x", "y", `[1,2,{"a":null,"b":true,"c":-1.5e10}]`},
+	{"x", "y", `"just a string with \" and \\ and \u003c"`},
+	{"x", "y", `{"unterminated":`},
+	{"x", "y", `not json`},
+	{"x", "y", `{"a":1} {"b":2}`},
+	{"x", "y", "{\"bad utf8\":\"\xff\"}"},
+	{"x", "y", `12`},
+}
+
+func TestEncodersMatchMarshal(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	times := []int64{0, 1, 999_999_999, time.Date(2026, 12, 2, 1, 2, 3, 456_789_000, time.UTC).UnixNano(), -1}
+	for _, s := range encoderSeeds {
+		for _, n := range []int64{0, 1, -1, 1 << 62, 86399} {
+			for _, flag := range []bool{false, true} {
+				checkEncoders(t, s.s1, s.s2, []byte(s.data), n, flag, times[r.IntN(len(times))])
+			}
+		}
+	}
+	// Random strings of the bytes that encoding/json treats specially.
+	alphabet := []string{"a", "<", ">", "&", "\"", "\\", "\n", "\x01", "\x7f", "é", "\u2028", "\u2029", "\xff", "\xe2\x80", " ", "{", "}"}
+	str := func() string {
+		var b []byte
+		for range r.IntN(12) {
+			b = append(b, alphabet[r.IntN(len(alphabet))]...)
+		}
+		return string(b)
+	}
+	for range 2000 {
+		s1, s2 := str(), str()
+		data, _ := json.Marshal(map[string]any{s1: s2, "n": r.Int64()})
+		if r.IntN(2) == 0 {
+			data = bytes.ReplaceAll(data, []byte(`\u003c`), []byte(`<`))
+		}
+		checkEncoders(t, s1, s2, data, r.Int64()-r.Int64(), r.IntN(2) == 0, r.Int64N(1<<62))
+	}
+}
+
+// TestEncodersRefuseWhatMarshalRefuses: times RFC 3339 cannot hold.
+func TestEncodersRefuseWhatMarshalRefuses(t *testing.T) {
+	for _, at := range []time.Time{time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("odd", 24*3600+1))} {
+		doc := &Document{Collection: "c", ID: "i", Version: 1, CreatedAt: at, UpdatedAt: at}
+		sameAsMarshal(t, "document at "+at.String(), doc, doc.AppendJSON)
+		ev := &ChangeEvent{UpdatedAt: at}
+		sameAsMarshal(t, "event at "+at.String(), ev, ev.AppendJSON)
+		if _, err := doc.AppendJSON(nil); err == nil {
+			t.Errorf("a document at %v encoded", at)
+		}
+	}
+}
+
+// FuzzEncoders checks the write path's encoders against json.Marshal.
+func FuzzEncoders(f *testing.F) {
+	for _, s := range encoderSeeds {
+		f.Add(s.s1, s.s2, []byte(s.data), int64(7), true, int64(1_700_000_000_123_456_789))
+	}
+	f.Fuzz(func(t *testing.T, s1, s2 string, data []byte, n int64, flag bool, nanos int64) {
+		checkEncoders(t, s1, s2, data, n, flag, nanos)
+	})
+}
+
+// BenchmarkEncoders compares the encoders with json.Marshal on what the core encodes for one
+// write, its outcome and its change event (each with the document), in alternation within one
+// run: it reports the ns of each and AppendJSON's time as a fraction of json.Marshal's.
+func BenchmarkEncoders(b *testing.B) {
+	at := time.Date(2026, 12, 2, 1, 2, 3, 456_789_000, time.UTC)
+	doc := &Document{Collection: "bench", ID: "k123456", Version: 3, CreatedAt: at, UpdatedAt: at,
+		Data: json.RawMessage(`{"n":17,"s":"some text of a small document"}`)}
+	out := &Outcome{WriteID: "01KBEXAMPLE0000000000000000", Status: 200, Doc: doc}
+	ev := &ChangeEvent{Partition: 3, Seq: 123456, Collection: doc.Collection, ID: doc.ID, Version: doc.Version,
+		UpdatedAt: at, Doc: doc}
+	var marshal, appendJSON time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := json.Marshal(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := json.Marshal(ev); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		buf, err := out.AppendJSON(make([]byte, 0, 512))
+		if err == nil {
+			_, err = ev.AppendJSON(make([]byte, 0, 512))
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = buf
+		t2 := time.Now()
+		marshal += t1.Sub(t0)
+		appendJSON += t2.Sub(t1)
+	}
+	b.ReportMetric(float64(marshal.Nanoseconds())/float64(b.N), "marshal_ns")
+	b.ReportMetric(float64(appendJSON.Nanoseconds())/float64(b.N), "append_ns")
+	b.ReportMetric(float64(appendJSON)/float64(marshal), "append/marshal")
+}
