@@ -85,6 +85,13 @@ func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, `,"fingerprint":`...)
 		dst = appendString(dst, c.Fingerprint)
 	}
+	if c.User != "" {
+		dst = append(dst, `,"user":`...)
+		dst = appendString(dst, c.User)
+	}
+	if c.OwnerOnly {
+		dst = append(dst, `,"owner_only":true`...)
+	}
 	return append(dst, '}'), nil
 }
 
@@ -113,6 +120,10 @@ func (d *Document) AppendJSON(dst []byte) ([]byte, error) {
 		if dst, err = appendRaw(dst, d.Data); err != nil {
 			return nil, err
 		}
+	}
+	if d.Owner != "" {
+		dst = append(dst, `,"owner":`...)
+		dst = appendString(dst, d.Owner)
 	}
 	return append(dst, '}'), nil
 }

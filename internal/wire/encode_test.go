@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 		at = at.In(time.FixedZone("x", int(n%100000)))
 	}
 	doc := &Document{Collection: s1, ID: s2, Version: n, CreatedAt: at, UpdatedAt: at.Add(time.Duration(n)),
-		Deleted: flag, Data: data}
+		Deleted: flag, Data: data, Owner: s2}
 	sameAsMarshal(t, "document", doc, doc.AppendJSON)
 	sameAsMarshal(t, "empty document", &Document{}, (&Document{}).AppendJSON)
 
@@ -52,7 +53,8 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 	marker := &ChangeEvent{Seq: n, Collection: s2, UpdatedAt: at}
 	sameAsMarshal(t, "event without document", marker, marker.AppendJSON)
 
-	cmd := Command{WriteID: s1, Op: Op(s2), Collection: s1, ID: s2, Data: data, IfMatch: n, IdemKey: s2, Fingerprint: s1}
+	cmd := Command{WriteID: s1, Op: Op(s2), Collection: s1, ID: s2, Data: data, IfMatch: n, IdemKey: s2, Fingerprint: s1,
+		User: s2, OwnerOnly: flag}
 	b := &Batch{ID: s1, Partition: int(n), Edge: s2, Producer: s1, Seq: n, Force: flag,
 		Commands: []Command{cmd, {WriteID: s2, Op: OpDelete}}}
 	if flag {
@@ -79,6 +81,44 @@ var encoderSeeds = []struct {
 	{"x", "y", `{"a":1} {"b":2}`},
 	{"x", "y", "{\"bad utf8\":\"\xff\"}"},
 	{"x", "y", `12`},
+}
+
+// TestEncodersCoverEveryField: a value with every field set (to what reflection can make of
+// its type) encodes as json.Marshal makes it, so that a field added to a type without its
+// encoder learning of it fails here.
+func TestEncodersCoverEveryField(t *testing.T) {
+	fill := func(v any) {
+		rv := reflect.ValueOf(v).Elem()
+		for i := range rv.NumField() {
+			f := rv.Field(i)
+			if !rv.Type().Field(i).IsExported() {
+				continue
+			}
+			switch f.Kind() {
+			case reflect.String:
+				f.SetString("s" + rv.Type().Field(i).Name)
+			case reflect.Bool:
+				f.SetBool(true)
+			case reflect.Int, reflect.Int64:
+				f.SetInt(int64(i + 2))
+			}
+		}
+	}
+	at := time.Date(2026, 12, 2, 1, 2, 3, 4, time.UTC)
+	doc := &Document{CreatedAt: at, UpdatedAt: at, Data: json.RawMessage(`{"a":1}`)}
+	fill(doc)
+	sameAsMarshal(t, "document", doc, doc.AppendJSON)
+	cmd := Command{Data: json.RawMessage(`{"a":1}`)}
+	fill(&cmd)
+	b := &Batch{Commands: []Command{cmd}, After: &BatchRef{Producer: "p", Seq: 1}}
+	fill(b)
+	sameAsMarshal(t, "batch", b, b.AppendJSON)
+	out := &Outcome{Doc: doc, Problem: problem.New(problem.NotFound, "x")}
+	fill(out)
+	sameAsMarshal(t, "outcome", out, out.AppendJSON)
+	ev := &ChangeEvent{UpdatedAt: at, Doc: doc}
+	fill(ev)
+	sameAsMarshal(t, "event", ev, ev.AppendJSON)
 }
 
 func TestEncodersMatchMarshal(t *testing.T) {

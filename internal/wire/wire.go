@@ -400,12 +400,12 @@ const (
 // ReadRequest asks the core for a document, a page of a collection, a page of changes or the
 // status of a write. Exactly one of the query fields matches Kind.
 type ReadRequest struct {
-	Kind       ReadKind   `json:"kind"`
-	Collection string     `json:"collection,omitempty"`
-	ID         string     `json:"id,omitempty"`
-	List       *ListQuery `json:"list,omitempty"`
-	Sync       *SyncQuery `json:"sync,omitempty"`
-	WriteID    string     `json:"write_id,omitempty"`
+	Kind       ReadKind    `json:"kind"`
+	Collection string      `json:"collection,omitempty"`
+	ID         string      `json:"id,omitempty"`
+	List       *ListQuery  `json:"list,omitempty"`
+	Sync       *SyncQuery  `json:"sync,omitempty"`
+	WriteID    string      `json:"write_id,omitempty"`
 	Owned      *OwnedQuery `json:"owned,omitempty"`
 }
 
