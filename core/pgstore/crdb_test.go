@@ -103,6 +103,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 		{"regions and zone survival", multiRegion{primary: "us-east1", others: []string{"europe-west1"}, survival: SurviveZone}, []string{
 			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
@@ -112,6 +113,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 		{"region survival", multiRegion{primary: "us-east1", others: []string{"europe-west1", "asia-south1"}, survival: SurviveRegion}, []string{
 			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
@@ -122,6 +124,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
