@@ -64,7 +64,7 @@ func newMetrics() *metrics {
 			Name: "perch_core_consumer_errors_total", Help: "Errors fetching write batches from JetStream.",
 		}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations) and result (ok or the problem code, e.g. invalid_credentials).",
+			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations, apikeys) and result (ok or the problem code, e.g. invalid_credentials).",
 		}, []string{"op", "result"}),
 	}
 	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.waiting, m.applySeconds, m.applyRetries,
