@@ -67,7 +67,9 @@ type Edge struct {
 	// shield is the state of the shields against abusive clients and overload (shield.go).
 	shield *shield
 	// tokens verifies access tokens (auth.go).
-	tokens   *tokens
+	tokens *tokens
+	// apiKeys is the set of live API keys, nil until the core told (apikeys.go).
+	apiKeys  atomic.Pointer[apiKeySet]
 	writes   *writer
 	draining atomic.Bool
 	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
@@ -308,6 +310,13 @@ func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 	if filtering && !e.admit(ctx, ip) {
 		return
 	}
+	var app string
+	if e.cfg.APIKeys != APIKeysOff {
+		var ok bool
+		if app, ok = e.checkAPIKey(ctx); !ok {
+			return
+		}
+	}
 	var u user
 	if !auth {
 		// The account routes take no access token: a client refreshing an expired one
@@ -319,10 +328,10 @@ func (e *Edge) serveHTTP(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	if (limiting || auth) && !e.rateLimit(ctx, ip, u) {
+	if (limiting || auth) && !e.rateLimit(ctx, ip, u, app) {
 		return
 	}
-	e.dispatch(ctx, u)
+	e.dispatchApp(ctx, u, app)
 }
 
 // serveError answers the requests fasthttp could not read: too large, too slow, malformed.
@@ -369,6 +378,8 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ params) {
 		writeProblem(ctx, problem.New(problem.Unavailable, "draining"))
 	case !e.nc.IsConnected():
 		writeProblem(ctx, problem.New(problem.Unavailable, "no connection to NATS"))
+	case e.cfg.APIKeys != APIKeysOff && e.apiKeys.Load() == nil:
+		writeProblem(ctx, problem.New(problem.Unavailable, "the API keys are not known yet"))
 	default:
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
 	}
