@@ -99,6 +99,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
+	apiKeys := apiKeysFlag(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -138,6 +139,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.CacheControl = cacheControl.m
 	cfg.CacheBytes = int64(*cacheBytes)
 	cfg.Rules = rules
+	cfg.APIKeys = *apiKeys
 	shields.apply(&cfg)
 	if err := limits.apply(&cfg); err != nil {
 		ln.Close()
