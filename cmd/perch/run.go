@@ -34,7 +34,7 @@ Usage:
   perch core    [flags]   a core worker: applies writes, answers reads
   perch edge    [flags]   an edge: the HTTP API, near the users
   perch migrate [flags]   bring a database's schema up to date
-  perch keys    create|list|revoke [flags]   the apps' API keys (X-Api-Key)
+  perch keys    ...       the apps' API keys (X-Api-Key): create, list, revoke (perch keys -h)
   perch bench   [flags]   load benchmarks against running edges (perch bench -h)
   perch version           print the version
 
