@@ -44,6 +44,10 @@ type AccountsConfig struct {
 	Hashing int
 	// RotateEvery is how often the core checks the signing keys' schedule. Default 1 minute.
 	RotateEvery time.Duration
+	// APIKeysEvery is how often the core reads the apps' API keys to tell the edges of those
+	// created and revoked (apikeys.go): the bound on how long a revoked key is still
+	// accepted. Default 10 seconds.
+	APIKeysEvery time.Duration
 }
 
 // DefaultAccountsConfig is the configuration of a production core's account service.
@@ -54,7 +58,7 @@ func DefaultAccountsConfig() AccountsConfig {
 		Token: tc, Rotation: auth.DefaultRotation(), Password: auth.DefaultParams(),
 		RefreshTTL: 30 * 24 * time.Hour, FamilyTTL: 90 * 24 * time.Hour,
 		LoginAttempts: 5, LoginWindow: 15 * time.Minute,
-		Hashing: runtime.GOMAXPROCS(0), RotateEvery: time.Minute,
+		Hashing: runtime.GOMAXPROCS(0), RotateEvery: time.Minute, APIKeysEvery: 10 * time.Second,
 	}
 }
 
@@ -106,6 +110,9 @@ func (c *AccountsConfig) complete() error {
 	if c.RotateEvery <= 0 {
 		c.RotateEvery = d.RotateEvery
 	}
+	if c.APIKeysEvery <= 0 {
+		c.APIKeysEvery = d.APIKeysEvery
+	}
 	return nil
 }
 
@@ -114,22 +121,25 @@ func (c *AccountsConfig) complete() error {
 // share nothing but the database, so each decision that two cores could race on (an email
 // taken, a refresh token used, a key added) is the store's, in one transaction.
 type accounts struct {
-	cfg   AccountsConfig
-	store AccountStore
-	nc    *nats.Conn
-	log   *slog.Logger
-	now   func() time.Time
-	m     *metrics
+	cfg      AccountsConfig
+	store    AccountStore
+	keyStore APIKeyStore
+	nc       *nats.Conn
+	log      *slog.Logger
+	now      func() time.Time
+	m        *metrics
 	// hashing bounds the argon2id computations in flight.
 	hashing chan struct{}
 
 	mu     sync.Mutex
 	signer *auth.Signer
 	jwks   []byte // the JWKS published last
+	// apiKeys is the wire.APIKeySet read last (apikeys.go).
+	apiKeys []byte
 }
 
-func newAccounts(cfg AccountsConfig, store AccountStore, nc *nats.Conn, log *slog.Logger, now func() time.Time, m *metrics) *accounts {
-	return &accounts{cfg: cfg, store: store, nc: nc, log: log.With("component", "accounts"), now: now, m: m,
+func newAccounts(cfg AccountsConfig, store Store, nc *nats.Conn, log *slog.Logger, now func() time.Time, m *metrics) *accounts {
+	return &accounts{cfg: cfg, store: store, keyStore: store, nc: nc, log: log.With("component", "accounts"), now: now, m: m,
 		hashing: make(chan struct{}, cfg.Hashing)}
 }
 
@@ -250,6 +260,13 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 		resp.Account, err = a.me(ctx, req.User)
 	case wire.AuthDelete:
 		err = a.deleteAccount(ctx, req.User)
+	case wire.AuthAPIKeys:
+		a.mu.Lock()
+		resp.APIKeys = a.apiKeys
+		a.mu.Unlock()
+		if resp.APIKeys == nil {
+			err = problem.New(problem.Unavailable, "the api keys are not read yet")
+		}
 	default:
 		err = problem.Newf(problem.BadRequest, "unknown account request %q", req.Op)
 	}
@@ -266,7 +283,7 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	op := string(req.Op)
 	switch req.Op {
 	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations,
-		wire.AuthMe, wire.AuthDelete:
+		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys:
 	default:
 		op = "other"
 	}

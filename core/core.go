@@ -94,6 +94,7 @@ func LocalConfig() Config {
 	c := DefaultConfig()
 	c.AckWait = 3 * time.Second
 	c.OutboxSweep = 500 * time.Millisecond
+	c.Accounts.APIKeysEvery = time.Second
 	return c
 }
 
@@ -213,6 +214,9 @@ func (c *Core) Run(ctx context.Context) error {
 	if err := accounts.rotate(ctx); err != nil {
 		return fmt.Errorf("core: %w", err)
 	}
+	if _, _, err := accounts.refreshAPIKeys(ctx); err != nil {
+		return fmt.Errorf("core: %w", err)
+	}
 	reads, err := c.serveReads()
 	if err != nil {
 		return err
@@ -235,6 +239,7 @@ func (c *Core) Run(ctx context.Context) error {
 	g.Go(func() error { c.sweepOutbox(gctx); return nil })
 	g.Go(func() error { c.expire(gctx); return nil })
 	g.Go(func() error { accounts.runRotation(gctx); return nil })
+	g.Go(func() error { accounts.runAPIKeys(gctx); return nil })
 	err = g.Wait()
 	close(c.commits)
 	<-announced

@@ -73,7 +73,7 @@ func newMetrics() *metrics {
 			Name: "perch_core_redeliveries_total", Help: "Write batches JetStream delivered to this core again (a core died or was slow to acknowledge, or the batch came early and was delivered again later).",
 		}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations) and result (ok or the problem code, e.g. invalid_credentials).",
+			Name: "perch_core_auth_requests_total", Help: "Account requests answered for edges, by op (signup, login, refresh, logout, keys, revocations, apikeys) and result (ok or the problem code, e.g. invalid_credentials).",
 		}, []string{"op", "result"}),
 	}
 	m.collectors = telemetry.Set{m.batches, m.commands, m.batchSize, m.groupBatches, m.waiting, m.applySeconds, m.applyRetries,

@@ -69,17 +69,34 @@ func (e *Edge) subscribeAuth() error {
 		return fmt.Errorf("edge: subscribe revocations: %w", err)
 	}
 	e.subs = append(e.subs, keys, rev)
+	if e.cfg.APIKeys != APIKeysOff {
+		if err := e.subscribeAPIKeys(); err != nil {
+			return err
+		}
+	}
 	go e.catchUpAuth()
 	return nil
 }
 
-// catchUpAuth fetches the key set and the revocations still in force, retrying until the
-// core answers: at start, and after a reconnection (what was published meanwhile was lost).
+var errPending = errors.New("not fetched yet")
+
+// catchUpAuth fetches the key set, the revocations still in force and the live API keys,
+// retrying until the core answers: at start, and after a reconnection (what was published
+// meanwhile was lost).
 func (e *Edge) catchUpAuth() {
+	// Each is fetched until it arrives once.
+	var keysErr, revErr, apiKeysErr error = errPending, errPending, errPending
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		keysErr := e.fetchKeys()
-		revErr := e.fetchRevocations()
-		if keysErr == nil && revErr == nil {
+		if keysErr != nil {
+			keysErr = e.fetchKeys()
+		}
+		if revErr != nil {
+			revErr = e.fetchRevocations()
+		}
+		if apiKeysErr != nil {
+			apiKeysErr = e.fetchAPIKeys()
+		}
+		if keysErr == nil && revErr == nil && apiKeysErr == nil {
 			return
 		}
 		select {
@@ -92,7 +109,8 @@ func (e *Edge) catchUpAuth() {
 		if closed {
 			return
 		}
-		e.log.Debug("account keys or revocations not fetched yet", "keys_err", keysErr, "revocations_err", revErr)
+		e.log.Debug("account keys, revocations or api keys not fetched yet", "keys_err", keysErr,
+			"revocations_err", revErr, "api_keys_err", apiKeysErr)
 		time.Sleep(delay)
 	}
 }

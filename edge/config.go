@@ -104,6 +104,14 @@ type Config struct {
 	// core signs them with, their life and the clock skew tolerated. Default the core's
 	// (core.DefaultAccountsConfig): issuer and audience "perch", 15 minutes, 30 seconds.
 	Tokens auth.Config
+	// APIKeys is how the edge treats X-Api-Key: APIKeysOff (any name of the app, not
+	// checked), APIKeysCheck (a key given must be live, else 401 invalid_api_key) or
+	// APIKeysRequire (every request but health checks, the JWKS and the OpenAPI document
+	// needs a live key). Keys are made by `perch keys create`; the core publishes the live
+	// ones' hashes (apikeys.go). When checked, the key's id stands for the app in the `key`
+	// rate-limit scope and the scope of Idempotency-Keys, so the key itself is never
+	// stored. Default APIKeysOff.
+	APIKeys APIKeyMode
 	// TokenCacheEntries bounds the verified tokens the edge remembers, so that a request
 	// with a token seen before costs no signature check. Default 100,000 (about 90 MB when
 	// full).
@@ -295,6 +303,12 @@ func (c *Config) complete() error {
 	}
 	if err := c.Tokens.Validate(); err != nil {
 		return fmt.Errorf("tokens: %w", err)
+	}
+	if c.APIKeys == "" {
+		c.APIKeys = APIKeysOff
+	}
+	if _, err := ParseAPIKeyMode(string(c.APIKeys)); err != nil {
+		return err
 	}
 	if c.TokenCacheEntries <= 0 {
 		c.TokenCacheEntries = d.TokenCacheEntries

@@ -71,7 +71,9 @@ type Edge struct {
 	// shield is the state of the shields against abusive clients and overload (shield.go).
 	shield *shield
 	// tokens verifies access tokens (auth.go).
-	tokens   *tokens
+	tokens *tokens
+	// apiKeys is the set of live API keys, nil until the core told (apikeys.go).
+	apiKeys  atomic.Pointer[apiKeySet]
 	writes   *writer
 	draining atomic.Bool
 	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
@@ -330,6 +332,13 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) *route {
 	if filtering && !e.admit(ctx, ip) {
 		return unknownRoute
 	}
+	var app string
+	if e.cfg.APIKeys != APIKeysOff {
+		var ok bool
+		if app, ok = e.checkAPIKey(ctx); !ok {
+			return unknownRoute
+		}
+	}
 	var u user
 	if !auth {
 		// The account routes take no access token: a client refreshing an expired one
@@ -341,10 +350,10 @@ func (e *Edge) serve(ctx *fasthttp.RequestCtx) *route {
 			return unknownRoute
 		}
 	}
-	if (limiting || auth) && !e.rateLimit(ctx, ip, u) {
+	if (limiting || auth) && !e.rateLimit(ctx, ip, u, app) {
 		return unknownRoute
 	}
-	return e.dispatch(ctx, u)
+	return e.dispatchApp(ctx, u, app)
 }
 
 // serveError answers the requests fasthttp could not read: too large, too slow, malformed.
@@ -392,6 +401,8 @@ func (e *Edge) readyz(ctx *fasthttp.RequestCtx, _ params) {
 		writeProblem(ctx, problem.New(problem.Unavailable, "draining"))
 	case !e.nc.IsConnected():
 		writeProblem(ctx, problem.New(problem.Unavailable, "no connection to NATS"))
+	case e.cfg.APIKeys != APIKeysOff && e.apiKeys.Load() == nil:
+		writeProblem(ctx, problem.New(problem.Unavailable, "the API keys are not known yet"))
 	default:
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ready"})
 	}

@@ -45,6 +45,8 @@ type metrics struct {
 	// tokens counts the access tokens refused, by reason; revocations those the edge heard of.
 	tokens      *prometheus.CounterVec
 	revocations prometheus.Counter
+	// apiKeysRefused counts the requests refused for their X-Api-Key, by reason.
+	apiKeysRefused *prometheus.CounterVec
 	// compressed counts the answers sent in each coding but identity; compressions the
 	// attempts to make a compressed form, by coding and result (compressResults). Hits of a
 	// form already made add to the first only.
@@ -155,6 +157,9 @@ func newMetrics() *metrics {
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_tokens_refused_total", Help: "Requests whose access token was refused (401 invalid_token), by reason: malformed, expired, not_yet_valid, revoked, unknown_key, bad_signature, bad_algorithm, wrong_issuer, wrong_audience.",
 		}, []string{"reason"}),
+		apiKeysRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "perch_edge_api_keys_refused_total", Help: "Requests refused 401 invalid_api_key, by reason: missing (where a key is required), malformed, unknown (never made, or revoked).",
+		}, []string{"reason"}),
 		revocations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "perch_edge_token_revocations_total", Help: "Revocations of access tokens (a logout, a reused refresh token, a deleted account) applied by this edge.",
 		}),
@@ -186,7 +191,7 @@ func newMetrics() *metrics {
 	m.misses = m.cache.WithLabelValues("miss")
 	m.staleServed = m.cache.WithLabelValues("stale")
 	m.collectors = telemetry.Set{m.requests, m.duration, m.cache, fills, m.peerServedBy, m.peerFallbacks, m.ringMembers, m.ringChanges, gossipMembers, m.eventDelay, m.rateLimited, m.fillErrors, m.writes, m.batchSize, m.publish, m.events,
-		compressed, compressions, m.tokens, m.revocations}
+		compressed, compressions, m.tokens, m.revocations, m.apiKeysRefused}
 	return m
 }
 

@@ -271,6 +271,7 @@ func oaPointer(doc map[string]any, ref string) (any, string) {
 var oaCodes = []problem.Code{
 	problem.Unauthorized,
 	problem.InvalidToken,
+	problem.InvalidAPIKey,
 	problem.InvalidCredentials,
 	problem.WeakPassword,
 	problem.Forbidden,

@@ -87,7 +87,7 @@ func hasScope(ps []ratelimit.Policy, s ratelimit.Scope) bool {
 // Health checks are exempt.
 // It reports whether the request may go on. It allocates nothing for a key the limiter
 // already tracks.
-func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr, u user) bool {
+func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr, u user, app string) bool {
 	path := ctx.Path()
 	if bytes.Equal(path, pathHealthz) || bytes.Equal(path, pathReadyz) {
 		return true
@@ -113,7 +113,13 @@ func (e *Edge) rateLimit(ctx *fasthttp.RequestCtx, ip netip.Addr, u user) bool {
 		k.IP = a[:]
 	}
 	if e.limitKeys.Load() {
-		k.APIKey = ctx.Request.Header.Peek(hdrAPIKey)
+		if app != "" {
+			// The checked key's id: the key itself is a secret the limiter would keep
+			// and tell the other edges.
+			k.APIKey = unsafe.Slice(unsafe.StringData(app), len(app))
+		} else {
+			k.APIKey = ctx.Request.Header.Peek(hdrAPIKey)
+		}
 	}
 	if u != "" {
 		// Read only: the limiter copies a key it keeps.

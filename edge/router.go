@@ -14,6 +14,9 @@ type params struct {
 	// user is who the request acts for, from its verified access token; empty when it has
 	// none.
 	user user
+	// app is the id of the request's API key when the edge checks them (Config.APIKeys) and
+	// it has one; empty otherwise.
+	app string
 }
 
 type handler func(ctx *fasthttp.RequestCtx, p params)
@@ -94,14 +97,17 @@ func (r *route) match(path []byte) (params, bool) {
 
 // dispatch finds the route and method of a request and calls its handler, and returns the
 // route; unknown paths get 404 and known paths with another method 405 with Allow.
-func (e *Edge) dispatch(ctx *fasthttp.RequestCtx, u user) *route {
-	r := e.route(ctx, u)
+func (e *Edge) dispatch(ctx *fasthttp.RequestCtx, u user) *route { return e.dispatchApp(ctx, u, "") }
+
+// dispatchApp is dispatch for a request of the app whose API key has the id app.
+func (e *Edge) dispatchApp(ctx *fasthttp.RequestCtx, u user, app string) *route {
+	r := e.route(ctx, u, app)
 	e.metrics.observe(r, ctx)
 	return r
 }
 
 // route serves the request and returns the route that answered it.
-func (e *Edge) route(ctx *fasthttp.RequestCtx, u user) *route {
+func (e *Edge) route(ctx *fasthttp.RequestCtx, u user, app string) *route {
 	path := ctx.Path()
 	method := ctx.Method()
 	head := string(method) == fasthttp.MethodHead
@@ -111,7 +117,7 @@ func (e *Edge) route(ctx *fasthttp.RequestCtx, u user) *route {
 		if !ok {
 			continue
 		}
-		p.user = u
+		p.user, p.app = u, app
 		for _, m := range r.methods {
 			if m.method == string(method) || head && m.method == fasthttp.MethodGet {
 				m.h(ctx, p)

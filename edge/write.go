@@ -161,6 +161,10 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 			return cmd, problem.Newf(problem.BadRequest, "Idempotency-Key longer than %d bytes", maxIdemKeyLen)
 		}
 		app := ctx.Request.Header.Peek(hdrAPIKey)
+		if p.app != "" {
+			// A checked key is a secret: its id stands for the app in what is stored.
+			app = []byte(p.app)
+		}
 		if len(app) > maxAPIKeyLen {
 			return cmd, problem.Newf(problem.BadRequest, "X-Api-Key longer than %d bytes", maxAPIKeyLen)
 		}

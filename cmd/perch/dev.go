@@ -27,6 +27,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
 	traces := traceFlags(fs, true)
+	apiKeys := apiKeysFlag(fs)
 	newLogger := logFlags(fs, "text")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -56,6 +57,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	ecfg.CacheControl = cacheControl.m
 	ecfg.CacheBytes = int64(*cacheBytes)
 	ecfg.Rules = rules
+	ecfg.APIKeys = *apiKeys
 	shields.apply(&ecfg)
 	if err := limits.apply(&ecfg); err != nil {
 		return err

@@ -109,6 +109,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
 	traces := traceFlags(fs, true)
+	apiKeys := apiKeysFlag(fs)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
 	if err != nil {
@@ -153,6 +154,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.CacheControl = cacheControl.m
 	cfg.CacheBytes = int64(*cacheBytes)
 	cfg.Rules = rules
+	cfg.APIKeys = *apiKeys
 	shields.apply(&cfg)
 	if err := limits.apply(&cfg); err != nil {
 		ln.Close()

@@ -34,6 +34,7 @@ Usage:
   perch core    [flags]   a core worker: applies writes, answers reads
   perch edge    [flags]   an edge: the HTTP API, near the users
   perch migrate [flags]   bring a database's schema up to date
+  perch keys    ...       the apps' API keys (X-Api-Key): create, list, revoke (perch keys -h)
   perch bench   [flags]   load benchmarks against running edges (perch bench -h)
   perch version           print the version
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runMigrate(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "perch", version)
 		return nil
@@ -91,6 +94,12 @@ func done(err error) error {
 // parseFlags parses args into fs after taking defaults from PERCH_* environment variables, so
 // that a flag given on the command line wins over the environment.
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	return parseFlagsArgs(fs, args, getenv, 0)
+}
+
+// parseFlagsArgs is parseFlags for a command that takes up to maxArgs arguments after its
+// flags (fs.Args).
+func parseFlagsArgs(fs *flag.FlagSet, args []string, getenv func(string) string, maxArgs int) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "PERCH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -109,8 +118,8 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	if fs.NArg() > maxArgs {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(maxArgs))
 	}
 	return nil
 }

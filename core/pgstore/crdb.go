@@ -117,7 +117,8 @@ func forCockroach(sql string) string {
 //     the schema version) and almost never written, so fast reads everywhere are worth slow
 //     writes;
 //   - signing_keys GLOBAL for the same reason: a handful of rows, read by every core to sign
-//     and publish access tokens, written once a rotation.
+//     and publish access tokens, written once a rotation; api_keys likewise, read by every
+//     core every few seconds and written when an operator runs `perch keys`.
 //
 // The other tables stay REGIONAL BY TABLE in the primary region, where the core that applies
 // writes should run: the partition counters, write records, Idempotency-Keys and outbox are
@@ -144,5 +145,6 @@ func crdbDDL(db string, m multiRegion) []string {
 		`ALTER TABLE meta SET LOCALITY GLOBAL`,
 		`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 		`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+		`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 	)
 }

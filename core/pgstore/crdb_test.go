@@ -143,6 +143,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 		{"regions and zone survival", multiRegion{primary: "us-east1", others: []string{"europe-west1"}, survival: SurviveZone}, []string{
 			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
@@ -152,6 +153,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 		{"region survival", multiRegion{primary: "us-east1", others: []string{"europe-west1", "asia-south1"}, survival: SurviveRegion}, []string{
 			`ALTER DATABASE "perch" SET PRIMARY REGION "us-east1"`,
@@ -162,6 +164,7 @@ func TestCockroachDDL(t *testing.T) {
 			`ALTER TABLE meta SET LOCALITY GLOBAL`,
 			`ALTER TABLE schema_migrations SET LOCALITY GLOBAL`,
 			`ALTER TABLE signing_keys SET LOCALITY GLOBAL`,
+			`ALTER TABLE api_keys SET LOCALITY GLOBAL`,
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

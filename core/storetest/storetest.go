@@ -33,6 +33,7 @@ const (
 	Owners      Category = "Owners"       // documents' owners: kept, checked, filtered by List and Sync
 	Privacy     Category = "Privacy"      // a user's documents (Owned) and the deletion of an account
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
+	APIKeys     Category = "APIKeys"      // core.APIKeyStore: the apps' API keys
 	Lifecycle   Category = "Lifecycle"    // Close
 )
 
@@ -69,6 +70,7 @@ var suite = []struct {
 	{Owners, ownerTests},
 	{Privacy, privacyTests},
 	{Accounts, accountTests},
+	{APIKeys, apiKeyTests},
 	{Lifecycle, lifecycleTests},
 }
 
@@ -93,7 +95,8 @@ var suite = []struct {
 //     FamilyExpiresAt, whatever next says of them (the caller knows them only from the answer);
 //     concurrent uses of one token rotate it once, and the first to find it used is the one
 //     reuse; RevokeRefreshFamily returns the token with Revoked at the family's first
-//     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows.
+//     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows;
+//   - API keys: APIKeys lists revoked keys too; a second RevokeAPIKey keeps the first time.
 func Run(t *testing.T, open OpenFunc, opts ...Option) {
 	o := options{except: map[Category]string{}}
 	for _, opt := range opts {

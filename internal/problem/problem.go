@@ -52,6 +52,10 @@ const (
 	// another audience or issuer, signed by an unknown key, or revoked. The client refreshes
 	// it, or logs in again.
 	InvalidToken Code = "invalid_token"
+	// InvalidAPIKey: the X-Api-Key is not a live key of the fleet (malformed, unknown or
+	// revoked), or is missing where the edges require one. The app needs a key from
+	// `perch keys create`.
+	InvalidAPIKey Code = "invalid_api_key"
 	// InvalidCredentials: a login's email and password do not match an account, or a refresh
 	// or logout token is unknown, expired or revoked. The answer is the same whichever it
 	// is, so that it reveals nothing about which accounts exist.
@@ -90,6 +94,7 @@ var statuses = map[Code]int{
 	RateLimited:         http.StatusTooManyRequests,
 	Unauthorized:        http.StatusUnauthorized,
 	InvalidToken:        http.StatusUnauthorized,
+	InvalidAPIKey:       http.StatusUnauthorized,
 	InvalidCredentials:  http.StatusUnauthorized,
 	WeakPassword:        http.StatusBadRequest,
 	Forbidden:           http.StatusForbidden,

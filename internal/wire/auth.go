@@ -17,6 +17,10 @@ const (
 	KeysSubject = "perch.auth.keys"
 	// RevokedSubject carries Revocations, one per message, to every edge.
 	RevokedSubject = "perch.auth.revoked"
+	// APIKeysSubject carries the core's APIKeySet, the apps' live API keys, whenever a core
+	// finds that it changed (it reads them every few seconds: `perch keys` writes only to the
+	// database) and once a minute besides, so that an edge that missed one catches up.
+	APIKeysSubject = "perch.auth.apikeys"
 )
 
 // AuthOp is what an AuthRequest asks.
@@ -31,6 +35,7 @@ const (
 	AuthRevocations AuthOp = "revocations" // Since → Revocations
 	AuthMe          AuthOp = "me"          // User → Account
 	AuthDelete      AuthOp = "delete"      // User → nothing: the account is deleted
+	AuthAPIKeys     AuthOp = "apikeys"     // → APIKeys
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -69,6 +74,25 @@ type AuthResponse struct {
 	JWKS        json.RawMessage  `json:"jwks,omitempty"`
 	Revocations []Revocation     `json:"revocations,omitempty"`
 	Account     *Account         `json:"account,omitempty"`
+	// APIKeys is an APIKeySet, as the core publishes it on APIKeysSubject.
+	APIKeys json.RawMessage `json:"api_keys,omitempty"`
+}
+
+// APIKeySet is the apps' live API keys, as every edge checks X-Api-Key against them.
+type APIKeySet struct {
+	// Changed is the latest creation or revocation among the stored keys, revoked ones
+	// included. Sets come from every core, each on its own schedule: an edge keeps the set
+	// it holds over one that changed earlier, so that a set read before a revocation cannot
+	// undo it.
+	Changed time.Time `json:"changed"`
+	Keys    []APIKey  `json:"keys"`
+}
+
+// APIKey is one live key: its public id and the SHA-256 of its random bytes
+// (auth.HashAPIKey), never the key.
+type APIKey struct {
+	ID   string `json:"id"`
+	Hash []byte `json:"hash"`
 }
 
 // Revocation kinds.
