@@ -121,6 +121,7 @@ type Store interface {
 	Writer
 	Outbox
 	AccountStore
+	TOTPStore
 	// Expire forgets write records and Idempotency-Keys recorded before the given time, and
 	// producers last seen before ProducerRetention earlier than it, and returns how many
 	// write records and keys it removed. Documents and tombstones are kept.

@@ -31,6 +31,7 @@ const (
 	Concurrency Category = "Concurrency"  // concurrent writers and readers
 	Expire      Category = "Expire"       // forgetting write records and keys
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
+	TOTP        Category = "TOTP"         // core.TOTPStore: pending and confirmed secrets, steps, recovery codes
 	Lifecycle   Category = "Lifecycle"    // Close
 )
 
@@ -65,6 +66,7 @@ var suite = []struct {
 	{Concurrency, concurrencyTests},
 	{Expire, expireTests},
 	{Accounts, accountTests},
+	{TOTP, totpTests},
 	{Lifecycle, lifecycleTests},
 }
 
@@ -86,7 +88,9 @@ var suite = []struct {
 //     FamilyExpiresAt, whatever next says of them (the caller knows them only from the answer);
 //     concurrent uses of one token rotate it once, and the first to find it used is the one
 //     reuse; RevokeRefreshFamily returns the token with Revoked at the family's first
-//     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows.
+//     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows;
+//   - TOTP: of 8 concurrent AdvanceTOTPStep calls with one step, or UseRecoveryCode calls
+//     with one hash, exactly one reports true.
 func Run(t *testing.T, open OpenFunc, opts ...Option) {
 	o := options{except: map[Category]string{}}
 	for _, opt := range opts {
