@@ -24,11 +24,15 @@ type AuthOp string
 
 const (
 	AuthSignup      AuthOp = "signup"      // Email, Password → Tokens
-	AuthLogin       AuthOp = "login"       // Email, Password → Tokens
+	AuthLogin       AuthOp = "login"       // Email, Password, TOTP or RecoveryCode → Tokens
 	AuthRefresh     AuthOp = "refresh"     // RefreshToken → Tokens
 	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
 	AuthKeys        AuthOp = "keys"        // → JWKS
 	AuthRevocations AuthOp = "revocations" // Since → Revocations
+	// The second factor of the user the edge verified an access token of (User).
+	AuthTOTPEnroll  AuthOp = "totp_enroll"  // User → TOTP
+	AuthTOTPConfirm AuthOp = "totp_confirm" // User, TOTP → RecoveryCodes
+	AuthTOTPDisable AuthOp = "totp_disable" // User, TOTP or RecoveryCode → nothing
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -40,6 +44,23 @@ type AuthRequest struct {
 	Password     string    `json:"password,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
+	// User is the subject of the access token the edge verified (the TOTP ops).
+	User string `json:"user,omitempty"`
+	// TOTP is a code of the user's authenticator, RecoveryCode one of their recovery codes.
+	TOTP         string `json:"totp,omitempty"`
+	RecoveryCode string `json:"recovery_code,omitempty"`
+}
+
+// TOTPEnrollment is the answer to AuthTOTPEnroll: the new secret in base32 (RFC 4648, no
+// padding) for typing, and the otpauth:// URI for a QR code.
+type TOTPEnrollment struct {
+	Secret     string `json:"secret"`
+	OTPAuthURI string `json:"otpauth_uri"`
+}
+
+// RecoveryCodes is the answer to AuthTOTPConfirm, shown to the user once.
+type RecoveryCodes struct {
+	RecoveryCodes []string `json:"recovery_codes"`
 }
 
 // Tokens is the body of a successful signup, login or refresh (DESIGN §3).
@@ -57,6 +78,8 @@ type AuthResponse struct {
 	Tokens      *Tokens          `json:"tokens,omitempty"`
 	JWKS        json.RawMessage  `json:"jwks,omitempty"`
 	Revocations []Revocation     `json:"revocations,omitempty"`
+	TOTP        *TOTPEnrollment  `json:"totp,omitempty"`
+	Recovery    *RecoveryCodes   `json:"recovery,omitempty"`
 }
 
 // Revocation kinds.
