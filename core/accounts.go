@@ -135,10 +135,10 @@ type accounts struct {
 		AccountStore
 		TOTPStore
 	}
-	nc    *nats.Conn
-	log   *slog.Logger
-	now   func() time.Time
-	m     *metrics
+	nc  *nats.Conn
+	log *slog.Logger
+	now func() time.Time
+	m   *metrics
 	// hashing bounds the argon2id computations in flight.
 	hashing chan struct{}
 	// sealer seals TOTP secrets; nil without a secret key.
