@@ -1,4 +1,4 @@
--- 0004: the second factor (core.TOTPStore): a TOTP secret per user, pending or in force, the
+-- 0006: the second factor (core.TOTPStore): a TOTP secret per user, pending or in force, the
 -- step of the last code accepted, and the hashes of the unused recovery codes. New tables
 -- only, which the previous release does not read. Times are unix microseconds (UTC).
 
