@@ -48,6 +48,13 @@ type AccountsConfig struct {
 	// created and revoked (apikeys.go): the bound on how long a revoked key is still
 	// accepted. Default 10 seconds.
 	APIKeysEvery time.Duration
+	// SecretKey (SecretKeyLen bytes) seals the users' TOTP secrets at rest (totp.go). Every
+	// core of a fleet needs the same one. Without it, two-factor enrollment is refused (503)
+	// and users who have TOTP on can log in only with a recovery code.
+	SecretKey []byte
+	// TOTPIssuer names the service in authenticator apps (the otpauth:// URI's issuer).
+	// Default "Perch"; no colon.
+	TOTPIssuer string
 }
 
 // DefaultAccountsConfig is the configuration of a production core's account service.
@@ -113,6 +120,15 @@ func (c *AccountsConfig) complete() error {
 	if c.APIKeysEvery <= 0 {
 		c.APIKeysEvery = d.APIKeysEvery
 	}
+	if n := len(c.SecretKey); n != 0 && n != SecretKeyLen {
+		return fmt.Errorf("secret key of %d bytes, want %d", n, SecretKeyLen)
+	}
+	if c.TOTPIssuer == "" {
+		c.TOTPIssuer = "Perch"
+	}
+	if strings.Contains(c.TOTPIssuer, ":") || len(c.TOTPIssuer) > 256 {
+		return fmt.Errorf("TOTP issuer %q: at most 256 bytes, no colon", c.TOTPIssuer)
+	}
 	return nil
 }
 
@@ -121,8 +137,11 @@ func (c *AccountsConfig) complete() error {
 // share nothing but the database, so each decision that two cores could race on (an email
 // taken, a refresh token used, a key added) is the store's, in one transaction.
 type accounts struct {
-	cfg      AccountsConfig
-	store    AccountStore
+	cfg   AccountsConfig
+	store interface {
+		AccountStore
+		TOTPStore
+	}
 	keyStore APIKeyStore
 	nc       *nats.Conn
 	log      *slog.Logger
@@ -130,6 +149,8 @@ type accounts struct {
 	m        *metrics
 	// hashing bounds the argon2id computations in flight.
 	hashing chan struct{}
+	// sealer seals TOTP secrets; nil without a secret key.
+	sealer *sealer
 
 	mu     sync.Mutex
 	signer *auth.Signer
@@ -139,8 +160,14 @@ type accounts struct {
 }
 
 func newAccounts(cfg AccountsConfig, store Store, nc *nats.Conn, log *slog.Logger, now func() time.Time, m *metrics) *accounts {
-	return &accounts{cfg: cfg, store: store, keyStore: store, nc: nc, log: log.With("component", "accounts"), now: now, m: m,
+	a := &accounts{cfg: cfg, store: store, keyStore: store, nc: nc, log: log.With("component", "accounts"), now: now, m: m,
 		hashing: make(chan struct{}, cfg.Hashing)}
+	// complete checked the key's length, so this cannot fail.
+	a.sealer, _ = newSealer(cfg.SecretKey)
+	if a.sealer == nil {
+		a.log.Info("no secret key: two-factor authentication (TOTP) is off; enrollments are refused")
+	}
+	return a
 }
 
 // rotate brings the stored signing keys up to the schedule (adding a key when due, retiring
@@ -238,7 +265,7 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	case wire.AuthSignup:
 		resp.Tokens, err = a.signup(ctx, req.Email, req.Password)
 	case wire.AuthLogin:
-		resp.Tokens, err = a.login(ctx, req.Email, req.Password)
+		resp.Tokens, err = a.login(ctx, req.Email, req.Password, secondFactor{req.TOTP, req.RecoveryCode})
 	case wire.AuthRefresh:
 		resp.Tokens, err = a.refresh(ctx, req.RefreshToken)
 	case wire.AuthLogout:
@@ -250,6 +277,12 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 		if resp.JWKS == nil {
 			err = problem.New(problem.Unavailable, "no signing keys yet")
 		}
+	case wire.AuthTOTPEnroll:
+		resp.TOTP, err = a.totpEnroll(ctx, req.User)
+	case wire.AuthTOTPConfirm:
+		resp.Recovery, err = a.totpConfirm(ctx, req.User, req.TOTP)
+	case wire.AuthTOTPDisable:
+		err = a.totpDisable(ctx, req.User, secondFactor{req.TOTP, req.RecoveryCode})
 	case wire.AuthRevocations:
 		var rs []Revocation
 		rs, err = a.store.Revocations(ctx, req.Since)
@@ -283,7 +316,7 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	op := string(req.Op)
 	switch req.Op {
 	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations,
-		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys:
+		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys, wire.AuthTOTPEnroll, wire.AuthTOTPConfirm, wire.AuthTOTPDisable:
 	default:
 		op = "other"
 	}
@@ -358,7 +391,7 @@ func (a *accounts) signup(ctx context.Context, email, password string) (*wire.To
 	return a.issue(ctx, u.ID, now)
 }
 
-func (a *accounts) login(ctx context.Context, email, password string) (*wire.Tokens, error) {
+func (a *accounts) login(ctx context.Context, email, password string, f secondFactor) (*wire.Tokens, error) {
 	key, ok := NormalizeEmail(email)
 	if !ok || len(password) > auth.MaxPasswordLen {
 		// Malformed input gets the answer of a wrong password, after the same work.
@@ -396,6 +429,11 @@ func (a *accounts) login(ctx context.Context, email, password string) (*wire.Tok
 			return nil, err
 		}
 		return nil, errInvalidCredentials
+	}
+	// Only now, to someone who knows the password, may the answer say that a second
+	// factor is needed.
+	if err := a.secondFactor(ctx, u, key, f); err != nil {
+		return nil, err
 	}
 	if failures > 0 {
 		if err := a.store.ClearLoginFailures(ctx, key); err != nil {

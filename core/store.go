@@ -131,6 +131,7 @@ type Store interface {
 	Outbox
 	AccountStore
 	APIKeyStore
+	TOTPStore
 	// Expire forgets write records and Idempotency-Keys recorded before the given time, and
 	// producers last seen before ProducerRetention earlier than it, and returns how many
 	// write records and keys it removed. Documents and tombstones are kept.

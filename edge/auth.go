@@ -299,6 +299,10 @@ func (e *Edge) refuseAuth(ctx *fasthttp.RequestCtx, p *problem.Problem) {
 type credentialsJSON struct {
 	Email    string `json:"email"`
 	Password string `json:"password"`
+	// TOTP and RecoveryCode are a login's second factor (totp.go), for accounts that have
+	// it on; signup takes neither.
+	TOTP         string `json:"totp,omitempty"`
+	RecoveryCode string `json:"recovery_code,omitempty"`
 }
 
 type refreshJSON struct {
@@ -325,7 +329,12 @@ func (e *Edge) credentials(ctx *fasthttp.RequestCtx, op wire.AuthOp) {
 		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"email": ..., "password": ...}`))
 		return
 	}
-	e.forwardAuth(ctx, &wire.AuthRequest{Op: op, Email: body.Email, Password: body.Password})
+	if op == wire.AuthSignup && (body.TOTP != "" || body.RecoveryCode != "") {
+		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, "signup takes no second factor: enroll with POST /v1/me/totp"))
+		return
+	}
+	e.forwardAuth(ctx, &wire.AuthRequest{Op: op, Email: body.Email, Password: body.Password,
+		TOTP: body.TOTP, RecoveryCode: body.RecoveryCode})
 }
 
 func (e *Edge) refreshToken(ctx *fasthttp.RequestCtx, op wire.AuthOp) {

@@ -276,6 +276,8 @@ var oaCodes = []problem.Code{
 	problem.WeakPassword,
 	problem.Forbidden,
 	problem.TooManyAttempts,
+	problem.TOTPRequired,
+	problem.InvalidTOTP,
 	problem.BadJSON,
 	problem.NotObject,
 	problem.BadRequest,

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
+	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/system"
 	"github.com/perchhq/perch/internal/telemetry"
@@ -21,6 +23,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	portBase := fs.Int("port-base", 8081, "HTTP port of the first edge; the others follow")
 	db := fs.String("db", "", "database DSN, e.g. postgres://... (default: SQLite under --data)")
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
+	secretKey := secretKeyFlag(fs)
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
@@ -62,9 +65,22 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := limits.apply(&ecfg); err != nil {
 		return err
 	}
+	ccfg := core.LocalConfig()
+	if err := secretKey.apply(&ccfg.Accounts); err != nil {
+		return err
+	}
+	if ccfg.Accounts.SecretKey == nil {
+		// The key of TOTP secrets lives beside the data it opens.
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return err
+		}
+		if ccfg.Accounts.SecretKey, err = devSecretKey(filepath.Join(dir, "secret.key")); err != nil {
+			return fmt.Errorf("secret key: %w", err)
+		}
+	}
 	sys, err := system.Start(ctx, system.Options{
 		Dir: dir, DB: *db, Regions: regions, PortBase: *portBase, Admin: *adminAddr, Logger: log, Edge: &ecfg,
-		TracerProvider: tp,
+		Core: &ccfg, TracerProvider: tp,
 	})
 	if err != nil {
 		return err

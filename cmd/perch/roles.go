@@ -47,6 +47,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	partitions := fs.Int("partitions", wire.DefaultPartitions, "write partitions; the same on every edge and core")
 	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
+	secretKey := secretKeyFlag(fs)
 	traces := traceFlags(fs, false)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
@@ -55,6 +56,10 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	if *db == "" {
 		return fmt.Errorf("%w: --db is required", errUsage)
+	}
+	cfg := core.DefaultConfig()
+	if err := secretKey.apply(&cfg.Accounts); err != nil {
+		return err
 	}
 	tp, stopTracing, err := traces.start(ctx, "perch-core", log)
 	if err != nil {
@@ -72,7 +77,6 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer nc.Close()
-	cfg := core.DefaultConfig()
 	cfg.Partitions = *partitions
 	cfg.Stream.Replicas = *replicas
 	cfg.Logger = log

@@ -34,6 +34,7 @@ const (
 	Privacy     Category = "Privacy"      // a user's documents (Owned) and the deletion of an account
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
 	APIKeys     Category = "APIKeys"      // core.APIKeyStore: the apps' API keys
+	TOTP        Category = "TOTP"         // core.TOTPStore: pending and confirmed secrets, steps, recovery codes
 	Lifecycle   Category = "Lifecycle"    // Close
 )
 
@@ -71,6 +72,7 @@ var suite = []struct {
 	{Privacy, privacyTests},
 	{Accounts, accountTests},
 	{APIKeys, apiKeyTests},
+	{TOTP, totpTests},
 	{Lifecycle, lifecycleTests},
 }
 
@@ -97,6 +99,8 @@ var suite = []struct {
 //     reuse; RevokeRefreshFamily returns the token with Revoked at the family's first
 //     revocation; ExpireAccounts counts refresh tokens, revocations and login-failure windows;
 //   - API keys: APIKeys lists revoked keys too; a second RevokeAPIKey keeps the first time.
+//   - TOTP: of 8 concurrent AdvanceTOTPStep calls with one step, or UseRecoveryCode calls
+//     with one hash, exactly one reports true.
 func Run(t *testing.T, open OpenFunc, opts ...Option) {
 	o := options{except: map[Category]string{}}
 	for _, opt := range opts {

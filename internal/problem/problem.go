@@ -67,6 +67,13 @@ const (
 	// TooManyAttempts: too many failed logins for the account lately; retry after
 	// Retry-After. Accounts that do not exist are throttled alike.
 	TooManyAttempts Code = "too_many_attempts"
+	// TOTPRequired: the login's email and password match an account that has a second
+	// factor on; log in again with "totp" (a code of the authenticator) or "recovery_code".
+	// Only a caller who knows the password gets it: a wrong password is invalid_credentials.
+	TOTPRequired Code = "totp_required"
+	// InvalidTOTP: the TOTP code or recovery code is wrong, or was used already (each is
+	// accepted once). It counts as a failed login of the account.
+	InvalidTOTP Code = "invalid_totp"
 )
 
 var statuses = map[Code]int{
@@ -99,6 +106,8 @@ var statuses = map[Code]int{
 	WeakPassword:        http.StatusBadRequest,
 	Forbidden:           http.StatusForbidden,
 	TooManyAttempts:     http.StatusTooManyRequests,
+	TOTPRequired:        http.StatusUnauthorized,
+	InvalidTOTP:         http.StatusUnauthorized,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.

@@ -28,7 +28,7 @@ type AuthOp string
 
 const (
 	AuthSignup      AuthOp = "signup"      // Email, Password → Tokens
-	AuthLogin       AuthOp = "login"       // Email, Password → Tokens
+	AuthLogin       AuthOp = "login"       // Email, Password, TOTP or RecoveryCode → Tokens
 	AuthRefresh     AuthOp = "refresh"     // RefreshToken → Tokens
 	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
 	AuthKeys        AuthOp = "keys"        // → JWKS
@@ -36,6 +36,10 @@ const (
 	AuthMe          AuthOp = "me"          // User → Account
 	AuthDelete      AuthOp = "delete"      // User → nothing: the account is deleted
 	AuthAPIKeys     AuthOp = "apikeys"     // → APIKeys
+	// The second factor of the user the edge verified an access token of (User).
+	AuthTOTPEnroll  AuthOp = "totp_enroll"  // User → TOTP
+	AuthTOTPConfirm AuthOp = "totp_confirm" // User, TOTP → RecoveryCodes
+	AuthTOTPDisable AuthOp = "totp_disable" // User, TOTP or RecoveryCode → nothing
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -47,8 +51,11 @@ type AuthRequest struct {
 	Password     string    `json:"password,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
-	// User is the user an edge verified the access token of (me, delete).
+	// User is the user an edge verified the access token of (me, delete, the TOTP ops).
 	User string `json:"user,omitempty"`
+	// TOTP is a code of the user's authenticator, RecoveryCode one of their recovery codes.
+	TOTP         string `json:"totp,omitempty"`
+	RecoveryCode string `json:"recovery_code,omitempty"`
 }
 
 // Account is what a user's export says of the account itself: never its password hash.
@@ -56,6 +63,18 @@ type Account struct {
 	ID        string    `json:"id"`
 	Email     string    `json:"email"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// TOTPEnrollment is the answer to AuthTOTPEnroll: the new secret in base32 (RFC 4648, no
+// padding) for typing, and the otpauth:// URI for a QR code.
+type TOTPEnrollment struct {
+	Secret     string `json:"secret"`
+	OTPAuthURI string `json:"otpauth_uri"`
+}
+
+// RecoveryCodes is the answer to AuthTOTPConfirm, shown to the user once.
+type RecoveryCodes struct {
+	RecoveryCodes []string `json:"recovery_codes"`
 }
 
 // Tokens is the body of a successful signup, login or refresh (DESIGN §3).
@@ -74,6 +93,8 @@ type AuthResponse struct {
 	JWKS        json.RawMessage  `json:"jwks,omitempty"`
 	Revocations []Revocation     `json:"revocations,omitempty"`
 	Account     *Account         `json:"account,omitempty"`
+	TOTP        *TOTPEnrollment  `json:"totp,omitempty"`
+	Recovery    *RecoveryCodes   `json:"recovery,omitempty"`
 	// APIKeys is an APIKeySet, as the core publishes it on APIKeysSubject.
 	APIKeys json.RawMessage `json:"api_keys,omitempty"`
 }
