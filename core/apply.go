@@ -72,6 +72,11 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 
 func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome, *wire.Document) {
 	live := cur != nil && !cur.Deleted
+	if cmd.OwnerOnly && cmd.User == "" {
+		// The edge checks that a write under the owner rule has a user; the core does not
+		// take its word for it: an ownerless document would be nobody's to change.
+		return rejected(cmd, problem.New(problem.Forbidden, "a write under the owner rule needs a user")), nil
+	}
 	if live && cmd.OwnerOnly && cur.Owner != cmd.User {
 		// Checked before If-Match: a stale version must not tell a stranger that the
 		// document exists.

@@ -5,6 +5,9 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/perchhq/perch/internal/problem"
+	"github.com/perchhq/perch/internal/wire"
 )
 
 func TestMergePatch(t *testing.T) {
@@ -72,5 +75,27 @@ func TestRetentionAtLeastADay(t *testing.T) {
 		if c.Retention < 24*time.Hour || (r > 24*time.Hour && c.Retention != r) {
 			t.Errorf("Retention %v became %v", r, c.Retention)
 		}
+	}
+}
+
+// noState is a store with nothing in it, for decisions that need no state.
+type noState struct{}
+
+func (noState) PriorWrite(string) (*wire.Outcome, error)               { return nil, nil }
+func (noState) PriorIdempotency(string) (string, *wire.Outcome, error) { return "", nil, nil }
+func (noState) Document(string, string) (*wire.Document, error)        { return nil, nil }
+
+// TestOwnerOnlyNeedsUser: a write under the owner rule without a user is refused by the core
+// itself, whatever the edge let through; with one, it creates the user's document.
+func TestOwnerOnlyNeedsUser(t *testing.T) {
+	cmd := wire.Command{WriteID: "w1", Op: wire.OpPut, Collection: "notes", ID: "n", Data: []byte(`{}`), OwnerOnly: true}
+	d, err := ApplyCommand(noState{}, &cmd, time.Now())
+	if err != nil || d.Outcome.Problem == nil || d.Outcome.Problem.Code != problem.Forbidden || d.Next != nil {
+		t.Fatalf("an owner-rule write without a user: %+v %v", d.Outcome, err)
+	}
+	cmd.User = "ann"
+	d, err = ApplyCommand(noState{}, &cmd, time.Now())
+	if err != nil || d.Outcome.Problem != nil || d.Next == nil || d.Next.Owner != "ann" {
+		t.Fatalf("an owner-rule write of ann: %+v %v", d.Outcome, err)
 	}
 }
