@@ -31,6 +31,7 @@ const (
 	AuthLogin       AuthOp = "login"       // Email, Password, TOTP or RecoveryCode → Tokens
 	AuthRefresh     AuthOp = "refresh"     // RefreshToken → Tokens
 	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
+	AuthOIDC        AuthOp = "oidc"        // Provider, IDToken, Nonce → Tokens
 	AuthKeys        AuthOp = "keys"        // → JWKS
 	AuthRevocations AuthOp = "revocations" // Since → Revocations
 	AuthMe          AuthOp = "me"          // User → Account
@@ -56,6 +57,11 @@ type AuthRequest struct {
 	// TOTP is a code of the user's authenticator, RecoveryCode one of their recovery codes.
 	TOTP         string `json:"totp,omitempty"`
 	RecoveryCode string `json:"recovery_code,omitempty"`
+	// Provider names a configured OpenID Connect provider, IDToken is an ID token it
+	// signed, and Nonce (optional) the nonce the client sent in its authentication request.
+	Provider string `json:"provider,omitempty"`
+	IDToken  string `json:"id_token,omitempty"`
+	Nonce    string `json:"nonce,omitempty"`
 }
 
 // Account is what a user's export says of the account itself: never its password hash.
