@@ -224,6 +224,7 @@ func (e *Edge) routeTable() []route {
 		newRoute("/v1/auth/login", post(e.login)),
 		newRoute("/v1/auth/refresh", post(e.refresh)),
 		newRoute("/v1/auth/logout", post(e.logout)),
+		newRoute("/v1/auth/oidc", post(e.oidcLogin)),
 		newRoute("/v1/me/totp", post(e.totpEnroll), remove(e.totpDisable)),
 		newRoute("/v1/me/totp/confirm", post(e.totpConfirm)),
 		newRoute("/.well-known/jwks.json", get(e.jwks)),
