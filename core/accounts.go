@@ -296,6 +296,8 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 		resp.Tokens, err = a.refresh(ctx, req.RefreshToken)
 	case wire.AuthOIDC:
 		resp.Tokens, err = a.oidcLogin(ctx, req.Provider, req.IDToken, req.Nonce)
+	case wire.AuthOIDCLink:
+		err = a.oidcLink(ctx, req.User, req.Provider, req.IDToken, req.Nonce)
 	case wire.AuthLogout:
 		err = a.logout(ctx, req.RefreshToken)
 	case wire.AuthKeys:
@@ -345,7 +347,7 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	switch req.Op {
 	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations,
 		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys, wire.AuthTOTPEnroll, wire.AuthTOTPConfirm, wire.AuthTOTPDisable,
-		wire.AuthOIDC:
+		wire.AuthOIDC, wire.AuthOIDCLink:
 	default:
 		op = "other"
 	}

@@ -237,24 +237,31 @@ func placeholderEmail(provider, subject string) string {
 	return "oidc:" + provider + ":" + subject
 }
 
-// oidcLogin is POST /v1/auth/oidc.
-func (a *accounts) oidcLogin(ctx context.Context, provider, token, nonce string) (*wire.Tokens, error) {
+// verifyIDToken checks an ID token of the named provider, or returns the problem to answer.
+func (a *accounts) verifyIDToken(ctx context.Context, provider, token, nonce string, now time.Time) (auth.IDClaims, error) {
 	p, ok := a.oidc[provider]
 	if !ok {
-		return nil, problem.Newf(problem.InvalidCredentials, "no identity provider %q is configured", provider)
+		return auth.IDClaims{}, problem.Newf(problem.InvalidCredentials, "no identity provider %q is configured", provider)
 	}
-	now := a.now().UTC()
 	c, err := p.verify(ctx, token, nonce, now)
+	if err == nil {
+		return c, nil
+	}
+	if !isTokenError(err) {
+		// The keys could not be fetched: the provider's fault or the network's.
+		a.log.Warn("identity provider keys unavailable", "provider", provider, "err", err)
+		return auth.IDClaims{}, problem.New(problem.Unavailable, "the identity provider's keys cannot be fetched; try again later")
+	}
+	a.log.Debug("ID token refused", "provider", provider, "err", err)
+	return auth.IDClaims{}, errInvalidIDToken
+}
+
+// oidcLogin is POST /v1/auth/oidc.
+func (a *accounts) oidcLogin(ctx context.Context, provider, token, nonce string) (*wire.Tokens, error) {
+	now := a.now().UTC()
+	c, err := a.verifyIDToken(ctx, provider, token, nonce, now)
 	if err != nil {
-		var perr error = errInvalidIDToken
-		if !isTokenError(err) {
-			// The keys could not be fetched: the provider's fault or the network's.
-			a.log.Warn("identity provider keys unavailable", "provider", provider, "err", err)
-			perr = problem.New(problem.Unavailable, "the identity provider's keys cannot be fetched; try again later")
-		} else {
-			a.log.Debug("ID token refused", "provider", provider, "err", err)
-		}
-		return nil, perr
+		return nil, err
 	}
 	userID, err := a.store.UserByIdentity(ctx, provider, c.Subject)
 	if err == nil {
@@ -289,11 +296,32 @@ func (a *accounts) oidcLogin(ctx context.Context, provider, token, nonce string)
 	return a.issue(ctx, u.ID, now)
 }
 
+// oidcLink is POST /v1/me/identities: it links the identity of an ID token to the user whose
+// access token the edge verified. Having both, the user proved they hold both accounts, so
+// the token's email plays no part.
+func (a *accounts) oidcLink(ctx context.Context, userID, provider, token, nonce string) error {
+	now := a.now().UTC()
+	c, err := a.verifyIDToken(ctx, provider, token, nonce, now)
+	if err != nil {
+		return err
+	}
+	switch err := a.store.LinkIdentity(ctx, Identity{Provider: provider, Subject: c.Subject, UserID: userID, Created: now}); {
+	case errors.Is(err, ErrExists):
+		return problem.New(problem.AlreadyExists, "this identity is linked to another account")
+	case errors.Is(err, ErrNotFound):
+		return problem.New(problem.NotFound, "no such account")
+	case err != nil:
+		return err
+	}
+	a.log.Info("identity linked", "user", userID, "provider", provider)
+	return nil
+}
+
 // errEmailHasAccount refuses to link an identity to the account that has its email: the
 // provider's word that someone owns an address is not a password, and taking it as one would
 // hand the account to whoever controls the address at any provider configured.
 var errEmailHasAccount = problem.New(problem.AlreadyExists,
-	"an account with this email exists: log in to it with its password first")
+	"an account with this email exists: log in to it first (with its password), then link this identity with POST /v1/me/identities")
 
 // isTokenError reports whether err is the token's fault (a sentinel of auth), not the keys'.
 func isTokenError(err error) bool {

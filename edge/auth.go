@@ -344,6 +344,31 @@ func (e *Edge) oidcLogin(ctx *fasthttp.RequestCtx, _ params) {
 	e.forwardAuth(ctx, &wire.AuthRequest{Op: wire.AuthOIDC, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce})
 }
 
+// linkIdentity serves POST /v1/me/identities: the identity of an ID token is linked to the
+// user of the access token, so that either logs in to the account from then on (204).
+func (e *Edge) linkIdentity(ctx *fasthttp.RequestCtx, p params) {
+	if p.user == "" {
+		e.refuseAuth(ctx, problemNeedsToken)
+		return
+	}
+	var body oidcJSON
+	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
+		return
+	}
+	if body.Provider == "" || body.IDToken == "" {
+		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+		return
+	}
+	req := &wire.AuthRequest{Op: wire.AuthOIDCLink, User: p.user, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce}
+	if _, pr := e.askAuth(req, e.cfg.WriteTimeout); pr != nil {
+		e.writeAuthProblem(ctx, pr)
+		return
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
 func (e *Edge) credentials(ctx *fasthttp.RequestCtx, op wire.AuthOp) {
 	var body credentialsJSON
 	if !e.authBody(ctx, &body) {

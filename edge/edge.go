@@ -227,6 +227,7 @@ func (e *Edge) routeTable() []route {
 		newRoute("/v1/auth/oidc", post(e.oidcLogin)),
 		newRoute("/v1/me/totp", post(e.totpEnroll), remove(e.totpDisable)),
 		newRoute("/v1/me/totp/confirm", post(e.totpConfirm)),
+		newRoute("/v1/me/identities", post(e.linkIdentity)),
 		newRoute("/.well-known/jwks.json", get(e.jwks)),
 		newRoute("/v1/me/export", get(e.exportMe)),
 		newRoute("/v1/me", remove(e.deleteMe)),

@@ -165,3 +165,36 @@ func TestOIDCWithoutProviders(t *testing.T) {
 	c := accountsCluster(t, []string{"a"}, nil)
 	expectUnauthorized(t, clustertest.Do(t, "POST", c.Edge(0)+"/v1/auth/oidc", nil, oidcBody("google", "a.b.c", "")), "invalid_credentials")
 }
+
+// TestOIDCLinkIdentity: a password account whose verified email a provider vouches for is not
+// linked by a login through it, but its user may link the identity, and then either logs in.
+func TestOIDCLinkIdentity(t *testing.T) {
+	rs := oidctest.NewKey(t, "rs-1", "RS256")
+	p := oidctest.Start(t, rs)
+	c := oidcCluster(t, p)
+	base := c.Edge(0)
+	now := time.Now()
+	claims := p.Claims("sub-ada", oidcClient, now)
+	claims["email"], claims["email_verified"] = "ada@example.com", true
+	idToken := rs.Sign(t, claims)
+
+	ada := tokensOf(t, clustertest.Do(t, "POST", base+"/v1/auth/signup", nil, credentials("ada@example.com", "correct horse")), 201)
+	adaID, _ := accountID(t, base, ada.AccessToken)
+	expectProblem(t, clustertest.Do(t, "POST", base+"/v1/auth/oidc", nil, oidcBody("test", idToken, "")), 409, "already_exists")
+
+	link := base + "/v1/me/identities"
+	expectUnauthorized(t, clustertest.Do(t, "POST", link, nil, oidcBody("test", idToken, "")), "unauthorized")
+	expectUnauthorized(t, clustertest.Do(t, "POST", link, bearer(ada.AccessToken), oidcBody("test", idToken[:len(idToken)-2], "")), "invalid_credentials")
+	for range 2 { // linked already is success
+		if r := clustertest.Do(t, "POST", link, bearer(ada.AccessToken), oidcBody("test", idToken, "")); r.Status != 204 {
+			t.Fatalf("POST /v1/me/identities: %d %s", r.Status, r.Body)
+		}
+	}
+	got := tokensOf(t, clustertest.Do(t, "POST", base+"/v1/auth/oidc", nil, oidcBody("test", idToken, "")), 200)
+	if id, _ := accountID(t, base, got.AccessToken); id != adaID {
+		t.Fatalf("the linked identity logs in to %s, want %s", id, adaID)
+	}
+	// Another account cannot take the identity.
+	bob := tokensOf(t, clustertest.Do(t, "POST", base+"/v1/auth/signup", nil, credentials("bob@example.com", "correct horse")), 201)
+	expectProblem(t, clustertest.Do(t, "POST", link, bearer(bob.AccessToken), oidcBody("test", idToken, "")), 409, "already_exists")
+}

@@ -41,6 +41,8 @@ const (
 	AuthTOTPEnroll  AuthOp = "totp_enroll"  // User → TOTP
 	AuthTOTPConfirm AuthOp = "totp_confirm" // User, TOTP → RecoveryCodes
 	AuthTOTPDisable AuthOp = "totp_disable" // User, TOTP or RecoveryCode → nothing
+	// AuthOIDCLink links the identity of an ID token to the user.
+	AuthOIDCLink AuthOp = "oidc_link" // User, Provider, IDToken, Nonce → nothing
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -52,7 +54,8 @@ type AuthRequest struct {
 	Password     string    `json:"password,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
-	// User is the user an edge verified the access token of (me, delete, the TOTP ops).
+	// User is the user an edge verified the access token of (me, delete, the TOTP ops,
+	// oidc_link).
 	User string `json:"user,omitempty"`
 	// TOTP is a code of the user's authenticator, RecoveryCode one of their recovery codes.
 	TOTP         string `json:"totp,omitempty"`
