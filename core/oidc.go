@@ -241,6 +241,9 @@ func placeholderEmail(provider, subject string) string {
 func (a *accounts) verifyIDToken(ctx context.Context, provider, token, nonce string, now time.Time) (auth.IDClaims, error) {
 	p, ok := a.oidc[provider]
 	if !ok {
+		if !providerName.MatchString(provider) {
+			return auth.IDClaims{}, problem.New(problem.InvalidCredentials, "no such identity provider is configured")
+		}
 		return auth.IDClaims{}, problem.Newf(problem.InvalidCredentials, "no identity provider %q is configured", provider)
 	}
 	c, err := p.verify(ctx, token, nonce, now)

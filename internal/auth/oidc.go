@@ -285,7 +285,7 @@ func p256Key(x, y string) (*ecdsa.PublicKey, error) {
 //   - no key with the kid: ErrUnknownKey (the caller may fetch the set again, once);
 //   - alg not the key's algorithm: ErrAlgorithm;
 //   - the signature does not verify: ErrSignature;
-//   - the claims are not strict JSON with string iss and sub, aud a string or an array of
+//   - the claims are not strict JSON with string iss and sub (no control characters), aud a string or an array of
 //     strings, integer exp and iat, and, when present, integer nbf, string nonce, azp and
 //     email and email_verified a boolean (or "true"/"false"): ErrMalformed;
 //   - iss not exactly cfg.Issuer: ErrIssuer;
@@ -448,6 +448,10 @@ func parseIDClaims(b []byte) (IDClaims, error) {
 	}
 	if c.Issuer == "" || c.Subject == "" {
 		return IDClaims{}, fmt.Errorf("%w: empty iss or sub", ErrMalformed)
+	}
+	// The subject becomes a database key: no control characters (NUL above all).
+	if strings.ContainsFunc(c.Subject, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return IDClaims{}, fmt.Errorf("%w: sub has control characters", ErrMalformed)
 	}
 	c.ExpiresAt = time.Unix(exp, 0).UTC()
 	c.IssuedAt = time.Unix(iat, 0).UTC()

@@ -86,6 +86,7 @@ func TestVerifyIDToken(t *testing.T) {
 		{"jku in the header", hdr(map[string]any{"alg": "RS256", "kid": rs.ID, "jku": "https://evil.test/keys"}), "", ErrMalformed},
 		{"an access token's typ", hdr(map[string]any{"alg": "RS256", "kid": rs.ID, "typ": "at+jwt"}), "", ErrMalformed},
 		{"no kid", hdr(map[string]any{"alg": "RS256"}), "", ErrMalformed},
+		{"NUL in sub", rs.Sign(t, edit(func(c map[string]any) { c["sub"] = "u\x001" })), "", ErrMalformed},
 		{"no sub", rs.Sign(t, edit(func(c map[string]any) { delete(c, "sub") })), "", ErrMalformed},
 		{"exp a string", rs.Sign(t, edit(func(c map[string]any) { c["exp"] = "tomorrow" })), "", ErrMalformed},
 		{"email_verified a number", rs.Sign(t, edit(func(c map[string]any) { c["email_verified"] = 1 })), "", ErrMalformed},
