@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,6 +56,15 @@ type AccountsConfig struct {
 	// TOTPIssuer names the service in authenticator apps (the otpauth:// URI's issuer).
 	// Default "Perch"; no colon.
 	TOTPIssuer string
+	// OIDC are the OpenID Connect providers whose ID tokens log in (POST /v1/auth/oidc,
+	// oidc.go); none by default. Names are unique.
+	OIDC []OIDCProvider
+	// OIDCClient fetches the providers' keys. Default: an http.Client with a 5-second
+	// timeout.
+	OIDCClient *http.Client
+	// OIDCRefetch is the least time between two fetches of a provider's keys caused by ID
+	// tokens of a kid they lack. Default 1 minute.
+	OIDCRefetch time.Duration
 }
 
 // DefaultAccountsConfig is the configuration of a production core's account service.
@@ -129,6 +139,19 @@ func (c *AccountsConfig) complete() error {
 	if strings.Contains(c.TOTPIssuer, ":") || len(c.TOTPIssuer) > 256 {
 		return fmt.Errorf("TOTP issuer %q: at most 256 bytes, no colon", c.TOTPIssuer)
 	}
+	names := make(map[string]bool, len(c.OIDC))
+	for _, p := range c.OIDC {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		if names[p.Name] {
+			return fmt.Errorf("oidc provider %q configured twice", p.Name)
+		}
+		names[p.Name] = true
+	}
+	if c.OIDCRefetch <= 0 {
+		c.OIDCRefetch = time.Minute
+	}
 	return nil
 }
 
@@ -141,6 +164,7 @@ type accounts struct {
 	store interface {
 		AccountStore
 		TOTPStore
+		IdentityStore
 	}
 	keyStore APIKeyStore
 	nc       *nats.Conn
@@ -151,6 +175,8 @@ type accounts struct {
 	hashing chan struct{}
 	// sealer seals TOTP secrets; nil without a secret key.
 	sealer *sealer
+	// oidc are the configured OpenID Connect providers, by name.
+	oidc map[string]*oidcProvider
 
 	mu     sync.Mutex
 	signer *auth.Signer
@@ -161,7 +187,7 @@ type accounts struct {
 
 func newAccounts(cfg AccountsConfig, store Store, nc *nats.Conn, log *slog.Logger, now func() time.Time, m *metrics) *accounts {
 	a := &accounts{cfg: cfg, store: store, keyStore: store, nc: nc, log: log.With("component", "accounts"), now: now, m: m,
-		hashing: make(chan struct{}, cfg.Hashing)}
+		hashing: make(chan struct{}, cfg.Hashing), oidc: newOIDCProviders(cfg)}
 	// complete checked the key's length, so this cannot fail.
 	a.sealer, _ = newSealer(cfg.SecretKey)
 	if a.sealer == nil {
@@ -268,6 +294,10 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 		resp.Tokens, err = a.login(ctx, req.Email, req.Password, secondFactor{req.TOTP, req.RecoveryCode})
 	case wire.AuthRefresh:
 		resp.Tokens, err = a.refresh(ctx, req.RefreshToken)
+	case wire.AuthOIDC:
+		resp.Tokens, err = a.oidcLogin(ctx, req.Provider, req.IDToken, req.Nonce)
+	case wire.AuthOIDCLink:
+		err = a.oidcLink(ctx, req.User, req.Provider, req.IDToken, req.Nonce)
 	case wire.AuthLogout:
 		err = a.logout(ctx, req.RefreshToken)
 	case wire.AuthKeys:
@@ -316,7 +346,8 @@ func (a *accounts) serve(ctx context.Context, req *wire.AuthRequest) wire.AuthRe
 	op := string(req.Op)
 	switch req.Op {
 	case wire.AuthSignup, wire.AuthLogin, wire.AuthRefresh, wire.AuthLogout, wire.AuthKeys, wire.AuthRevocations,
-		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys, wire.AuthTOTPEnroll, wire.AuthTOTPConfirm, wire.AuthTOTPDisable:
+		wire.AuthMe, wire.AuthDelete, wire.AuthAPIKeys, wire.AuthTOTPEnroll, wire.AuthTOTPConfirm, wire.AuthTOTPDisable,
+		wire.AuthOIDC, wire.AuthOIDCLink:
 	default:
 		op = "other"
 	}
@@ -329,10 +360,11 @@ var errInvalidCredentials = problem.New(problem.InvalidCredentials, "invalid cre
 // NormalizeEmail returns the form in which an email is stored and looked up: trimmed and in
 // lower case. It reports false for what cannot be an address: over 254 bytes, not valid
 // UTF-8, without one @ between a local part and a domain, or with spaces or control
-// characters.
+// characters; and for an address that starts with "oidc:", the prefix of the placeholder
+// emails of users created through an identity provider (oidc.go).
 func NormalizeEmail(email string) (string, bool) {
 	e := strings.ToLower(strings.TrimSpace(email))
-	if len(e) == 0 || len(e) > 254 || !utf8.ValidString(e) {
+	if len(e) == 0 || len(e) > 254 || !utf8.ValidString(e) || strings.HasPrefix(e, "oidc:") {
 		return "", false
 	}
 	at := strings.IndexByte(e, '@')

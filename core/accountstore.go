@@ -74,7 +74,7 @@ type AccountStore interface {
 	// RevokeUser revokes every family of the user and records a Revocation of kind
 	// "subject" with the user's id at now (a password change, an account deleted).
 	RevokeUser(ctx context.Context, userID string, now time.Time) error
-	// DeleteUser deletes the user and their refresh tokens, revokes their families, and
+	// DeleteUser deletes the user, their refresh tokens and identities, revokes their families, and
 	// records a Revocation of kind "subject" with the user's id at now, in one transaction
 	// (DELETE /v1/me; the user's documents are deleted through the write path before).
 	// ErrNotFound when there is no such user.

@@ -132,6 +132,7 @@ type Store interface {
 	AccountStore
 	APIKeyStore
 	TOTPStore
+	IdentityStore
 	// Expire forgets write records and Idempotency-Keys recorded before the given time, and
 	// producers last seen before ProducerRetention earlier than it, and returns how many
 	// write records and keys it removed. Documents and tombstones are kept.

@@ -309,6 +309,12 @@ type refreshJSON struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+type oidcJSON struct {
+	Provider string `json:"provider"`
+	IDToken  string `json:"id_token"`
+	Nonce    string `json:"nonce,omitempty"`
+}
+
 // maxAuthBody bounds the body of an account request: an email, a password of at most
 // auth.MaxPasswordLen bytes, or a refresh token, with room for JSON escapes.
 const maxAuthBody = 8 << 10
@@ -319,6 +325,49 @@ func (e *Edge) refresh(ctx *fasthttp.RequestCtx, _ params) {
 	e.refreshToken(ctx, wire.AuthRefresh)
 }
 func (e *Edge) logout(ctx *fasthttp.RequestCtx, _ params) { e.refreshToken(ctx, wire.AuthLogout) }
+
+// maxOIDCBody bounds the body of POST /v1/auth/oidc: an ID token of at most
+// auth.MaxTokenBytes, a provider's name and a nonce.
+const maxOIDCBody = auth.MaxTokenBytes + 2<<10
+
+// oidcLogin serves POST /v1/auth/oidc: a login with an ID token of a configured OpenID
+// Connect provider, which the core verifies and links to a user. It answers like a login.
+func (e *Edge) oidcLogin(ctx *fasthttp.RequestCtx, _ params) {
+	var body oidcJSON
+	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
+		return
+	}
+	if body.Provider == "" || body.IDToken == "" {
+		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+		return
+	}
+	e.forwardAuth(ctx, &wire.AuthRequest{Op: wire.AuthOIDC, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce})
+}
+
+// linkIdentity serves POST /v1/me/identities: the identity of an ID token is linked to the
+// user of the access token, so that either logs in to the account from then on (204).
+func (e *Edge) linkIdentity(ctx *fasthttp.RequestCtx, p params) {
+	if p.user == "" {
+		e.refuseAuth(ctx, problemNeedsToken)
+		return
+	}
+	var body oidcJSON
+	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
+		return
+	}
+	if body.Provider == "" || body.IDToken == "" {
+		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+		return
+	}
+	req := &wire.AuthRequest{Op: wire.AuthOIDCLink, User: p.user, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce}
+	if _, pr := e.askAuth(req, e.cfg.WriteTimeout); pr != nil {
+		e.writeAuthProblem(ctx, pr)
+		return
+	}
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
 
 func (e *Edge) credentials(ctx *fasthttp.RequestCtx, op wire.AuthOp) {
 	var body credentialsJSON
@@ -352,13 +401,18 @@ func (e *Edge) refreshToken(ctx *fasthttp.RequestCtx, op wire.AuthOp) {
 // authBody checks the account request's media type and size and decodes its JSON body into v (unknown
 // members refused, one object, nothing after it).
 func (e *Edge) authBody(ctx *fasthttp.RequestCtx, v any) bool {
+	return e.authBodyLimit(ctx, v, maxAuthBody)
+}
+
+// authBodyLimit is authBody with a body of at most limit bytes.
+func (e *Edge) authBodyLimit(ctx *fasthttp.RequestCtx, v any, limit int) bool {
 	if ct := ctx.Request.Header.ContentType(); !isJSONContentType(ct) {
 		e.writeAuthProblem(ctx, problem.New(problem.UnsupportedMedia, "the body must be application/json"))
 		return false
 	}
 	b := ctx.Request.Body()
-	if len(b) > maxAuthBody {
-		e.writeAuthProblem(ctx, problem.Newf(problem.TooLarge, "an account request is at most %d bytes", maxAuthBody))
+	if len(b) > limit {
+		e.writeAuthProblem(ctx, problem.Newf(problem.TooLarge, "an account request is at most %d bytes", limit))
 		return false
 	}
 	if err := decodeStrict(b, v); err != nil {

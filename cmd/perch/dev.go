@@ -24,6 +24,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	db := fs.String("db", "", "database DSN, e.g. postgres://... (default: SQLite under --data)")
 	adminAddr := fs.String("admin", "127.0.0.1:0", "admin listener (/metrics, /debug/pprof) of the whole system; port 0 picks a free one, empty turns it off")
 	secretKey := secretKeyFlag(fs)
+	oidc := oidcFlags(fs)
 	cacheControl := cacheControlFlag(fs)
 	cacheBytes := cacheBytesFlag(fs)
 	shields := shieldFlags(fs)
@@ -69,6 +70,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := secretKey.apply(&ccfg.Accounts); err != nil {
 		return err
 	}
+	oidc.apply(&ccfg.Accounts)
 	if ccfg.Accounts.SecretKey == nil {
 		// The key of TOTP secrets lives beside the data it opens.
 		if err := os.MkdirAll(dir, 0o750); err != nil {

@@ -48,6 +48,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	replicas := fs.Int("stream-replicas", 3, "JetStream replicas of the write stream when it is created (1 for a lone NATS server)")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	secretKey := secretKeyFlag(fs)
+	oidc := oidcFlags(fs)
 	traces := traceFlags(fs, false)
 	newLogger := logFlags(fs, "json")
 	log, err := setup(fs, args, getenv, newLogger, stderr)
@@ -61,6 +62,7 @@ func runCore(ctx context.Context, args []string, getenv func(string) string, std
 	if err := secretKey.apply(&cfg.Accounts); err != nil {
 		return err
 	}
+	oidc.apply(&cfg.Accounts)
 	tp, stopTracing, err := traces.start(ctx, "perch-core", log)
 	if err != nil {
 		return err

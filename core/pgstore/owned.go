@@ -54,7 +54,7 @@ func (s *Store) Owned(ctx context.Context, q wire.OwnedQuery) (wire.ListPage, er
 	return page, nil
 }
 
-// DeleteUser deletes the user and their refresh tokens, revokes their families (kept, revoked,
+// DeleteUser deletes the user, their refresh tokens and identities, revokes their families (kept, revoked,
 // until they expire) and records the subject revocation, in one transaction.
 func (s *Store) DeleteUser(ctx context.Context, id string, now time.Time) error {
 	at := micro(now)
@@ -76,6 +76,9 @@ func (s *Store) DeleteUser(ctx context.Context, id string, now time.Time) error 
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM login_failures WHERE key = $1`, email); err != nil {
 			return fmt.Errorf("delete login failures: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM identities WHERE user_id = $1`, id); err != nil {
+			return fmt.Errorf("delete identities: %w", err)
 		}
 		return recordRevocation(ctx, tx, core.RevokeSubject, id, at)
 	})

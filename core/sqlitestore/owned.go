@@ -48,7 +48,7 @@ func (s *Store) Owned(ctx context.Context, q wire.OwnedQuery) (wire.ListPage, er
 	return page, nil
 }
 
-// DeleteUser deletes the user and their refresh tokens, revokes their families (kept, revoked,
+// DeleteUser deletes the user, their refresh tokens and identities, revokes their families (kept, revoked,
 // until they expire) and records the subject revocation, in one transaction on the writer.
 func (s *Store) DeleteUser(ctx context.Context, id string, now time.Time) error {
 	return s.writeTx(ctx, "delete user", func(t *accountTx) error {
@@ -68,6 +68,9 @@ func (s *Store) DeleteUser(ctx context.Context, id string, now time.Time) error 
 		}
 		if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM login_failures WHERE key = ?`, email); err != nil {
 			return fmt.Errorf("delete login failures: %w", err)
+		}
+		if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM identities WHERE user_id = ?`, id); err != nil {
+			return fmt.Errorf("delete identities: %w", err)
 		}
 		if _, err := t.exec(s.as.w.insertRevocation, core.RevokeSubject, id, micros(now)); err != nil {
 			return fmt.Errorf("record revocation: %w", err)

@@ -35,6 +35,7 @@ const (
 	Accounts    Category = "Accounts"     // core.AccountStore: users, keys, refresh tokens, revocations
 	APIKeys     Category = "APIKeys"      // core.APIKeyStore: the apps' API keys
 	TOTP        Category = "TOTP"         // core.TOTPStore: pending and confirmed secrets, steps, recovery codes
+	Identities  Category = "Identities"   // core.IdentityStore: identities of OpenID Connect providers linked to users
 	Lifecycle   Category = "Lifecycle"    // Close
 )
 
@@ -73,6 +74,7 @@ var suite = []struct {
 	{Accounts, accountTests},
 	{APIKeys, apiKeyTests},
 	{TOTP, totpTests},
+	{Identities, identityTests},
 	{Lifecycle, lifecycleTests},
 }
 
@@ -101,6 +103,8 @@ var suite = []struct {
 //   - API keys: APIKeys lists revoked keys too; a second RevokeAPIKey keeps the first time.
 //   - TOTP: of 8 concurrent AdvanceTOTPStep calls with one step, or UseRecoveryCode calls
 //     with one hash, exactly one reports true.
+//   - identities: of 8 concurrent CreateUserWithIdentity calls with one identity, exactly one
+//     succeeds and the others fail with ErrExists, having stored nothing.
 func Run(t *testing.T, open OpenFunc, opts ...Option) {
 	o := options{except: map[Category]string{}}
 	for _, opt := range opts {

@@ -27,7 +27,7 @@ var forbidden = map[string][]string{
 }
 
 // testOnly are packages that production code must never import.
-var testOnly = []string{"internal/natstest", "internal/clustertest", "internal/pgtest", "core/storetest"}
+var testOnly = []string{"internal/natstest", "internal/clustertest", "internal/pgtest", "internal/oidctest", "core/storetest"}
 
 func TestImports(t *testing.T) {
 	root, err := filepath.Abs("../..")

@@ -31,6 +31,7 @@ const (
 	AuthLogin       AuthOp = "login"       // Email, Password, TOTP or RecoveryCode → Tokens
 	AuthRefresh     AuthOp = "refresh"     // RefreshToken → Tokens
 	AuthLogout      AuthOp = "logout"      // RefreshToken → nothing
+	AuthOIDC        AuthOp = "oidc"        // Provider, IDToken, Nonce → Tokens
 	AuthKeys        AuthOp = "keys"        // → JWKS
 	AuthRevocations AuthOp = "revocations" // Since → Revocations
 	AuthMe          AuthOp = "me"          // User → Account
@@ -40,6 +41,8 @@ const (
 	AuthTOTPEnroll  AuthOp = "totp_enroll"  // User → TOTP
 	AuthTOTPConfirm AuthOp = "totp_confirm" // User, TOTP → RecoveryCodes
 	AuthTOTPDisable AuthOp = "totp_disable" // User, TOTP or RecoveryCode → nothing
+	// AuthOIDCLink links the identity of an ID token to the user.
+	AuthOIDCLink AuthOp = "oidc_link" // User, Provider, IDToken, Nonce → nothing
 )
 
 // AuthRequest is an edge's request to the core's account service. It carries a password in
@@ -51,11 +54,17 @@ type AuthRequest struct {
 	Password     string    `json:"password,omitempty"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
-	// User is the user an edge verified the access token of (me, delete, the TOTP ops).
+	// User is the user an edge verified the access token of (me, delete, the TOTP ops,
+	// oidc_link).
 	User string `json:"user,omitempty"`
 	// TOTP is a code of the user's authenticator, RecoveryCode one of their recovery codes.
 	TOTP         string `json:"totp,omitempty"`
 	RecoveryCode string `json:"recovery_code,omitempty"`
+	// Provider names a configured OpenID Connect provider, IDToken is an ID token it
+	// signed, and Nonce (optional) the nonce the client sent in its authentication request.
+	Provider string `json:"provider,omitempty"`
+	IDToken  string `json:"id_token,omitempty"`
+	Nonce    string `json:"nonce,omitempty"`
 }
 
 // Account is what a user's export says of the account itself: never its password hash.
