@@ -28,7 +28,7 @@ func oidcCluster(t *testing.T, p *oidctest.Provider) *clustertest.Cluster {
 	ccfg.Accounts.OIDCClient = p.Client()
 	// Every token of an unknown kid makes one fetch, so that the test can count them.
 	ccfg.Accounts.OIDCRefetch = time.Nanosecond
-	ecfg := &edge.Config{AuthRateLimit: ratelimit.Policy{Scope: ratelimit.ScopeIP, Limit: 1000, Period: time.Second}}
+	ecfg := &edge.Config{AuthRateLimit: ratelimit.Policy{Scope: ratelimit.ScopeIP}}
 	return clustertest.Start(t, clustertest.Options{Regions: []string{"a"}, Core: &ccfg, Edge: ecfg})
 }
 

@@ -28,7 +28,7 @@ func totpCluster(t *testing.T, key bool) *clustertest.Cluster {
 		ccfg.Accounts.SecretKey = make([]byte, core.SecretKeyLen)
 		rand.Read(ccfg.Accounts.SecretKey)
 	}
-	ecfg := &edge.Config{AuthRateLimit: ratelimit.Policy{Scope: ratelimit.ScopeIP, Limit: 1000, Period: time.Second}}
+	ecfg := &edge.Config{AuthRateLimit: ratelimit.Policy{Scope: ratelimit.ScopeIP}}
 	return clustertest.Start(t, clustertest.Options{Regions: []string{"a"}, Core: &ccfg, Edge: ecfg})
 }
 
