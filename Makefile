@@ -81,6 +81,10 @@ clean: ## Remove build output (not ./data)
 bench-invalidation: ## Write → every edge of three serves it (p50/p99 ms), over WRITES (default 500) writes
 	$(GO) test -run '^$$' -bench BenchmarkInvalidation -benchtime $${WRITES:-500}x -count 1 ./bench
 
+.PHONY: bench-revocation
+bench-revocation: ## Logout → every edge of three refuses the session's token (p50/p99 ms), over 200 logouts
+	$(GO) test -run '^$$' -bench BenchmarkRevocation -benchtime 200x -count 1 ./bench
+
 .PHONY: bench-memory
 bench-memory: ## Peak RSS of a perch edge process holding 100k cached 1 KB documents, ÷ their bytes
 	$(GO) test -run '^$$' -bench BenchmarkEdgeMemory -benchtime 1x -count 1 -timeout 20m ./bench
