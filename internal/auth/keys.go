@@ -238,10 +238,25 @@ func MarshalJWKS(keys []PublicKey) ([]byte, error) {
 // that an edge never swaps its keys for none. The document is read strictly (valid UTF-8, no
 // member name twice in an object, at most 64 KiB); every error wraps ErrMalformed.
 func ParseJWKS(data []byte) (KeySet, error) {
-	if len(data) > maxJWKSBytes {
-		return KeySet{}, fmt.Errorf("%w: key set of %d bytes", ErrMalformed, len(data))
+	keys, err := readKeySet(data, maxJWKSBytes, maxEdKeys, "Ed25519", func(dec *json.Decoder) (string, PublicKey, bool, error) {
+		k, ok, err := readJWK(dec)
+		return k.ID, k, ok, err
+	})
+	if err != nil {
+		return KeySet{}, err
 	}
-	keys := make(map[string]PublicKey)
+	return KeySet{keys: keys}, nil
+}
+
+// readKeySet reads a JWK set (RFC 7517 §5) strictly: one object, at most maxBytes, whose
+// "keys" array holds at most maxJWKSKeys members, each read by read, which reports whether it
+// keeps the key and under which kid. At most maxKept keys are kept, no kid twice, and at
+// least one. kind names the keys kept, for errors. Every error wraps ErrMalformed.
+func readKeySet[K any](data []byte, maxBytes, maxKept int, kind string, read func(*json.Decoder) (string, K, bool, error)) (map[string]K, error) {
+	if len(data) > maxBytes {
+		return nil, fmt.Errorf("%w: key set of %d bytes", ErrMalformed, len(data))
+	}
+	keys := make(map[string]K)
 	sawKeys := false
 	err := decodeObject(data, func(name string, dec *json.Decoder) error {
 		if name != "keys" {
@@ -255,20 +270,20 @@ func ParseJWKS(data []byte) (KeySet, error) {
 			if n == maxJWKSKeys {
 				return fmt.Errorf("%w: more than %d keys", ErrMalformed, maxJWKSKeys)
 			}
-			k, ok, err := readJWK(dec)
+			kid, k, ok, err := read(dec)
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			if _, dup := keys[k.ID]; dup {
-				return fmt.Errorf("%w: kid %q twice", ErrMalformed, k.ID)
+			if _, dup := keys[kid]; dup {
+				return fmt.Errorf("%w: kid %q twice", ErrMalformed, kid)
 			}
-			if len(keys) == maxEdKeys {
-				return fmt.Errorf("%w: more than %d Ed25519 keys", ErrMalformed, maxEdKeys)
+			if len(keys) == maxKept {
+				return fmt.Errorf("%w: more than %d %s keys", ErrMalformed, maxKept, kind)
 			}
-			keys[k.ID] = k
+			keys[kid] = k
 		}
 		if _, err := dec.Token(); err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -276,15 +291,15 @@ func ParseJWKS(data []byte) (KeySet, error) {
 		return nil
 	})
 	if err != nil {
-		return KeySet{}, err
+		return nil, err
 	}
 	if !sawKeys {
-		return KeySet{}, fmt.Errorf("%w: no keys member", ErrMalformed)
+		return nil, fmt.Errorf("%w: no keys member", ErrMalformed)
 	}
 	if len(keys) == 0 {
-		return KeySet{}, fmt.Errorf("%w: no Ed25519 signature key", ErrMalformed)
+		return nil, fmt.Errorf("%w: no %s signature key", ErrMalformed, kind)
 	}
-	return KeySet{keys: keys}, nil
+	return keys, nil
 }
 
 // readJWK reads one member of a JWKS's keys; ok is false for a key ParseJWKS skips.

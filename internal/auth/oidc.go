@@ -118,51 +118,9 @@ func (s OIDCKeySet) Has(kid string) bool {
 // is read strictly (valid UTF-8, no member name twice, at most 256 KiB); every error wraps
 // ErrMalformed.
 func ParseOIDCJWKS(data []byte) (OIDCKeySet, error) {
-	if len(data) > maxOIDCJWKSBytes {
-		return OIDCKeySet{}, fmt.Errorf("%w: key set of %d bytes", ErrMalformed, len(data))
-	}
-	keys := make(map[string]oidcKey)
-	sawKeys := false
-	err := decodeObject(data, func(name string, dec *json.Decoder) error {
-		if name != "keys" {
-			return skipValue(dec)
-		}
-		sawKeys = true
-		if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-			return fmt.Errorf("%w: keys is not an array", ErrMalformed)
-		}
-		for n := 0; dec.More(); n++ {
-			if n == maxJWKSKeys {
-				return fmt.Errorf("%w: more than %d keys", ErrMalformed, maxJWKSKeys)
-			}
-			kid, k, ok, err := readOIDCJWK(dec)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			if _, dup := keys[kid]; dup {
-				return fmt.Errorf("%w: kid %q twice", ErrMalformed, kid)
-			}
-			if len(keys) == maxOIDCKeys {
-				return fmt.Errorf("%w: more than %d signature keys", ErrMalformed, maxOIDCKeys)
-			}
-			keys[kid] = k
-		}
-		if _, err := dec.Token(); err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		return nil
-	})
+	keys, err := readKeySet(data, maxOIDCJWKSBytes, maxOIDCKeys, "RS256 or ES256", readOIDCJWK)
 	if err != nil {
 		return OIDCKeySet{}, err
-	}
-	if !sawKeys {
-		return OIDCKeySet{}, fmt.Errorf("%w: no keys member", ErrMalformed)
-	}
-	if len(keys) == 0 {
-		return OIDCKeySet{}, fmt.Errorf("%w: no RS256 or ES256 signature key", ErrMalformed)
 	}
 	return OIDCKeySet{keys: keys}, nil
 }
