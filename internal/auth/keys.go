@@ -302,6 +302,15 @@ func readKeySet[K any](data []byte, maxBytes, maxKept int, kind string, read fun
 	return keys, nil
 }
 
+// readVerifyOp reads a JWK's key_ops (RFC 7517 §4.3) and reports whether it allows verify.
+func readVerifyOp(dec *json.Decoder) (bool, error) {
+	var ops []string
+	if dec.Decode(&ops) != nil {
+		return false, fmt.Errorf("%w: key_ops is not an array of strings", ErrMalformed)
+	}
+	return slices.Contains(ops, "verify"), nil
+}
+
 // readJWK reads one member of a JWKS's keys; ok is false for a key ParseJWKS skips.
 func readJWK(dec *json.Decoder) (k PublicKey, ok bool, err error) {
 	var kty, crv, x, use, alg string
@@ -329,11 +338,7 @@ func readJWK(dec *json.Decoder) (k PublicKey, ok bool, err error) {
 			err = skipValue(dec)
 		case "key_ops":
 			hasOps = true
-			var ops []string
-			if dec.Decode(&ops) != nil {
-				return fmt.Errorf("%w: key_ops is not an array of strings", ErrMalformed)
-			}
-			canVerify = slices.Contains(ops, "verify")
+			canVerify, err = readVerifyOp(dec)
 		default:
 			err = skipValue(dec)
 		}

@@ -156,11 +156,7 @@ func readOIDCJWK(dec *json.Decoder) (kid string, k oidcKey, ok bool, err error) 
 			err = skipValue(dec)
 		case "key_ops":
 			hasOps = true
-			var ops []string
-			if dec.Decode(&ops) != nil {
-				return fmt.Errorf("%w: key_ops is not an array of strings", ErrMalformed)
-			}
-			canVerify = slices.Contains(ops, "verify")
+			canVerify, err = readVerifyOp(dec)
 		default:
 			err = skipValue(dec)
 		}
