@@ -412,3 +412,29 @@ func TestFleetNearLimit(t *testing.T) {
 		t.Fatalf("under the limit: %d of %d requests refused, more than 1%%", refused, underSent.Load())
 	}
 }
+
+// TestFleetKeyMovesAtLowRate: a key of a low-rate policy (30 a minute) whose first request
+// was on one edge is admitted at once on another that knew it only from the first's report:
+// a client whose requests move to another edge is not refused until its share there grows,
+// which at this rate would take most of a minute.
+func TestFleetKeyMovesAtLowRate(t *testing.T) {
+	fleet := startFleet(t, 2, "ip:30/m:10")
+	k := ip("198.51.100.9")
+	if !fleet[0].l.Allow("", k).Allowed {
+		t.Fatal("the first request was refused")
+	}
+	waitFor(t, 5*time.Second, func() bool { return trackedKeys(fleet[1].l) == 1 })
+	if d := fleet[1].l.Allow("", k); !d.Allowed {
+		t.Fatalf("the key's first request on the other edge was refused: %+v", d)
+	}
+	// The grant is once per key and edge: its share of the burst (10/2), not more.
+	admitted := 1
+	for range 20 {
+		if fleet[1].l.Allow("", k).Allowed {
+			admitted++
+		}
+	}
+	if admitted > 5 {
+		t.Fatalf("the other edge admitted %d at once, more than its half of the burst (5)", admitted)
+	}
+}

@@ -395,6 +395,8 @@ type entry struct {
 	gone   bool    // no longer in the map
 	// remoteEver: a peer reported demand for the key since it was created here.
 	remoteEver bool
+	// remoteOnly: created from a peer's report, and no request of the key here since.
+	remoteOnly bool
 	probation  int64   // until then the share is at most 1/N
 	topUp      float64 // tokens granted when probation ends without any peer's demand
 	seen       int64   // last local request
@@ -450,6 +452,21 @@ func (st *policyState) take(l *Limiter, key []byte, h uint64, now int64, consume
 	}
 	if e.count < 1<<31 {
 		e.count++
+	}
+	if e.remoteOnly {
+		e.remoteOnly = false
+		// The key's first request here, known until now only from the peers' reports (its
+		// share is then 0: this edge had no demand). Like a key first seen here, it gets a
+		// 1/N part of the burst at once rather than waiting for its share to grow: at a low
+		// rate (a few a minute) that wait would be minutes, and a client whose requests
+		// moved to this edge would be refused for it. Each edge grants this once per
+		// entry, so the fleet admits at most one burst more than one bucket would, per
+		// key and idle period (README.md, "Error bound").
+		if n := float64(max(st.live.Load(), 1)); e.cap < st.burst/n {
+			e.refill(now)
+			e.setShare(st, 1/n)
+		}
+		e.tokens = max(e.tokens, e.cap)
 	}
 	e.seen = now
 	if !e.active {
@@ -516,6 +533,7 @@ func (st *policyState) insert(l *Limiter, sh *shard, key []byte, now int64, loca
 	} else {
 		e.seen = 0
 		e.remoteSeen = now
+		e.remoteOnly = true
 		e.setShare(st, 0)
 	}
 	sh.m[e.key] = e
