@@ -210,7 +210,7 @@ func (c *Core) Run(ctx context.Context) error {
 		consumers[p] = cons
 	}
 
-	accounts := newAccounts(c.cfg.Accounts, c.store, c.nc, c.log, c.cfg.Now, c.m)
+	accounts := newAccounts(c.cfg.Accounts, c.store, c.nc, telemetry.WithTraceIDs(c.cfg.Logger), c.cfg.Now, c.m)
 	if err := accounts.rotate(ctx); err != nil {
 		return fmt.Errorf("core: %w", err)
 	}
