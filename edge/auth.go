@@ -364,9 +364,7 @@ func (e *Edge) linkIdentity(ctx *fasthttp.RequestCtx, p params) {
 		e.writeAuthProblem(ctx, pr)
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	e.answerAuth(ctx, fasthttp.StatusNoContent, nil)
 }
 
 func (e *Edge) credentials(ctx *fasthttp.RequestCtx, op wire.AuthOp) {
@@ -431,10 +429,8 @@ func (e *Edge) forwardAuth(ctx *fasthttp.RequestCtx, req *wire.AuthRequest) {
 		e.writeAuthProblem(ctx, p)
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	if req.Op == wire.AuthLogout {
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
+		e.answerAuth(ctx, fasthttp.StatusNoContent, nil)
 		return
 	}
 	if resp.Tokens == nil {
@@ -445,7 +441,19 @@ func (e *Edge) forwardAuth(ctx *fasthttp.RequestCtx, req *wire.AuthRequest) {
 	if req.Op == wire.AuthSignup {
 		status = fasthttp.StatusCreated
 	}
-	writeJSON(ctx, status, resp.Tokens)
+	e.answerAuth(ctx, status, resp.Tokens)
+}
+
+// answerAuth answers an account request that succeeded: with v as JSON, or no body when v
+// is nil; never cached, since it may carry tokens or secrets.
+func (e *Edge) answerAuth(ctx *fasthttp.RequestCtx, status int, v any) {
+	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
+	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
+	if v == nil {
+		ctx.SetStatusCode(status)
+		return
+	}
+	writeJSON(ctx, status, v)
 }
 
 // writeAuthProblem answers an account request's problem, never cached; a 401 carries the

@@ -42,9 +42,7 @@ func (e *Edge) totpEnroll(ctx *fasthttp.RequestCtx, p params) {
 		e.writeAuthProblem(ctx, problem.New(problem.Unavailable, "the account service answered without a secret"))
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
-	writeJSON(ctx, fasthttp.StatusOK, resp.TOTP)
+	e.answerAuth(ctx, fasthttp.StatusOK, resp.TOTP)
 }
 
 func (e *Edge) totpConfirm(ctx *fasthttp.RequestCtx, p params) {
@@ -61,9 +59,7 @@ func (e *Edge) totpConfirm(ctx *fasthttp.RequestCtx, p params) {
 		e.writeAuthProblem(ctx, problem.New(problem.Unavailable, "the account service answered without recovery codes"))
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
-	writeJSON(ctx, fasthttp.StatusOK, resp.Recovery)
+	e.answerAuth(ctx, fasthttp.StatusOK, resp.Recovery)
 }
 
 func (e *Edge) totpDisable(ctx *fasthttp.RequestCtx, p params) {
@@ -81,9 +77,7 @@ func (e *Edge) totpDisable(ctx *fasthttp.RequestCtx, p params) {
 		e.writeAuthProblem(ctx, pr)
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	e.answerAuth(ctx, fasthttp.StatusNoContent, nil)
 }
 
 // totpCode checks that the request has a user and decodes its {"code": ...} body.
