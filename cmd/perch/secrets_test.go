@@ -234,6 +234,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 		edgeMetrics := waitFor(t, regexp.MustCompile(`"metrics":"(http://[^"]+)"`), &edgeOut, edgeDone)
 		clustertest.WaitReady(t, base)
 		issued := sendSecrets(t, base)
+		// Without --rules, perch edge has DESIGN's default rules: reads need a token.
+		if r := clustertest.Do(t, "GET", base+"/v1/collections/users/docs/u1", nil, nil); r.Status != 401 {
+			t.Errorf("perch edge without --rules answered an anonymous read %d, want 401", r.Status)
+		}
 
 		checkNoSecrets(t, "perch core's log", coreOut.String(), issued)
 		checkNoSecrets(t, "perch edge's log", edgeOut.String(), issued)
@@ -262,6 +266,13 @@ func TestNoSecretsInLogs(t *testing.T) {
 		metrics := waitFor(t, regexp.MustCompile(`metrics\s+(http://\S+)`), &out, done)
 		clustertest.WaitReady(t, base)
 		issued := sendSecrets(t, base)
+		// Without --rules, perch dev is open to everyone, and says so.
+		if r := clustertest.Do(t, "GET", base+"/v1/collections/users/docs/u1", nil, nil); r.Status != 200 {
+			t.Errorf("perch dev without --rules answered an anonymous read %d, want 200", r.Status)
+		}
+		if !strings.Contains(out.String(), "no --rules: every collection is open to everyone") {
+			t.Error("perch dev without --rules logs no warning")
+		}
 		checkNoSecrets(t, "perch dev's output", out.String(), issued)
 		checkNoSecrets(t, "perch dev's metrics", fetch(t, metrics), issued)
 		if n := requestLines(out.String()); n < 8 {
