@@ -19,13 +19,13 @@ func TestEdgeGC(t *testing.T) {
 		cacheBytes int64
 		want       gcSettings
 	}{
-		{"defaults", nil, 256 * mib, gcSettings{gcPercent: 25, memoryLimit: 768 * mib}},
+		{"defaults", nil, 256 * mib, gcSettings{gcPercent: 10, memoryLimit: 768 * mib}},
 		{"GOGC set", map[string]string{"GOGC": "100"}, 256 * mib, gcSettings{gcPercent: -1, memoryLimit: 768 * mib}},
 		{"GOGC off", map[string]string{"GOGC": "off"}, 256 * mib, gcSettings{gcPercent: -1, memoryLimit: 768 * mib}},
-		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, 256 * mib, gcSettings{gcPercent: 25, memoryLimit: -1}},
+		{"GOMEMLIMIT set", map[string]string{"GOMEMLIMIT": "1GiB"}, 256 * mib, gcSettings{gcPercent: 10, memoryLimit: -1}},
 		{"both set", map[string]string{"GOGC": "50", "GOMEMLIMIT": "off"}, 256 * mib, gcSettings{gcPercent: -1, memoryLimit: -1}},
-		{"large cache", nil, 4 << 30, gcSettings{gcPercent: 25, memoryLimit: 8<<30 + 256*mib}},
-		{"cache beyond any limit", nil, math.MaxInt64 / 2, gcSettings{gcPercent: 25, memoryLimit: math.MaxInt64}},
+		{"large cache", nil, 4 << 30, gcSettings{gcPercent: 10, memoryLimit: 8<<30 + 256*mib}},
+		{"cache beyond any limit", nil, math.MaxInt64 / 2, gcSettings{gcPercent: 10, memoryLimit: math.MaxInt64}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := edgeGC(env(tc.env), tc.cacheBytes); got != tc.want {
