@@ -93,5 +93,9 @@ bench-memory: ## Peak RSS of a perch edge process holding 100k cached 1 KB docum
 bench-nginx: ## Cache-hit GET through one edge beside nginx proxy_cache (needs nginx: apt-get install nginx-light)
 	$(GO) test -run '^$$' -bench BenchmarkGetHitNginx -benchmem -benchtime $${BENCHTIME:-3s} -count 1 ./bench
 
+.PHONY: bench-pinned
+bench-pinned: ## Cache-hit GET, one CPU each: perch edge beside the bare fasthttp ceiling and nginx (needs wrk, nginx-light)
+	$(GO) test -run '^$$' -bench BenchmarkGetHitPinned -benchtime 1x -count 1 -timeout 20m ./bench
+
 .PHONY: bench-read
-bench-read: bench-invalidation bench-nginx bench-memory ## All three benchmarks of the edge read path
+bench-read: bench-invalidation bench-nginx bench-pinned bench-memory ## The benchmarks of the edge read path

@@ -73,50 +73,13 @@ func BenchmarkEdgeMemory(b *testing.B) {
 	}
 	dir := b.TempDir()
 	bin := buildPerch(b, dir)
-
-	// perch dev: the system the edge reads from, and the way the documents get in.
-	devPort := freePort(b)
-	dev := startProcess(b, exec.Command(bin, "dev", "--data", filepath.Join(dir, "dev"), "--regions", "seed",
-		"--port-base", strconv.Itoa(devPort), "--admin", "", "--log-level", "warn"), syscall.SIGTERM)
-	var devURL, natsURL string
-	edgeLine, natsLine := regexp.MustCompile(`edge seed\s+(http://\S+)`), regexp.MustCompile(`nats\s+(nats://\S+)`)
-	clustertest.Eventually(b, time.Minute, func() error {
-		dev.alive(b)
-		out := dev.out.String()
-		e, n := edgeLine.FindStringSubmatch(out), natsLine.FindStringSubmatch(out)
-		if e == nil || n == nil {
-			return fmt.Errorf("perch dev has not printed its URLs yet: %q", out)
-		}
-		devURL, natsURL = e[1], n[1]
-		return nil
-	})
-	clustertest.WaitReady(b, devURL)
+	devURL, natsURL := startDev(b, bin, dir)
 	seed(b, devURL, docs)
 	applied(b, natsURL)
 
-	// perch edge: the process measured.
-	edgeAddr, adminAddr := freeAddr(b), freeAddr(b)
-	// The documents are public: the reads measured carry no access token.
-	rules := filepath.Join(dir, "rules.yaml")
-	if err := os.WriteFile(rules, []byte("default: {read: public, write: public}\n"), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "edge", "--nats", natsURL, "--region", "mem", "--id", "mem-bench",
-		"--listen", edgeAddr, "--gossip", "127.0.0.1:0", "--admin", adminAddr, "--stream-replicas", "1",
-		"--drain-delay", "0s", "--log-level", "warn", "--rules", rules)
-	if v := os.Getenv("PERCH_BENCH_EDGE_ENV"); v != "" {
-		cmd.Env = append(os.Environ(), strings.Fields(v)...)
-	}
-	ep := startProcess(b, cmd, syscall.SIGTERM)
-	edgeURL := "http://" + edgeAddr
-	clustertest.Eventually(b, 30*time.Second, func() error {
-		ep.alive(b)
-		r, err := clustertest.Send("GET", edgeURL+"/readyz", nil, nil)
-		if err == nil && r.Status != 200 {
-			err = fmt.Errorf("readyz %d: %s", r.Status, r.Body)
-		}
-		return err
-	})
+	// perch edge: the process measured, started after the writes so that only reads fill its
+	// cache.
+	ep, edgeURL, adminAddr := startEdge(b, bin, dir, natsURL, nil, strings.Fields(os.Getenv("PERCH_BENCH_EDGE_ENV")))
 	pid := ep.cmd.Process.Pid
 	idle := procStatus(b, pid)["VmRSS"]
 	before := scrape(b, "http://"+adminAddr+"/metrics")
@@ -185,6 +148,59 @@ func buildPerch(b *testing.B, dir string) string {
 		b.Fatalf("go build ./cmd/perch: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// startDev starts `perch dev` of bin (embedded NATS, core, SQLite, one edge in region
+// "seed", data under dir) and returns its edge's URL and its NATS URL, once it is ready.
+func startDev(b *testing.B, bin, dir string, prefix ...string) (devURL, natsURL string) {
+	b.Helper()
+	args := append(append([]string(nil), prefix...), bin, "dev", "--data", filepath.Join(dir, "dev"), "--regions", "seed",
+		"--port-base", strconv.Itoa(freePort(b)), "--admin", "", "--log-level", "warn")
+	dev := startProcess(b, exec.Command(args[0], args[1:]...), syscall.SIGTERM)
+	edgeLine, natsLine := regexp.MustCompile(`edge seed\s+(http://\S+)`), regexp.MustCompile(`nats\s+(nats://\S+)`)
+	clustertest.Eventually(b, time.Minute, func() error {
+		dev.alive(b)
+		out := dev.out.String()
+		e, n := edgeLine.FindStringSubmatch(out), natsLine.FindStringSubmatch(out)
+		if e == nil || n == nil {
+			return fmt.Errorf("perch dev has not printed its URLs yet: %q", out)
+		}
+		devURL, natsURL = e[1], n[1]
+		return nil
+	})
+	clustertest.WaitReady(b, devURL)
+	return devURL, natsURL
+}
+
+// startEdge starts `perch edge` of bin in region "mem" against the NATS at natsURL, every
+// collection public (the reads measured carry no access token), run under prefix (a command
+// and its arguments, such as taskset's; none when empty) and with env added to its
+// environment. It returns the process, its URL and its admin address, once it is ready.
+func startEdge(b *testing.B, bin, dir, natsURL string, prefix, env []string) (*process, string, string) {
+	b.Helper()
+	edgeAddr, adminAddr := freeAddr(b), freeAddr(b)
+	rules := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rules, []byte("default: {read: public, write: public}\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	args := append(append([]string(nil), prefix...), bin, "edge", "--nats", natsURL, "--region", "mem", "--id", "mem-bench",
+		"--listen", edgeAddr, "--gossip", "127.0.0.1:0", "--admin", adminAddr, "--stream-replicas", "1",
+		"--drain-delay", "0s", "--log-level", "warn", "--rules", rules)
+	cmd := exec.Command(args[0], args[1:]...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	ep := startProcess(b, cmd, syscall.SIGTERM)
+	edgeURL := "http://" + edgeAddr
+	clustertest.Eventually(b, 30*time.Second, func() error {
+		ep.alive(b)
+		r, err := clustertest.Send("GET", edgeURL+"/readyz", nil, nil)
+		if err == nil && r.Status != 200 {
+			err = fmt.Errorf("readyz %d: %s", r.Status, r.Body)
+		}
+		return err
+	})
+	return ep, edgeURL, adminAddr
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.

@@ -104,13 +104,21 @@ func reportRate(b *testing.B) float64 {
 // returns its base URL. It is stopped (gracefully, SIGQUIT) when the benchmark ends.
 func startNginx(b *testing.B, bin string, workers int, origin string) string {
 	b.Helper()
+	return startNginxOn(b, nil, bin, workers, origin)
+}
+
+// startNginxOn is startNginx run under prefix (a command and its arguments, such as
+// taskset's; none when empty).
+func startNginxOn(b *testing.B, prefix []string, bin string, workers int, origin string) string {
+	b.Helper()
 	dir := b.TempDir()
 	addr := freeAddr(b)
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, benchload.NginxConfig(workers, dir, origin, addr), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	proc := startProcess(b, exec.Command(bin, "-p", dir, "-c", conf, "-e", "stderr"), syscall.SIGQUIT)
+	args := append(append([]string(nil), prefix...), bin, "-p", dir, "-c", conf, "-e", "stderr")
+	proc := startProcess(b, exec.Command(args[0], args[1:]...), syscall.SIGQUIT)
 	base := "http://" + addr
 	clustertest.Eventually(b, 10*time.Second, func() error {
 		proc.alive(b)
