@@ -64,10 +64,12 @@ func (r *coreReads) of(id string) int {
 	return r.ids[id]
 }
 
-// waitForRings waits until every edge's hash ring holds the edges of its region.
+// waitForRings waits until every edge's hash ring holds the edges of its region. It is the
+// tests' starting point, not what they measure: the bound is wide enough for a start of
+// five edges on a machine busy with other test packages under -race.
 func waitForRings(t *testing.T, c *clustertest.Cluster, want map[string]float64) {
 	t.Helper()
-	clustertest.Eventually(t, 10*time.Second, func() error {
+	clustertest.Eventually(t, 30*time.Second, func() error {
 		got := c.Metric("perch_edge_ring_members", "region")
 		for region, n := range want {
 			if got[region] != n {
