@@ -72,6 +72,14 @@ func BenchmarkWritePath(b *testing.B) {
 		}
 		ecfg.WriteLanes = n
 	}
+	if v := os.Getenv("PERCH_BENCH_BATCH_WINDOW"); v != "" {
+		// The edge's BatchWindow; default the edge's default.
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("PERCH_BENCH_BATCH_WINDOW=%q: %v", v, err)
+		}
+		ecfg.BatchWindow = d
+	}
 	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path, Edge: &ecfg})
 	for _, async := range []bool{false, true} {
 		name := "edge-jetstream-core"
