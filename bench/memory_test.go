@@ -154,9 +154,8 @@ func buildPerch(b *testing.B, dir string) string {
 // "seed", data under dir) and returns its edge's URL and its NATS URL, once it is ready.
 func startDev(b *testing.B, bin, dir string, prefix ...string) (devURL, natsURL string) {
 	b.Helper()
-	args := append(append([]string(nil), prefix...), bin, "dev", "--data", filepath.Join(dir, "dev"), "--regions", "seed",
-		"--port-base", strconv.Itoa(freePort(b)), "--admin", "", "--log-level", "warn")
-	dev := startProcess(b, exec.Command(args[0], args[1:]...), syscall.SIGTERM)
+	dev := startProcess(b, command(prefix, bin, "dev", "--data", filepath.Join(dir, "dev"), "--regions", "seed",
+		"--port-base", strconv.Itoa(freePort(b)), "--admin", "", "--log-level", "warn"), syscall.SIGTERM)
 	edgeLine, natsLine := regexp.MustCompile(`edge seed\s+(http://\S+)`), regexp.MustCompile(`nats\s+(nats://\S+)`)
 	clustertest.Eventually(b, time.Minute, func() error {
 		dev.alive(b)
@@ -173,9 +172,8 @@ func startDev(b *testing.B, bin, dir string, prefix ...string) (devURL, natsURL 
 }
 
 // startEdge starts `perch edge` of bin in region "mem" against the NATS at natsURL, every
-// collection public (the reads measured carry no access token), run under prefix (a command
-// and its arguments, such as taskset's; none when empty) and with env added to its
-// environment. It returns the process, its URL and its admin address, once it is ready.
+// collection public (the reads measured carry no access token), run under prefix (see
+// command) and with env added to its environment. It returns the process, its URL and its admin address, once it is ready.
 func startEdge(b *testing.B, bin, dir, natsURL string, prefix, env []string) (*process, string, string) {
 	b.Helper()
 	edgeAddr, adminAddr := freeAddr(b), freeAddr(b)
@@ -183,10 +181,9 @@ func startEdge(b *testing.B, bin, dir, natsURL string, prefix, env []string) (*p
 	if err := os.WriteFile(rules, []byte("default: {read: public, write: public}\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	args := append(append([]string(nil), prefix...), bin, "edge", "--nats", natsURL, "--region", "mem", "--id", "mem-bench",
+	cmd := command(prefix, bin, "edge", "--nats", natsURL, "--region", "mem", "--id", "mem-bench",
 		"--listen", edgeAddr, "--gossip", "127.0.0.1:0", "--admin", adminAddr, "--stream-replicas", "1",
 		"--drain-delay", "0s", "--log-level", "warn", "--rules", rules)
-	cmd := exec.Command(args[0], args[1:]...)
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}

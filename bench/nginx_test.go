@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -117,14 +116,8 @@ func startNginxOn(b *testing.B, prefix []string, bin string, workers int, origin
 	if err := os.WriteFile(conf, benchload.NginxConfig(workers, dir, origin, addr), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	args := append(append([]string(nil), prefix...), bin, "-p", dir, "-c", conf, "-e", "stderr")
-	proc := startProcess(b, exec.Command(args[0], args[1:]...), syscall.SIGQUIT)
 	base := "http://" + addr
-	clustertest.Eventually(b, 10*time.Second, func() error {
-		proc.alive(b)
-		_, err := clustertest.Send("GET", base+"/", nil, nil)
-		return err
-	})
+	startProcess(b, command(prefix, bin, "-p", dir, "-c", conf, "-e", "stderr"), syscall.SIGQUIT).serving(b, base)
 	return base
 }
 

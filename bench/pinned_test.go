@@ -191,10 +191,9 @@ var wrkP99 = regexp.MustCompile(`(?m)^\s*99%\s+([\d.]+)(us|ms|s)\s*$`)
 // the benchmark when a socket error or an answer other than 2xx/3xx was counted.
 func runWrk(b *testing.B, prefix []string, wrk string, threads int, url string, d time.Duration, serverCPU int, loadCPUs []int) wrkResult {
 	b.Helper()
-	args := append(append([]string(nil), prefix...), wrk, "-t", strconv.Itoa(threads), "-c", "64",
-		"-d", strconv.Itoa(int(d/time.Second))+"s", "--latency", url)
+	cmd := command(prefix, wrk, "-t", strconv.Itoa(threads), "-c", "64", "-d", strconv.Itoa(int(d/time.Second))+"s", "--latency", url)
 	before := cpuTimes(b)
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	out, err := cmd.CombinedOutput()
 	after := cpuTimes(b)
 	if err != nil {
 		b.Fatalf("wrk %s: %v\n%s", url, err, out)
@@ -319,15 +318,9 @@ func TestAnswerServer(t *testing.T) {
 func startAnswerServer(b *testing.B, prefix []string, file, etag string) string {
 	b.Helper()
 	addr := freeAddr(b)
-	args := append(append([]string(nil), prefix...), os.Args[0], "-test.run", "^TestAnswerServer$", "-test.count", "1")
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := command(prefix, os.Args[0], "-test.run", "^TestAnswerServer$", "-test.count", "1")
 	cmd.Env = append(os.Environ(), answerEnv+"="+file, answerListenEnv+"="+addr, answerETagEnv+"="+etag)
-	p := startProcess(b, cmd, syscall.SIGKILL)
 	base := "http://" + addr
-	clustertest.Eventually(b, 10*time.Second, func() error {
-		p.alive(b)
-		_, err := clustertest.Send("GET", base+"/", nil, nil)
-		return err
-	})
+	startProcess(b, cmd, syscall.SIGKILL).serving(b, base)
 	return base
 }

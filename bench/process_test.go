@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/perchhq/perch/internal/clustertest"
 )
 
 // process is a server the benchmark runs in a process of its own (nginx, the perch binary),
@@ -43,6 +45,26 @@ func startProcess(b *testing.B, cmd *exec.Cmd, stop syscall.Signal) *process {
 		}
 	})
 	return p
+}
+
+// command is exec.Command of name and args run under prefix (a command and its arguments,
+// such as taskset's, that runs them; none when empty).
+func command(prefix []string, name string, args ...string) *exec.Cmd {
+	if len(prefix) == 0 {
+		return exec.Command(name, args...)
+	}
+	return exec.Command(prefix[0], append(append(prefix[1:len(prefix):len(prefix)], name), args...)...)
+}
+
+// serving waits until the process answers HTTP at base (any status), and fails the
+// benchmark if it exits first.
+func (p *process) serving(b *testing.B, base string) {
+	b.Helper()
+	clustertest.Eventually(b, 10*time.Second, func() error {
+		p.alive(b)
+		_, err := clustertest.Send("GET", base+"/", nil, nil)
+		return err
+	})
 }
 
 // alive fails the benchmark, with the process's output, when the process has exited.
