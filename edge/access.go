@@ -53,6 +53,13 @@ func (e *Edge) notMine(ctx *fasthttp.RequestCtx, cacheStatus []byte) {
 
 var hiddenEntry = &entry{status: fasthttp.StatusNotFound, body: notFoundString}
 
+// hiddenStandIn is how a stale entry of someone else's document is shown on the stale paths
+// (stale-while-revalidate, stale-if-error): as an absent document cached at the same time,
+// which those paths answer alike.
+func hiddenStandIn(prior *entry) *entry {
+	return &entry{status: fasthttp.StatusNotFound, body: notFoundString, epoch: prior.epoch, expires: prior.expires}
+}
+
 // cacheControlOf is the Cache-Control of the collection's cacheable answers: as configured
 // when anyone may read it, else made private, since the answer depends on who asks.
 func (e *Edge) cacheControlOf(r Rule, collection []byte) []byte {

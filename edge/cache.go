@@ -343,19 +343,43 @@ func (dc *docCache) get(key []byte) (*entry, bool) {
 // it. ristretto is given no TTL: an entry past its expiry stays, unserved, until a fill
 // replaces it or the cost bound evicts it, and meanwhile still says which version the edge
 // last had.
+//
+// ristretto applies a Set of a key it holds at once, under ShouldUpdate (newer). A key it
+// does not hold goes through its admission buffer instead, where the first new item of a key
+// is admitted and every later one dropped, whatever its version: two Sets of a new key in a
+// row (the create and the update of one document in one change message, a fill and the event
+// that overtook it) would keep the older. So when e did not land at once, set waits for the
+// buffer and sets again: the key is then held (by e, or by an older entry that the second
+// Set replaces under ShouldUpdate) or was refused, which only costs a later miss.
 func (dc *docCache) set(key string, e *entry) {
-	e.epoch = dc.epoch.Load()
+	dc.setIn(key, e, dc.epoch.Load())
+}
+
+// setIn is set of an entry made from what was read in epoch: a fill stamps its entry with
+// the epoch it started in, so that a distrust while it read leaves the entry distrusted too.
+func (dc *docCache) setIn(key string, e *entry, epoch uint32) {
+	e.epoch = epoch
 	e.expires = dc.now.Load() + dc.ttl
 	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body)-int(e.ownerLen) >= dc.compressMin
-	dc.c.Set(key, e, dc.cost(e))
+	cost := dc.cost(e)
+	dc.c.Set(key, e, cost)
+	if cur, ok := dc.c.Get(key); ok && (cur == e || !e.newer(cur)) {
+		return
+	}
+	dc.c.Wait()
+	if cur, ok := dc.c.Get(key); ok && cur != e && e.newer(cur) {
+		dc.c.Set(key, e, cost)
+	}
 }
 
 // fill stores the entry of a fill and waits until the cache has taken it (or refused it):
 // ristretto admits a new key asynchronously, and a miss in between would start a second
 // fill, a second core read of the key.
-func (dc *docCache) fill(key string, e *entry) {
-	dc.set(key, e)
-	dc.c.Wait()
+//
+// epoch is the cache's epoch when the fill began to read (docCache.epoch): an entry read
+// before a distrust is not trusted after it.
+func (dc *docCache) fill(key string, e *entry, epoch uint32) {
+	dc.setIn(key, e, epoch)
 }
 
 // cost is what e costs the cache: its bytes (ristretto keeps only the key's hash), with its

@@ -51,7 +51,7 @@ func TestExpiry(t *testing.T) {
 	}
 
 	// A fill of the same version replaces the expired entry and is a hit again.
-	e.cache.fill("bench/doc", documentEntry(d))
+	e.cache.fill("bench/doc", documentEntry(d), e.cache.epoch.Load())
 	got, ok := e.cache.get([]byte("bench/doc"))
 	if !ok || got == ent || !e.cache.valid(got) {
 		t.Fatalf("the refill of an expired entry was not installed: %+v", got)
@@ -65,7 +65,7 @@ func TestExpiry(t *testing.T) {
 	e.cache.now.Add(ttl)
 	old := *d
 	old.Version--
-	e.cache.fill("bench/doc", documentEntry(&old))
+	e.cache.fill("bench/doc", documentEntry(&old), e.cache.epoch.Load())
 	if got, _ := e.cache.get([]byte("bench/doc")); got.version != d.Version {
 		t.Fatalf("version went back to %d", got.version)
 	}
@@ -153,7 +153,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 				Data: fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, pad)}
 			ent := documentEntry(d)
 			body += len(ent.body)
-			dc.fill(docKey(d.Collection, d.ID), ent)
+			dc.fill(docKey(d.Collection, d.ID), ent, dc.epoch.Load())
 		}
 		full := liveHeap()
 		held := 0

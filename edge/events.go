@@ -126,19 +126,27 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 		e.badEvents(m, errors.New("invalid event"))
 		return
 	}
-	e.checkSequence(ev)
+	if !e.checkSequence(ev) {
+		// Published twice (the outbox sweeper): this edge has had it, or a later change of
+		// the partition, already. Its document may have been changed since, so it is not
+		// installed: were its key no longer cached, it would come back older.
+		e.metrics.events.WithLabelValues("repeated").Inc()
+		return
+	}
 	e.metrics.eventDelay.Observe(max(time.Since(ev.UpdatedAt), 0).Seconds())
 	// A document installed already (this edge's own write, a fill that raced the event) is
 	// not decoded again.
 	known := h.hasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)
 	if !known {
-		if err := h.decodeDoc(); err != nil {
-			e.badEvents(m, err)
-			return
+		err := h.decodeDoc()
+		if err == nil && !validEvent(ev) {
+			err = errors.New("invalid document in a valid event")
 		}
-		if !validEvent(ev) {
-			e.badEvents(m, errors.New("invalid event"))
-			return
+		if err != nil {
+			// The header was good and its sequence is counted: the change happened, only its
+			// document cannot be used. The next read of it fetches it.
+			e.badEvents(m, err)
+			ev.Doc = nil
 		}
 	}
 	switch {
@@ -178,21 +186,24 @@ var jsonNull = []byte("null")
 // checkSequence detects missed change events: each partition numbers its changes without
 // gaps, so a jump means events were lost (a slow consumer, a NATS hiccup), and the cache can
 // no longer be trusted; it is distrusted whole, since the lost changes could be of any
-// document. A repeated or older sequence is an event published twice (the outbox sweeper)
-// and harmless. Called from the change subscription only, one event at a time.
-func (e *Edge) checkSequence(ev *wire.ChangeEvent) {
+// document. It reports whether the event is new to the edge: a repeated or older sequence is
+// an event published twice (the outbox sweeper). Called from the change subscription only,
+// one event at a time.
+func (e *Edge) checkSequence(ev *wire.ChangeEvent) bool {
 	if ev.Partition < 0 || ev.Partition >= len(e.lastSeq) {
-		return
+		return true
 	}
 	last := e.lastSeq[ev.Partition]
+	if last != 0 && ev.Seq <= last {
+		return false
+	}
 	if last != 0 && ev.Seq > last+1 {
 		e.log.Warn("change events missed; distrusting the cache", "partition", ev.Partition, "after", last, "got", ev.Seq)
 		e.metrics.events.WithLabelValues("gap").Inc()
 		e.cache.distrust()
 	}
-	if ev.Seq > last {
-		e.lastSeq[ev.Partition] = ev.Seq
-	}
+	e.lastSeq[ev.Partition] = ev.Seq
+	return true
 }
 
 // onDisconnect marks the cache's answers stale until NATS is back: changes may be made that
@@ -204,9 +215,11 @@ func (e *Edge) onDisconnect(_ *nats.Conn, err error) {
 
 // onReconnect distrusts the cache: events published while the edge was away are lost to it.
 func (e *Edge) onReconnect(*nats.Conn) {
+	// Distrusted before the edge stops marking its answers stale: in between, hits (and the
+	// fills it answers other edges) would pass off entries of before the outage as current.
+	e.cache.distrust()
 	e.disconnected.Store(false)
 	e.log.Warn("reconnected to NATS; change events may have been missed, distrusting the cache")
-	e.cache.distrust()
 	e.resetSequences.Store(true)
 	// Key sets and revocations published meanwhile were lost too.
 	go e.catchUpAuth()

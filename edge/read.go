@@ -51,8 +51,7 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 	if hit {
 		e.metrics.hit()
 		if hidden(rule, ent, p.user) {
-			e.notMine(ctx, csHit)
-			return
+			ent = hiddenEntry
 		}
 		e.serveHit(ctx, ent, rule, p.collection)
 		return
@@ -63,16 +62,20 @@ func (e *Edge) getDocument(ctx *fasthttp.RequestCtx, p params) {
 		prior = nil
 	}
 	rc := e.requestContext(ctx)
+	// shown is what the request may be answered with from prior, should it be answered stale:
+	// someone else's document in a collection read by owner is shown as one that does not
+	// exist, on every path a missing one takes, so that a stranger cannot tell the two
+	// apart; its version still bounds the fill.
+	shown := prior
 	if prior != nil && hidden(rule, prior, p.user) {
-		// Someone else's document, not to be served stale; a fill decides.
-		prior = nil
+		shown = hiddenStandIn(prior)
 	}
-	if prior != nil && e.revalidating(ctx, rc, skey, p, prior) {
+	if prior != nil && e.revalidating(ctx, rc, skey, p, prior, shown, rule) {
 		return
 	}
 	ent, stored, perr := e.fillDocument(rc, skey, string(p.collection), string(p.id), prior)
 	if perr != nil {
-		e.serveStaleOr(ctx, prior, perr)
+		e.serveStaleOr(ctx, shown, perr, rule)
 		return
 	}
 	cs := csMissNotStored
@@ -140,7 +143,7 @@ func (e *Edge) serveEntry(ctx *fasthttp.RequestCtx, ent *entry, cacheStatus, cac
 // background, once however many requests come meanwhile. It reports whether it answered. An
 // edge that lost NATS, or whose cache was distrusted more than a few times since, does not
 // answer stale this way: the fill runs in the foreground and stale-if-error applies.
-func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key string, p params, prior *entry) bool {
+func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key string, p params, prior, shown *entry, r Rule) bool {
 	window := e.cc.staleWhileRevalidate(p.collection)
 	if window == 0 || e.disconnected.Load() {
 		return false
@@ -152,7 +155,7 @@ func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key st
 	collection, id := string(p.collection), string(p.id)
 	e.fills.DoChan(key, func() (any, error) { return e.fill(rc, key, collection, id, prior) })
 	e.metrics.staleServed.Inc()
-	e.serveEntry(ctx, prior, csHitStale, valNoCache)
+	e.serveEntry(ctx, shown, csHitStale, staleCacheControl(r))
 	return true
 }
 
@@ -180,12 +183,13 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 		least = max(least, prior.version)
 	}
 	if owner, ok := e.remoteOwner(key); ok {
+		epoch := e.cache.epoch.Load()
 		ent, err := e.fillFromPeer(rc, owner, key)
 		var p *problem.Problem
 		switch {
 		case err == nil && ent.version >= least:
 			e.metrics.fills(fillPeer).Inc()
-			e.cache.fill(key, ent)
+			e.cache.fill(key, ent, epoch)
 			return ent, nil
 		case errors.As(err, &p):
 			// The owner could not reach the core either.
@@ -214,6 +218,7 @@ func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, leas
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
 			e.metrics.fills(fillCore).Inc()
+			epoch := e.cache.epoch.Load()
 			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
 			var ent *entry
 			switch {
@@ -227,7 +232,7 @@ func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, leas
 			default:
 				ent = documentEntry(resp.Doc)
 			}
-			e.cache.fill(key, ent)
+			e.cache.fill(key, ent, epoch)
 			return ent, nil
 		})
 		if err != nil {
@@ -362,6 +367,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	rc := e.requestContext(ctx)
 	v, err, _ := e.fills.Do(key, func() (any, error) {
 		e.metrics.fills(fillCore).Inc()
+		epoch := e.cache.epoch.Load()
 		resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
 		if perr != nil {
 			return nil, perr
@@ -381,11 +387,11 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 			return nil, problem.New(problem.Internal, "could not encode the page")
 		}
 		ent := listEntry(body)
-		e.cache.fill(key, ent)
+		e.cache.fill(key, ent, epoch)
 		return ent, nil
 	})
 	if err != nil {
-		e.serveStaleOr(ctx, prior, asProblem(err))
+		e.serveStaleOr(ctx, prior, asProblem(err), rule)
 		return
 	}
 	e.serveEntry(ctx, v.(*entry), csMiss, e.cacheControlOf(rule, p.collection))
@@ -396,7 +402,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, r Rule, collection []byte) {
 	if e.disconnected.Load() {
 		e.metrics.staleServed.Inc()
-		e.serveEntry(ctx, ent, csHitDisconnected, valNoCache)
+		e.serveEntry(ctx, ent, csHitDisconnected, staleCacheControl(r))
 		return
 	}
 	e.serveEntry(ctx, ent, csHit, e.cacheControlOf(r, collection))
@@ -406,13 +412,23 @@ func (e *Edge) serveHit(ctx *fasthttp.RequestCtx, ent *entry, r Rule, collection
 // longer trusts (the edge may have missed its change events), when the failure is the core's
 // or NATS's absence, or the edge shedding core reads (stale-if-error, RFC 5861: a possibly
 // stale answer beats none, and Cache-Status says so); else with the problem.
-func (e *Edge) serveStaleOr(ctx *fasthttp.RequestCtx, prior *entry, p *problem.Problem) {
+func (e *Edge) serveStaleOr(ctx *fasthttp.RequestCtx, prior *entry, p *problem.Problem, r Rule) {
 	if prior == nil || !e.cache.staleUsable(prior) || p.Code != problem.Unavailable && p.Code != problem.Overloaded {
 		e.writeProblem(ctx, p)
 		return
 	}
 	e.metrics.staleServed.Inc()
-	e.serveEntry(ctx, prior, csStaleIfError, valNoCache)
+	e.serveEntry(ctx, prior, csStaleIfError, staleCacheControl(r))
+}
+
+// staleCacheControl is the Cache-Control of an answer that may be stale: no-cache, and
+// private as well when the answer depends on who asks (a collection not read by everyone),
+// as its fresh answers are.
+func staleCacheControl(r Rule) []byte {
+	if r.Read == AccessPublic {
+		return valNoCache
+	}
+	return valPrivateNoCache
 }
 
 type changeJSON struct {
