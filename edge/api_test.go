@@ -96,6 +96,12 @@ func TestBadInput(t *testing.T) {
 		{"If-Match * on absent", "PUT", doc + "absent", map[string]string{"If-Match": "*"}, []byte(`{"a":2}`), 412, "precondition_failed"},
 		{"Idempotency-Key reused with another body", "POST", base + "/v1/collections/notes/docs", map[string]string{"Idempotency-Key": "k-1"}, []byte(`{"a":2}`), 422, "idempotency_key_reused"},
 		{"unknown write", "GET", base + "/v1/writes/nope", nil, nil, 404, "not_found"},
+		// What the batch's JSON or a store would change or refuse is refused here, before it
+		// can be published: the core would drop the whole batch, or stall its partition.
+		{"Idempotency-Key not ASCII", "PUT", doc + "existing", map[string]string{"Idempotency-Key": strings.Repeat("\xff", 200)}, []byte(`{"a":2}`), 400, "bad_request"},
+		{"X-Api-Key not ASCII", "PUT", doc + "existing", map[string]string{"Idempotency-Key": "k-2", "X-Api-Key": "app-\xe9"}, []byte(`{"a":2}`), 400, "bad_request"},
+		{"body not UTF-8", "PUT", doc + "existing", nil, []byte("{\"a\":\"\xff\"}"), 400, "bad_json"},
+		{"number beyond numeric's decimals", "PUT", doc + "existing", nil, []byte(`{"n":1e-400000}`), 400, "bad_json"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -160,6 +160,9 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		if len(key) > maxIdemKeyLen {
 			return cmd, problem.Newf(problem.BadRequest, "Idempotency-Key longer than %d bytes", maxIdemKeyLen)
 		}
+		if !printableASCII(key) {
+			return cmd, problem.New(problem.BadRequest, "Idempotency-Key must be printable ASCII")
+		}
 		app := ctx.Request.Header.Peek(hdrAPIKey)
 		if p.app != "" {
 			// A checked key is a secret: its id stands for the app in what is stored.
@@ -167,6 +170,9 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		}
 		if len(app) > maxAPIKeyLen {
 			return cmd, problem.Newf(problem.BadRequest, "X-Api-Key longer than %d bytes", maxAPIKeyLen)
+		}
+		if !printableASCII(app) {
+			return cmd, problem.New(problem.BadRequest, "X-Api-Key must be printable ASCII")
 		}
 		// Keys are scoped to the calling app, so two apps cannot collide: "<len(app)>:<app>:<key>",
 		// and to the user, so that nobody replays another's answer: "u<len(user)>:<user>:" before
@@ -183,6 +189,18 @@ func (e *Edge) command(ctx *fasthttp.RequestCtx, op wire.Op, p params) (wire.Com
 		return cmd, problem.New(problem.BadRequest, err.Error())
 	}
 	return cmd, nil
+}
+
+// printableASCII reports whether b holds only printable ASCII (space to tilde), what an
+// Idempotency-Key may hold (a Structured Fields string, RFC 8941) and what keeps a key the
+// same bytes through the batch's JSON and in every store.
+func printableASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // jsonObject returns the request body, without surrounding white space, after checking its

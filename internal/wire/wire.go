@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/perchhq/perch/internal/problem"
 )
@@ -227,6 +229,11 @@ func (c *Command) ValidateFields() error {
 	if strings.IndexByte(c.WriteID+c.IdemKey+c.Fingerprint+c.User, 0) >= 0 {
 		return errors.New("NUL in write id, key, fingerprint or user")
 	}
+	// A string that is not UTF-8 does not survive the batch's JSON (its bytes become U+FFFD,
+	// and its length changes), and PostgreSQL's text refuses it.
+	if !utf8.ValidString(c.WriteID + c.IdemKey + c.Fingerprint + c.User) {
+		return errors.New("write id, key, fingerprint or user is not UTF-8")
+	}
 	switch c.Op {
 	case OpPut, OpPatch, OpCreate, OpDelete:
 	default:
@@ -239,9 +246,15 @@ func (c *Command) ValidateFields() error {
 }
 
 // StorableJSON reports why valid JSON could not be stored by every Perch store, or nil: it
-// must not hold the NUL character (\u0000), an escaped UTF-16 surrogate that does not pair
-// (PostgreSQL's jsonb refuses both), or a number outside the range of a float64.
+// must be UTF-8 (encoding/json takes other bytes inside strings, PostgreSQL refuses them),
+// and must not hold the NUL character (\u0000), an escaped UTF-16 surrogate that does not
+// pair (PostgreSQL's jsonb refuses both), a number outside the range of a float64, or one
+// with more digits after the decimal point than PostgreSQL's numeric keeps
+// (MaxFractionDigits; 1e-400000 has 400000 of them).
 func StorableJSON(data []byte) error {
+	if !utf8.Valid(data) {
+		return errors.New("the JSON is not UTF-8")
+	}
 	for i := 0; i+1 < len(data); i++ {
 		if data[i] != '\\' {
 			continue
@@ -287,8 +300,35 @@ func StorableJSON(data []byte) error {
 			if _, err := strconv.ParseFloat(string(n), 64); err != nil {
 				return fmt.Errorf("number %.20s… out of range", n)
 			}
+			if fractionDigits(string(n)) > MaxFractionDigits {
+				return fmt.Errorf("number %.20s… has more than %d digits after the decimal point", n, MaxFractionDigits)
+			}
 		}
 	}
+}
+
+// MaxFractionDigits is the most digits after the decimal point a number in a document may
+// need: PostgreSQL's numeric, which jsonb keeps its numbers in, keeps 16383.
+const MaxFractionDigits = 16383
+
+// fractionDigits is how many digits after the decimal point the JSON number n needs: those
+// of its fraction less its exponent ("1.25" 2, "1e-5" 5, "1.5e3" 0).
+func fractionDigits(n string) int64 {
+	mantissa, exp, _ := strings.Cut(strings.ToLower(n), "e")
+	_, frac, _ := strings.Cut(mantissa, ".")
+	e, err := strconv.ParseInt(exp, 10, 64)
+	if exp != "" && err != nil {
+		// An exponent beyond int64 (ParseFloat took it: a huge negative one underflows to
+		// 0, a huge positive one is refused before this).
+		if strings.HasPrefix(exp, "-") {
+			return math.MaxInt64
+		}
+		return 0
+	}
+	if e < -(1 << 40) {
+		return math.MaxInt64
+	}
+	return max(0, int64(len(frac))-e)
 }
 
 // ValidName reports whether s may name a collection or a document: 1 to MaxNameLen characters
