@@ -233,7 +233,7 @@ func (c *Core) Run(ctx context.Context) error {
 	go func() { c.announce(); close(announced) }()
 	g, gctx := errgroup.WithContext(ctx)
 	for p, cons := range consumers {
-		g.Go(func() error { return c.consume(gctx, p, cons) })
+		g.Go(func() error { return c.consumePartition(gctx, p, cons) })
 	}
 	g.Go(func() error { c.purgeApplied(gctx, consumers); return nil })
 	g.Go(func() error { c.sweepOutbox(gctx); return nil })
@@ -321,19 +321,65 @@ func (w *waiting) close() {
 	clear(w.since)
 }
 
+// errConsumerGone ends consume when its consumer's messages stop without the core stopping:
+// the consumer was deleted (by an operator, or with JetStream's state), or JetStream refused
+// the pull.
+var errConsumerGone = errors.New("the partition's consumer is gone")
+
+// consumePartition consumes partition p until ctx is cancelled. When its consumer goes away
+// under it, it is made again (ensureConsumer) and consuming goes on, the way a core starting
+// would: the batches the new consumer delivers again that were applied are duplicates to the
+// store's fence. Without it the core would run on, healthy to look at, with the partition's
+// writes stored and never applied.
+func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consumer) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.consume(ctx, p, cons)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errConsumerGone) {
+			return err
+		}
+		c.m.consumerErrors.Inc()
+		c.log.Error("the consumer of a write partition is gone; making it again", "partition", p)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			cons, err = c.ensureConsumer(octx, p)
+			cancel()
+			if err == nil {
+				break
+			}
+			c.log.Warn("making the consumer of a write partition", "partition", p, "err", err)
+		}
+	}
+}
+
 // consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
 // delivered when the core is ready for more, up to GroupBatches and GroupCommands, in one
-// transaction.
+// transaction. It returns errConsumerGone when the consumer's messages end before ctx does.
 func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup))
 	if err != nil {
 		return fmt.Errorf("core: consume partition %d: %w", p, err)
 	}
+	ended := make(chan struct{})
+	defer close(ended)
 	go func() {
-		<-ctx.Done()
-		// Stop pulling, but apply what was delivered already: a batch dropped here would
-		// wait out the ack timeout before another core got it.
-		it.Drain()
+		select {
+		case <-ctx.Done():
+			// Stop pulling, but apply what was delivered already: a batch dropped here would
+			// wait out the ack timeout before another core got it.
+			it.Drain()
+		case <-ended:
+			it.Stop()
+		}
 	}()
 	early := &waiting{since: map[string]earlyBatch{}, gauge: c.m.waiting}
 	defer early.close()
@@ -351,11 +397,12 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 		} else {
 			msg, err := it.Next()
 			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-					if ctx.Err() != nil {
-						c.unpin(p)
-					}
+				if ctx.Err() != nil {
+					c.unpin(p)
 					return nil
+				}
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return errConsumerGone
 				}
 				c.m.consumerErrors.Inc()
 				c.log.Warn("fetching write batches", "partition", p, "err", err)
