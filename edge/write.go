@@ -304,6 +304,9 @@ func (e *Edge) answerBusy(ctx *fasthttp.RequestCtx, rc context.Context, cmd *wir
 	if resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadWrite, WriteID: first.WriteID}); perr == nil && resp.Write != nil && resp.Write.Status != 0 {
 		out := *resp.Write
 		out.Replayed = true
+		if out.Problem != nil {
+			out.Problem = forbiddenOutcome(e.rule([]byte(cmd.Collection)), out.Problem)
+		}
 		e.answerOutcome(ctx, &out)
 		return
 	}
