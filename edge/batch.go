@@ -94,17 +94,17 @@ func (w *writer) runPartition(p int, l *lane) {
 			}
 		}
 		batch = append(batch[:0], first)
-		size := len(first.cmd.Data)
+		size := len(first.enc)
 		timer.Reset(max(0, time.Until(first.created.Add(cfg.BatchWindow))))
 		// add takes pd into the batch, or keeps it to open the next batch when it would make
 		// this one too large (then false).
 		add := func(pd *pending) bool {
-			if size+len(pd.cmd.Data) > cfg.BatchBytes {
+			if size+len(pd.enc)+1 > cfg.BatchBytes {
 				carry = pd
 				return false
 			}
 			batch = append(batch, pd)
-			size += len(pd.cmd.Data)
+			size += len(pd.enc) + 1 // and its comma
 			return true
 		}
 	gather:
@@ -163,13 +163,13 @@ func (w *writer) drain(q chan *pending) {
 func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	cfg := &w.e.cfg
 	b.Commands = make([]wire.Command, len(batch))
+	encs := make([][]byte, len(batch))
+	size := 256
 	for i, pd := range batch {
-		b.Commands[i] = pd.cmd
+		b.Commands[i], encs[i] = pd.cmd, pd.enc
+		size += len(pd.enc) + 1
 	}
-	data, err := b.AppendJSON(make([]byte, 0, 256*len(b.Commands)))
-	if err != nil {
-		return fmt.Errorf("encode batch: %w", err)
-	}
+	data := b.AppendJSONEncoded(make([]byte, 0, size), encs)
 	msg := nats.NewMsg(wire.WriteSubject(p))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, b.ID)
@@ -181,7 +181,7 @@ func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	defer cancel()
 	backoff := 20 * time.Millisecond
 	for {
-		_, err = w.e.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.WriteStream))
+		_, err := w.e.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.WriteStream))
 		if err == nil {
 			return nil
 		}

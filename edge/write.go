@@ -335,7 +335,10 @@ func (e *Edge) answerQueued(ctx *fasthttp.RequestCtx, cmd *wire.Command, _ bool)
 
 // pending is a write between its request and its outcome.
 type pending struct {
-	cmd     wire.Command
+	cmd wire.Command
+	// enc is cmd's encoding in the batch (Command.AppendJSON): batches are sized by it, since
+	// it can be several times the data (JSON escapes), and publish reuses it.
+	enc     []byte
 	created time.Time
 	// trace is the span context of the request, when it is traced: the batch that carries
 	// the command is traced too (publish).
@@ -412,7 +415,16 @@ func (w *writer) stop() {
 // the same Idempotency-Key waits here, nothing is queued and that write's command comes back.
 // rc is the request's requestContext.
 func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.Command, *problem.Problem) {
-	pd := &pending{cmd: cmd, created: time.Now(), trace: trace.SpanContextFromContext(rc),
+	enc, err := cmd.AppendJSON(make([]byte, 0, len(cmd.Data)+256))
+	if err != nil {
+		return nil, nil, problem.New(problem.BadJSON, "the body cannot be encoded: "+err.Error())
+	}
+	if len(enc) > w.e.cfg.BatchBytes {
+		// A batch of this one command would not fit in a NATS message: refused for good, not
+		// a 503 to retry for ever.
+		return nil, nil, problem.Newf(problem.TooLarge, "the write takes %d bytes encoded, more than the %d a write batch carries", len(enc), w.e.cfg.BatchBytes)
+	}
+	pd := &pending{cmd: cmd, enc: enc, created: time.Now(), trace: trace.SpanContextFromContext(rc),
 		durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
 	w.mu.Lock()
 	if w.stopped {
@@ -443,7 +455,6 @@ func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.C
 		w.forget(cmd.WriteID)
 		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
 	}
-	var err error
 	select {
 	case err = <-pd.durable:
 	case <-w.done:
@@ -456,7 +467,7 @@ func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.C
 			"the write was not confirmed stored; retry it (with the same Idempotency-Key to be safe)")
 	}
 	// The stream has the data now; the wait for the outcome needs only the command's names.
-	pd.cmd.Data = nil
+	pd.cmd.Data, pd.enc = nil, nil
 	return pd, nil, nil
 }
 

@@ -56,6 +56,24 @@ func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
 	return append(dst, "]}"...), nil
 }
 
+// AppendJSONEncoded is AppendJSON of b with its commands given encoded already (each
+// Command.AppendJSON), in their order; b.Commands is not read. A sender that sized a batch
+// by its commands' encodings reuses them.
+func (b *Batch) AppendJSONEncoded(dst []byte, commands [][]byte) []byte {
+	c := b.Commands
+	b.Commands = nil
+	dst, _ = b.AppendJSON(dst) // the header: ends `"commands":null}`, which cannot fail
+	b.Commands = c
+	dst = append(dst[:len(dst)-len("null}")], '[')
+	for i, enc := range commands {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, enc...)
+	}
+	return append(dst, "]}"...)
+}
+
 // AppendJSON appends the JSON encoding of c, as json.Marshal makes it.
 func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"write_id":`...)

@@ -61,6 +61,15 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 		b.After = &BatchRef{Producer: s2, Seq: -n}
 	}
 	sameAsMarshal(t, "batch", b, b.AppendJSON)
+	// With its commands encoded beforehand, as the edge sends it.
+	encs := make([][]byte, len(b.Commands))
+	for i := range b.Commands {
+		var err error
+		if encs[i], err = b.Commands[i].AppendJSON(nil); err != nil {
+			return // refused as Marshal refuses it: sameAsMarshal checked that
+		}
+	}
+	sameAsMarshal(t, "batch of encoded commands", b, func(dst []byte) ([]byte, error) { return b.AppendJSONEncoded(dst, encs), nil })
 	sameAsMarshal(t, "empty batch", &Batch{}, (&Batch{}).AppendJSON)
 	sameAsMarshal(t, "batch without commands", &Batch{Commands: []Command{}}, (&Batch{Commands: []Command{}}).AppendJSON)
 }
