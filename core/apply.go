@@ -130,6 +130,11 @@ func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome,
 	default:
 		return rejected(cmd, problem.Newf(problem.BadRequest, "unknown operation %q", cmd.Op)), nil
 	}
+	if len(next.Data) > wire.MaxDocumentBytes {
+		// Past it the document could no longer be read, synced or answered in one NATS
+		// message: refused, the document as it was.
+		return rejected(cmd, problem.Newf(problem.TooLarge, "the document would take %d bytes, more than the %d a document may hold", len(next.Data), wire.MaxDocumentBytes)), nil
+	}
 	return wire.Outcome{WriteID: cmd.WriteID, Status: status, Doc: next}, next
 }
 

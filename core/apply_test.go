@@ -3,6 +3,7 @@ package core
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,28 @@ func TestOwnerOnlyNeedsUser(t *testing.T) {
 	d, err = ApplyCommand(noState{}, &cmd, time.Now())
 	if err != nil || d.Outcome.Problem != nil || d.Next == nil || d.Next.Owner != "ann" {
 		t.Fatalf("an owner-rule write of ann: %+v %v", d.Outcome, err)
+	}
+}
+
+// TestDocumentSizeBound: a write that would make a document larger than MaxDocumentBytes (a
+// PUT, or PATCHes that grow it) is refused with 413 and leaves the document as it was.
+func TestDocumentSizeBound(t *testing.T) {
+	now := time.Now()
+	half := `{"a":"` + strings.Repeat("x", wire.MaxDocumentBytes/2) + `"}`
+	cur := &wire.Document{Collection: "c", ID: "d", Version: 1, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(half)}
+	grow := &wire.Command{WriteID: "w1", Op: wire.OpPatch, Collection: "c", ID: "d",
+		Data: json.RawMessage(`{"b":"` + strings.Repeat("y", wire.MaxDocumentBytes/2) + `"}`)}
+	out, next := decide(cur, grow, now)
+	if next != nil || out.Problem == nil || out.Problem.Code != problem.TooLarge || out.Status != 413 {
+		t.Fatalf("a PATCH past the bound: %+v, next %v", out.Problem, next != nil)
+	}
+	put := &wire.Command{WriteID: "w2", Op: wire.OpPut, Collection: "c", ID: "e",
+		Data: json.RawMessage(`{"a":"` + strings.Repeat("x", wire.MaxDocumentBytes) + `"}`)}
+	if out, next := decide(nil, put, now); next != nil || out.Status != 413 {
+		t.Fatalf("a PUT past the bound: %d", out.Status)
+	}
+	small := &wire.Command{WriteID: "w3", Op: wire.OpPatch, Collection: "c", ID: "d", Data: json.RawMessage(`{"b":1}`)}
+	if out, next := decide(cur, small, now); next == nil || out.Problem != nil {
+		t.Fatalf("a PATCH within the bound refused: %+v", out.Problem)
 	}
 }

@@ -162,6 +162,11 @@ const (
 	MaxNameLen       = 128
 	// MaxIdemKeyLen bounds a scoped Idempotency-Key: the app's key and the client's key.
 	MaxIdemKeyLen = 520
+	// MaxDocumentBytes bounds a document's data, as stored (compacted): a PUT's body, and what
+	// a PATCH may grow a document to. A document travels whole in one NATS message (a read's
+	// answer, a write's outcome, a change event), so the NATS servers' max_payload must leave
+	// room for it: 2 MiB or more (deploy/README.md).
+	MaxDocumentBytes = 1 << 20
 )
 
 // Validate reports whether b is well-formed for partitions partitions.
