@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -839,38 +840,70 @@ func (c *Core) publishOutcomes(ctx context.Context, b *wire.Batch, outcomes []wi
 	if b.Edge == "" || len(outcomes) == 0 {
 		return
 	}
-	data, err := encodeOutcomes(b.ID, outcomes)
+	msgs, err := encodeOutcomes(b.ID, outcomes, int(c.nc.MaxPayload()))
 	if err != nil {
 		c.log.Error("encoding outcomes", "batch", b.ID, "err", err)
 		return
 	}
-	msg := &nats.Msg{Subject: wire.OutcomeSubject(b.Edge), Data: data, Header: telemetry.Inject(ctx, nil)}
-	if err := c.nc.PublishMsg(msg); err != nil {
-		// The edge answered or will answer 202; the client can ask GET /v1/writes/{id}.
-		c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
+	header := telemetry.Inject(ctx, nil)
+	for _, data := range msgs {
+		msg := &nats.Msg{Subject: wire.OutcomeSubject(b.Edge), Data: data, Header: header}
+		if err := c.nc.PublishMsg(msg); err != nil {
+			// The edge answered or will answer 202; the client can ask GET /v1/writes/{id}.
+			c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
+		}
 	}
 }
 
 // encodeOutcomes encodes the wire.Outcomes of a batch, reusing the encoding the store made of
-// each outcome it recorded.
-func encodeOutcomes(batch string, outcomes []wire.Outcome) ([]byte, error) {
+// each outcome it recorded, in as many messages as it takes for each to stay within half of
+// maxPayload (a NATS server's max_payload; 0 for no bound): every outcome carries its
+// document, and a batch of many writes to large documents can add up to more than one
+// message holds. An outcome too large for a message of its own goes without its document
+// (the edge then answers 204, the write applied).
+func encodeOutcomes(batch string, outcomes []wire.Outcome, maxPayload int) ([][]byte, error) {
 	id, err := json.Marshal(batch)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, 256*len(outcomes))
-	buf = append(append(append(buf, `{"batch":`...), id...), `,"outcomes":[`...)
+	limit := maxPayload / 2
+	if maxPayload <= 0 {
+		limit = math.MaxInt
+	}
+	var msgs [][]byte
+	var buf []byte
+	n := 0
 	for i := range outcomes {
-		if i > 0 {
+		raw := outcomes[i].Encoded
+		if len(raw) == 0 {
+			if raw, err = outcomes[i].AppendJSON(nil); err != nil {
+				return nil, err
+			}
+		}
+		if maxPayload > 0 && len(raw)+len(id)+64 > maxPayload {
+			slim := outcomes[i]
+			slim.Doc, slim.Encoded = nil, nil
+			if raw, err = slim.AppendJSON(nil); err != nil {
+				return nil, err
+			}
+		}
+		if n > 0 && len(buf)+len(raw)+3 > limit {
+			msgs = append(msgs, append(buf, "]}"...))
+			buf, n = nil, 0
+		}
+		if n == 0 {
+			buf = make([]byte, 0, min(limit, 256*(len(outcomes)-i)+len(raw)))
+			buf = append(append(append(buf, `{"batch":`...), id...), `,"outcomes":[`...)
+		} else {
 			buf = append(buf, ',')
 		}
-		if raw := outcomes[i].Encoded; len(raw) > 0 {
-			buf = append(buf, raw...)
-		} else if buf, err = outcomes[i].AppendJSON(buf); err != nil {
-			return nil, err
-		}
+		buf = append(buf, raw...)
+		n++
 	}
-	return append(buf, "]}"...), nil
+	if n > 0 {
+		msgs = append(msgs, append(buf, "]}"...))
+	}
+	return msgs, nil
 }
 
 // publish announces events and reports whether NATS confirmed them all.
