@@ -316,22 +316,22 @@ func StorableJSON(data []byte) error {
 // need: PostgreSQL's numeric, which jsonb keeps its numbers in, keeps 16383.
 const MaxFractionDigits = 16383
 
+// maxExponent bounds the exponent of a number in a document: PostgreSQL's numeric refuses
+// one of INT_MAX/2 or more either way, even on a zero (0e1073741823), which float64 takes.
+const maxExponent = 1<<30 - 1
+
 // fractionDigits is how many digits after the decimal point the JSON number n needs: those
-// of its fraction less its exponent ("1.25" 2, "1e-5" 5, "1.5e3" 0).
+// of its fraction less its exponent ("1.25" 2, "1e-5" 5, "1.5e3" 0), or MaxInt64 for an
+// exponent beyond maxExponent either way.
 func fractionDigits(n string) int64 {
 	mantissa, exp, _ := strings.Cut(strings.ToLower(n), "e")
 	_, frac, _ := strings.Cut(mantissa, ".")
-	e, err := strconv.ParseInt(exp, 10, 64)
-	if exp != "" && err != nil {
-		// An exponent beyond int64 (ParseFloat took it: a huge negative one underflows to
-		// 0, a huge positive one is refused before this).
-		if strings.HasPrefix(exp, "-") {
+	var e int64
+	if exp != "" {
+		var err error
+		if e, err = strconv.ParseInt(exp, 10, 64); err != nil || e >= maxExponent || e <= -maxExponent {
 			return math.MaxInt64
 		}
-		return 0
-	}
-	if e < -(1 << 40) {
-		return math.MaxInt64
 	}
 	return max(0, int64(len(frac))-e)
 }
