@@ -251,3 +251,27 @@ func TestFillReadBeforeADistrustIsNotTrusted(t *testing.T) {
 		t.Fatal("a fill in the current epoch did not replace the distrusted entry")
 	}
 }
+
+// TestEventBeforeTheFirstSeenIsNotSkipped: the first event of a partition after a start or a
+// reconnection sets where the edge's knowledge of its sequence begins. An event before it
+// (its first publish failed and the outbox sweeper sent it again, or it crossed another
+// core's) may be one the edge never had: it is not skipped as a repeat, and its version
+// retires the older one the cache holds.
+func TestEventBeforeTheFirstSeenIsNotSkipped(t *testing.T) {
+	e := newTestEdge(t)
+	e.cache.fill("notes/k", documentEntry(docVersion("k", 1)), e.cache.epoch.Load())
+	deliver := func(ev wire.ChangeEvent) {
+		e.onChange(changeMsg(t, ev))
+		e.cache.c.Wait()
+	}
+	deliver(eventOf(docVersion("other", 1), 11, true))
+	deliver(eventOf(docVersion("k", 2), 10, true))
+	if _, tag, cs := served(e, "k"); tag == `"1"` && cs == "perch; hit" {
+		t.Fatal("version 1 served as a trusted hit after the event of version 2, which came before the first event seen")
+	}
+	// A true repeat, at or after the first event seen, is still skipped.
+	deliver(eventOf(docVersion("other", 9), 11, true))
+	if _, tag, _ := served(e, "other"); tag != `"1"` {
+		t.Fatalf("a repeat of seq 11 was applied: %s", tag)
+	}
+}

@@ -80,7 +80,10 @@ type Edge struct {
 	disconnected atomic.Bool
 	// lastSeq is the last change sequence seen per partition, 0 when unknown; owned by the
 	// change subscription. resetSequences asks it to forget them (after a reconnection).
-	lastSeq        []int64
+	lastSeq []int64
+	// firstSeq is the first change sequence seen per partition since lastSeq was last unknown:
+	// below it the edge cannot tell an event it had from one it never got. Same owner.
+	firstSeq       []int64
 	resetSequences atomic.Bool
 	serving        chan struct{}
 	subs           []*nats.Subscription
@@ -169,6 +172,7 @@ func New(cfg Config, nc *nats.Conn, members Membership) (*Edge, error) {
 	e.limitKeys.Store(hasScope(cfg.RateLimits, ratelimit.ScopeKey))
 	e.limiting.Store(limitsBeyondAuth(cfg.RateLimits))
 	e.lastSeq = make([]int64, cfg.Partitions)
+	e.firstSeq = make([]int64, cfg.Partitions)
 	e.peerFills = make(chan struct{}, cfg.PeerFills)
 	e.SetMembership(members)
 	e.serving = make(chan struct{})

@@ -84,6 +84,7 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 func (e *Edge) onChange(m *nats.Msg) {
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
+		clear(e.firstSeq)
 	}
 	evs, err := decodeEvents(m.Data)
 	if err != nil {
@@ -126,12 +127,19 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 		e.badEvents(m, errors.New("invalid event"))
 		return
 	}
-	if !e.checkSequence(ev) {
-		// Published twice (the outbox sweeper): this edge has had it, or a later change of
-		// the partition, already. Its document may have been changed since, so it is not
-		// installed: were its key no longer cached, it would come back older.
+	earlier := false
+	switch e.checkSequence(ev) {
+	case seqRepeated:
+		// Published twice (the outbox sweeper): this edge has had it already, and maybe later
+		// changes of the document. It is not installed: were its key no longer cached, it
+		// would come back older.
 		e.metrics.events.WithLabelValues("repeated").Inc()
 		return
+	case seqEarlier:
+		// Older than the first event since the edge started or reconnected: maybe never had
+		// (a publish that failed, sent again by the sweeper). Only its version is kept, which
+		// never lowers what the cache holds and makes the next read fetch the document.
+		earlier = true
 	}
 	e.metrics.eventDelay.Observe(max(time.Since(ev.UpdatedAt), 0).Seconds())
 	// A document installed already (this edge's own write, a fill that raced the event) is
@@ -152,7 +160,7 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 	switch {
 	case known:
 		e.metrics.events.WithLabelValues("known").Inc()
-	case ev.Doc != nil:
+	case ev.Doc != nil && !earlier:
 		e.metrics.events.WithLabelValues("document").Inc()
 		e.cache.putDocument(ev.Doc)
 	default:
@@ -183,27 +191,40 @@ func (h *eventHead) decodeDoc() error {
 
 var jsonNull = []byte("null")
 
+// seqOrder is where an event's sequence falls among those its partition has shown the edge.
+type seqOrder int
+
+const (
+	seqNew      seqOrder = iota // after the last one
+	seqRepeated                 // at or before the last one, at or after the first: had already
+	seqEarlier                  // before the first one since the sequence was last unknown
+)
+
 // checkSequence detects missed change events: each partition numbers its changes without
 // gaps, so a jump means events were lost (a slow consumer, a NATS hiccup), and the cache can
 // no longer be trusted; it is distrusted whole, since the lost changes could be of any
-// document. It reports whether the event is new to the edge: a repeated or older sequence is
-// an event published twice (the outbox sweeper). Called from the change subscription only,
-// one event at a time.
-func (e *Edge) checkSequence(ev *wire.ChangeEvent) bool {
+// document. It reports where the event falls: an event at or before the last one is one
+// published twice (the outbox sweeper), had already if it is not before the first one seen.
+// Called from the change subscription only, one event at a time.
+func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
 	if ev.Partition < 0 || ev.Partition >= len(e.lastSeq) {
-		return true
+		return seqNew
 	}
 	last := e.lastSeq[ev.Partition]
-	if last != 0 && ev.Seq <= last {
-		return false
-	}
-	if last != 0 && ev.Seq > last+1 {
+	switch {
+	case last == 0:
+		e.firstSeq[ev.Partition] = ev.Seq
+	case ev.Seq < e.firstSeq[ev.Partition]:
+		return seqEarlier
+	case ev.Seq <= last:
+		return seqRepeated
+	case ev.Seq > last+1:
 		e.log.Warn("change events missed; distrusting the cache", "partition", ev.Partition, "after", last, "got", ev.Seq)
 		e.metrics.events.WithLabelValues("gap").Inc()
 		e.cache.distrust()
 	}
 	e.lastSeq[ev.Partition] = ev.Seq
-	return true
+	return seqNew
 }
 
 // onDisconnect marks the cache's answers stale until NATS is back: changes may be made that
