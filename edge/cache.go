@@ -162,6 +162,17 @@ type docCache struct {
 	floors    map[string]int64
 	oldFloors map[string]int64
 	rotated   time.Time
+	// settles hands the settler the runs of sets of change events that did not land at once
+	// (settleAsync), so that the change subscription never waits for ristretto's buffer;
+	// settled is closed when the settler has stopped.
+	settles chan settleReq
+	settled chan struct{}
+}
+
+// settleReq is a run for the settler to settle; done, when not nil, is closed after it.
+type settleReq struct {
+	l    landing
+	done chan struct{}
 }
 
 // floorTTL is how long a write's version floor is kept at least: longer than any fill takes.
@@ -220,8 +231,10 @@ func newDocCache(cfg *Config, m *metrics) (*docCache, error) {
 		}, func() float64 { return float64(c.MaxCost()) }))
 	ttl := min((cfg.CacheTTL+time.Second-1)/time.Second, math.MaxUint32/2)
 	dc := &docCache{c: c, ttl: uint32(max(ttl, 1)), start: time.Now(), stop: make(chan struct{}), done: make(chan struct{}),
-		compressMin: max(cfg.CompressMinBytes, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now()}
+		compressMin: max(cfg.CompressMinBytes, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now(),
+		settles: make(chan settleReq, 1024), settled: make(chan struct{})}
 	go dc.tick()
+	go dc.settler()
 	return dc, nil
 }
 
@@ -358,17 +371,95 @@ func (dc *docCache) set(key string, e *entry) {
 // setIn is set of an entry made from what was read in epoch: a fill stamps its entry with
 // the epoch it started in, so that a distrust while it read leaves the entry distrusted too.
 func (dc *docCache) setIn(key string, e *entry, epoch uint32) {
+	if !dc.trySet(key, e, epoch) {
+		dc.settle(&landing{keys: []string{key}, ents: []*entry{e}})
+	}
+}
+
+// trySet stamps and stores e as setIn does, without waiting: it reports whether e landed at
+// once (or lost, rightly, to an entry at least as new); if not, settle must follow.
+func (dc *docCache) trySet(key string, e *entry, epoch uint32) bool {
 	e.epoch = epoch
 	e.expires = dc.now.Load() + dc.ttl
 	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body)-int(e.ownerLen) >= dc.compressMin
-	cost := dc.cost(e)
-	dc.c.Set(key, e, cost)
-	if cur, ok := dc.c.Get(key); ok && (cur == e || !e.newer(cur)) {
+	dc.c.Set(key, e, dc.cost(e))
+	cur, ok := dc.c.Get(key)
+	return ok && (cur == e || !e.newer(cur))
+}
+
+// landing collects the entries of a run of sets (the change events or the outcomes of one
+// message) that did not land at once, so that the run waits for ristretto's buffer once
+// rather than once per new key: the change and outcome subscriptions are one goroutine each,
+// and a wait per event would make them fall behind under load.
+type landing struct {
+	keys []string
+	ents []*entry
+}
+
+// setLater is set for a run of sets: an entry that did not land at once joins l, for settle.
+func (dc *docCache) setLater(key string, e *entry, l *landing) {
+	if !dc.trySet(key, e, dc.epoch.Load()) {
+		l.keys, l.ents = append(l.keys, key), append(l.ents, e)
+	}
+}
+
+// settleAsync is settle done by the settler goroutine; when its queue is full, the caller
+// settles l itself. Until it is done, a reader may still get the older entry that got in
+// first: a moment, where without it that entry would stay until the TTL.
+func (dc *docCache) settleAsync(l *landing) {
+	if len(l.keys) == 0 {
+		return
+	}
+	select {
+	case dc.settles <- settleReq{l: *l}:
+	default:
+		dc.settle(l)
+	}
+}
+
+// settler settles what settleAsync hands it, in order, until the cache closes.
+func (dc *docCache) settler() {
+	defer close(dc.settled)
+	for {
+		select {
+		case r := <-dc.settles:
+			dc.settle(&r.l)
+			if r.done != nil {
+				close(r.done)
+			}
+		case <-dc.stop:
+			return
+		}
+	}
+}
+
+// flush waits until the settler has settled what it was handed, and ristretto's buffer has
+// been applied: what a caller that has just set entries reads next is then what it set.
+func (dc *docCache) flush() {
+	done := make(chan struct{})
+	select {
+	case dc.settles <- settleReq{done: done}:
+		select {
+		case <-done:
+		case <-dc.settled:
+		}
+	case <-dc.stop:
+	}
+	dc.c.Wait()
+}
+
+// settle waits for ristretto's buffer, then sets again, as an update, each entry of l that an
+// older one got in before.
+func (dc *docCache) settle(l *landing) {
+	if len(l.keys) == 0 {
 		return
 	}
 	dc.c.Wait()
-	if cur, ok := dc.c.Get(key); ok && cur != e && e.newer(cur) {
-		dc.c.Set(key, e, cost)
+	for i, key := range l.keys {
+		e := l.ents[i]
+		if cur, ok := dc.c.Get(key); ok && cur != e && e.newer(cur) {
+			dc.c.Set(key, e, dc.cost(e))
+		}
 	}
 }
 
@@ -406,9 +497,19 @@ func (dc *docCache) putDocument(d *wire.Document) {
 	dc.set(docKey(d.Collection, d.ID), documentEntry(d))
 }
 
+// putDocumentLater is putDocument in a run of sets (setLater).
+func (dc *docCache) putDocumentLater(d *wire.Document, l *landing) {
+	dc.setLater(docKey(d.Collection, d.ID), documentEntry(d), l)
+}
+
 // markVersion records that version of a document exists without its body.
 func (dc *docCache) markVersion(collection, id string, version int64) {
 	dc.set(docKey(collection, id), &entry{version: version, stale: true})
+}
+
+// markVersionLater is markVersion in a run of sets (setLater).
+func (dc *docCache) markVersionLater(collection, id string, version int64, l *landing) {
+	dc.setLater(docKey(collection, id), &entry{version: version, stale: true}, l)
 }
 
 // documentEntry is the entry of a document version: its rendering, or a 404 for a
@@ -451,6 +552,7 @@ func (dc *docCache) close() {
 	dc.closeOnce.Do(func() {
 		close(dc.stop)
 		<-dc.done
+		<-dc.settled
 		dc.c.Close()
 	})
 }

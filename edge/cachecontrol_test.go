@@ -151,7 +151,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	// A collection without the directive: likewise.
 	d := docVersion("plain", 3)
 	e.cache.putDocument(d)
-	e.cache.c.Wait()
+	e.cache.flush()
 	e.cache.distrust()
 	if cs, tag, _ := get("/v1/collections/notes/docs/plain"); cs != "perch; fwd=miss; stored" || tag != `"4"` {
 		t.Fatalf("without stale-while-revalidate: %q %s", cs, tag)

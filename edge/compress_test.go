@@ -175,7 +175,7 @@ func TestNotSmaller(t *testing.T) {
 	ent := &entry{version: 1, status: fasthttp.StatusOK, body: string(body)}
 	for range 100 {
 		e.cache.set("bench/random", ent)
-		e.cache.c.Wait()
+		e.cache.flush()
 		if got, ok := e.cache.get([]byte("bench/random")); ok && got == ent {
 			break
 		}

@@ -20,7 +20,7 @@ func TestTwoSetsOfANewKeyKeepTheHigherVersion(t *testing.T) {
 		id := fmt.Sprintf("k%d", i)
 		e.cache.putDocument(docVersion(id, 1)) // a fill that read version 1
 		e.cache.putDocument(docVersion(id, 2)) // the change event of version 2, just after
-		e.cache.c.Wait()
+		e.cache.flush()
 		if ent, ok := e.cache.get([]byte("notes/" + id)); ok && ent.version == 1 && e.cache.valid(ent) {
 			lost++
 		}
@@ -37,12 +37,12 @@ func TestRepublishedEventDoesNotBringBackAnOldVersion(t *testing.T) {
 	e := newTestEdge(t)
 	deliver := func(ev wire.ChangeEvent) {
 		e.onChange(changeMsg(t, ev))
-		e.cache.c.Wait()
+		e.cache.flush()
 	}
 	deliver(eventOf(docVersion("d", 1), 1, true))
 	deliver(eventOf(docVersion("d", 2), 2, true))
 	e.cache.c.Del("notes/d") // evicted under the cost bound
-	e.cache.c.Wait()
+	e.cache.flush()
 	deliver(eventOf(docVersion("d", 1), 1, true)) // seq 1 again: the sweeper's duplicate
 	if st, tag, cs := served(e, "d"); st == 200 && tag == `"1"` && cs == "perch; hit" {
 		t.Fatalf("version 1 served as a trusted hit; version 2 exists and was heard of")
@@ -82,7 +82,7 @@ func TestStaleHiddenDocumentLooksMissing(t *testing.T) {
 	d.Owner = "alice"
 	e.cache.putDocument(d)
 	e.cache.set("notes/missing", answerEntry(0, 404, nil, ""))
-	e.cache.c.Wait()
+	e.cache.flush()
 	ask := func(id string) (int, string) {
 		ctx := getRequest("/v1/collections/notes/docs/" + id)
 		e.dispatch(ctx, "bob")
@@ -108,7 +108,7 @@ func TestEventWithABadDocumentRetiresTheOldVersion(t *testing.T) {
 	e := newTestEdge(t)
 	deliver := func(ev wire.ChangeEvent) {
 		e.onChange(changeMsg(t, ev))
-		e.cache.c.Wait()
+		e.cache.flush()
 	}
 	deliver(eventOf(docVersion("d", 1), 1, true))
 	bad := eventOf(docVersion("d", 2), 2, true)
@@ -117,7 +117,7 @@ func TestEventWithABadDocumentRetiresTheOldVersion(t *testing.T) {
 	// The document says version 9: the header (version 2) is valid, the document is not.
 	msg.Data = []byte(`{"partition":1,"seq":2,"collection":"notes","id":"d","version":2,"updated_at":"2024-01-01T00:00:00Z","doc":{"collection":"notes","id":"d","version":9,"data":{}}}`)
 	e.onChange(msg)
-	e.cache.c.Wait()
+	e.cache.flush()
 	deliver(eventOf(docVersion("other", 1), 3, true)) // the next event of the partition: no gap
 	if st, tag, cs := served(e, "d"); st == 200 && tag == `"1"` && cs == "perch; hit" {
 		t.Fatalf("version 1 still a trusted hit after the (undecodable) event of version 2")
@@ -137,7 +137,7 @@ func TestCreateAndUpdateInOneMessageServeTheUpdate(t *testing.T) {
 		msg := changeMsg(t, evs[0])
 		msg.Data = data
 		e.onChange(msg)
-		e.cache.c.Wait()
+		e.cache.flush()
 		if st, tag, cs := served(e, id); st == 200 && tag == `"1"` && cs == "perch; hit" {
 			lost++
 		}
@@ -153,7 +153,7 @@ func TestCreateAndUpdateInOneMessageServeTheUpdate(t *testing.T) {
 		msg := changeMsg(t, eventOf(docVersion(id, 1), 1, false))
 		msg.Data = data
 		e.onOutcomes(msg)
-		e.cache.c.Wait()
+		e.cache.flush()
 		if st, tag, cs := served(e, id); st == 200 && tag == `"1"` && cs == "perch; hit" {
 			lost++
 		}
@@ -174,7 +174,7 @@ func TestHiddenDocumentLooksMissingWhileDisconnected(t *testing.T) {
 	d.Owner = "alice"
 	e.cache.putDocument(d)
 	e.cache.set("notes/missing", answerEntry(0, 404, nil, ""))
-	e.cache.c.Wait()
+	e.cache.flush()
 	e.disconnected.Store(true)
 	ask := func(id string) (int, string) {
 		ctx := getRequest("/v1/collections/notes/docs/" + id)
@@ -217,9 +217,9 @@ func TestStrangersFillKeepsTheVersionBound(t *testing.T) {
 	v2, v3 := docVersion(id, 2), docVersion(id, 3)
 	v2.Owner, v3.Owner = "alice", "alice"
 	b.cache.putDocument(v2) // the owner's event of 3 is late
-	b.cache.c.Wait()
+	b.cache.flush()
 	a.cache.putDocument(v3)
-	a.cache.c.Wait()
+	a.cache.flush()
 	a.cache.distrust() // or expired
 	ctx := getRequest("/v1/collections/notes/docs/" + id)
 	a.dispatch(ctx, "bob")
@@ -262,7 +262,7 @@ func TestEventBeforeTheFirstSeenIsNotSkipped(t *testing.T) {
 	e.cache.fill("notes/k", documentEntry(docVersion("k", 1)), e.cache.epoch.Load())
 	deliver := func(ev wire.ChangeEvent) {
 		e.onChange(changeMsg(t, ev))
-		e.cache.c.Wait()
+		e.cache.flush()
 	}
 	deliver(eventOf(docVersion("other", 1), 11, true))
 	deliver(eventOf(docVersion("k", 2), 10, true))

@@ -64,18 +64,23 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 		return
 	}
 	now := time.Now()
+	var l landing
 	for i := range msg.Outcomes {
-		out := msg.Outcomes[i]
+		out := &msg.Outcomes[i]
 		// A replayed outcome carries the document as the first write left it, which may be
 		// long superseded: it must not go into the cache.
 		if out.Problem == nil && !out.Replayed && out.Doc != nil && validDoc(out.Doc) {
 			key := docKey(out.Doc.Collection, out.Doc.ID)
 			e.cache.raiseFloor(key, out.Doc.Version, now)
-			e.cache.putDocument(out.Doc)
+			e.cache.putDocumentLater(out.Doc, &l)
 			e.forgetFills(key)
 			e.cache.retireLists(out.Doc.Collection)
 		}
-		e.writes.deliver(out)
+	}
+	// In the cache before the writers are answered, so that their next reads are hits.
+	e.cache.settle(&l)
+	for i := range msg.Outcomes {
+		e.writes.deliver(msg.Outcomes[i])
 	}
 }
 
@@ -91,9 +96,11 @@ func (e *Edge) onChange(m *nats.Msg) {
 		e.badEvents(m, err)
 		return
 	}
+	var l landing
 	for i := range evs {
-		e.applyEvent(m, &evs[i])
+		e.applyEvent(m, &evs[i], &l)
 	}
+	e.cache.settleAsync(&l)
 }
 
 // decodeEvents decodes a message of change events: a JSON array of events, or one event.
@@ -121,7 +128,7 @@ func (e *Edge) badEvents(m *nats.Msg, err error) {
 
 // applyEvent updates the cache: in place when the event carries the document, as a version
 // marker (the next read fetches) when the document was too large to carry.
-func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
+func (e *Edge) applyEvent(m *nats.Msg, h *eventHead, l *landing) {
 	ev := &h.ChangeEvent
 	if !validEvent(ev) { // the header, before a gap can distrust the cache
 		e.badEvents(m, errors.New("invalid event"))
@@ -162,10 +169,10 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead) {
 		e.metrics.events.WithLabelValues("known").Inc()
 	case ev.Doc != nil && !earlier:
 		e.metrics.events.WithLabelValues("document").Inc()
-		e.cache.putDocument(ev.Doc)
+		e.cache.putDocumentLater(ev.Doc, l)
 	default:
 		e.metrics.events.WithLabelValues("marker").Inc()
-		e.cache.markVersion(ev.Collection, ev.ID, ev.Version)
+		e.cache.markVersionLater(ev.Collection, ev.ID, ev.Version, l)
 	}
 	e.forgetFills(docKey(ev.Collection, ev.ID))
 	e.cache.retireLists(ev.Collection)

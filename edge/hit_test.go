@@ -54,7 +54,7 @@ func cacheDocument(tb testing.TB, e *Edge, id string, size int) *wire.Document {
 	d := &wire.Document{Collection: "bench", ID: id, Version: 3, CreatedAt: now, UpdatedAt: now, Data: data}
 	for range 100 {
 		e.cache.putDocument(d)
-		e.cache.c.Wait()
+		e.cache.flush()
 		if ent, ok := e.cache.get([]byte("bench/" + id)); ok && ent.version == d.Version {
 			return d
 		}
@@ -116,19 +116,19 @@ func TestGetHit(t *testing.T) {
 	old.Version = 2
 	old.Data = json.RawMessage(`{"old":true}`)
 	e.cache.putDocument(&old)
-	e.cache.c.Wait()
+	e.cache.flush()
 	if ent, _ := e.cache.get([]byte("bench/doc")); ent.version != 3 {
 		t.Fatalf("version went back to %d", ent.version)
 	}
 	e.cache.markVersion("bench", "doc", 4)
-	e.cache.c.Wait()
+	e.cache.flush()
 	if ent, _ := e.cache.get([]byte("bench/doc")); !ent.stale || ent.version != 4 {
 		t.Fatalf("marker not installed: %+v", ent)
 	}
 	newer := *d
 	newer.Version = 4
 	e.cache.putDocument(&newer)
-	e.cache.c.Wait()
+	e.cache.flush()
 	if ent, _ := e.cache.get([]byte("bench/doc")); ent.stale || ent.version != 4 {
 		t.Fatalf("fill of the marked version not installed: %+v", ent)
 	}
@@ -266,7 +266,7 @@ func TestReplayedOutcomeNotCached(t *testing.T) {
 	old := &wire.Document{Collection: "c", ID: "r", Version: 1, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(`{"v":1}`)}
 	data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 201, Doc: old, Replayed: true}}})
 	e.onOutcomes(&nats.Msg{Data: data})
-	e.cache.c.Wait()
+	e.cache.flush()
 	if _, ok := e.cache.get([]byte("c/r")); ok {
 		t.Fatal("a replayed outcome went into the cache")
 	}

@@ -45,7 +45,7 @@ func TestVersionsNeverGoBackUnderReorderedEvents(t *testing.T) {
 	e := newTestEdge(t)
 	deliver := func(ev wire.ChangeEvent) {
 		e.onChange(changeMsg(t, ev))
-		e.cache.c.Wait()
+		e.cache.flush()
 	}
 	deliver(eventOf(docVersion("d", 3), 3, true))
 	deliver(eventOf(docVersion("d", 1), 1, true))
@@ -114,9 +114,9 @@ func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
 	}
 	// The owner holds version 2; this edge has heard that 3 exists.
 	b.cache.putDocument(docVersion(id, 2))
-	b.cache.c.Wait()
+	b.cache.flush()
 	a.cache.markVersion("notes", id, 3)
-	a.cache.c.Wait()
+	a.cache.flush()
 
 	if st, tag, cs := served(a, id); st != 200 || tag != `"3"` || cs != "perch; fwd=miss; stored" {
 		t.Fatalf("%d %s %q, want version 3 from the core", st, tag, cs)
@@ -137,7 +137,7 @@ func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
 		}
 	}
 	b.cache.putDocument(docVersion(other, 7))
-	b.cache.c.Wait()
+	b.cache.flush()
 	if st, tag, _ := served(a, other); st != 200 || tag != `"7"` {
 		t.Fatalf("from the owner: %d %s", st, tag)
 	}
