@@ -353,8 +353,15 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 			backoff = min(2*backoff, 5*time.Second)
 			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			cons, err = c.ensureConsumer(octx, p)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				// JetStream lost the stream with it: make that again too, as a start would.
+				if _, _, serr := wire.EnsureWriteStream(octx, c.js, c.cfg.Stream); serr == nil {
+					cons, err = c.ensureConsumer(octx, p)
+				}
+			}
 			cancel()
 			if err == nil {
+				backoff = 100 * time.Millisecond
 				break
 			}
 			c.log.Warn("making the consumer of a write partition", "partition", p, "err", err)

@@ -68,3 +68,29 @@ func TestDeletedConsumerIsMadeAgain(t *testing.T) {
 		t.Fatalf("a after the consumer was made again: %d %s", g.Status, g.Header["Etag"])
 	}
 }
+
+// TestDeletedStreamIsMadeAgain: when JetStream loses the write stream itself (and with it
+// every consumer), the cores make both again, and writes are stored and applied once more.
+func TestDeletedStreamIsMadeAgain(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
+	base := c.Edge(0)
+	if r := clustertest.Do(t, "PUT", base+"/v1/collections/notes/docs/a", nil, []byte(`{"n":1}`)); r.Status != 201 {
+		t.Fatalf("PUT a: %d %s", r.Status, r.Body)
+	}
+	js, err := jetstream.New(natstest.Connect(t, c.NATSURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, wire.WriteStream); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.Eventually(t, 20*time.Second, func() error {
+		r := clustertest.Do(t, "PUT", base+"/v1/collections/notes/docs/b", nil, []byte(`{"n":2}`))
+		if r.Status != 201 && r.Status != 200 {
+			return fmt.Errorf("PUT b after the stream was deleted: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+}
