@@ -167,6 +167,10 @@ type docCache struct {
 	// settled is closed when the settler has stopped.
 	settles chan settleReq
 	settled chan struct{}
+	// closing guards ristretto against a Set or Wait while it closes (close takes it for
+	// writing, and sets closed): a change event or a fill may still be under way.
+	closing sync.RWMutex
+	closed  bool
 }
 
 // settleReq is a run for the settler to settle; done, when not nil, is closed after it.
@@ -382,6 +386,11 @@ func (dc *docCache) trySet(key string, e *entry, epoch uint32) bool {
 	e.epoch = epoch
 	e.expires = dc.now.Load() + dc.ttl
 	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body)-int(e.ownerLen) >= dc.compressMin
+	dc.closing.RLock()
+	defer dc.closing.RUnlock()
+	if dc.closed {
+		return true // nothing to settle: the cache is gone
+	}
 	dc.c.Set(key, e, dc.cost(e))
 	cur, ok := dc.c.Get(key)
 	return ok && (cur == e || !e.newer(cur))
@@ -445,13 +454,28 @@ func (dc *docCache) flush() {
 		}
 	case <-dc.stop:
 	}
-	dc.c.Wait()
+	dc.wait()
+}
+
+// wait is ristretto's Wait, unless the cache has been closed: ristretto's Wait on a closed
+// cache blocks for ever, or panics while it closes.
+func (dc *docCache) wait() {
+	dc.closing.RLock()
+	defer dc.closing.RUnlock()
+	if !dc.closed {
+		dc.c.Wait()
+	}
 }
 
 // settle waits for ristretto's buffer, then sets again, as an update, each entry of l that an
 // older one got in before.
 func (dc *docCache) settle(l *landing) {
 	if len(l.keys) == 0 {
+		return
+	}
+	dc.closing.RLock()
+	defer dc.closing.RUnlock()
+	if dc.closed {
 		return
 	}
 	dc.c.Wait()
@@ -553,6 +577,9 @@ func (dc *docCache) close() {
 		close(dc.stop)
 		<-dc.done
 		<-dc.settled
+		dc.closing.Lock()
+		dc.closed = true
+		dc.closing.Unlock()
 		dc.c.Close()
 	})
 }
