@@ -333,11 +333,17 @@ var errConsumerGone = errors.New("the partition's consumer is gone")
 // store's fence. Without it the core would run on, healthy to look at, with the partition's
 // writes stored and never applied.
 func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consumer) error {
-	backoff := 100 * time.Millisecond
+	const minBackoff = 100 * time.Millisecond
+	backoff := minBackoff
 	for {
+		started := time.Now()
 		err := c.consume(ctx, p, cons)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if time.Since(started) > time.Minute {
+			// It had been consuming a while: this is a new loss, not the last one again.
+			backoff = minBackoff
 		}
 		if !errors.Is(err, errConsumerGone) {
 			return err
@@ -361,7 +367,6 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 			}
 			cancel()
 			if err == nil {
-				backoff = 100 * time.Millisecond
 				break
 			}
 			c.log.Warn("making the consumer of a write partition", "partition", p, "err", err)
@@ -600,6 +605,11 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 			}
 			c.recordLag(p, info)
 			floor := info.AckFloor.Stream
+			if floor < purged[p] {
+				// The stream numbers from the start again: it was lost and made again
+				// (consumePartition). What was purged of the old one says nothing of it.
+				purged[p] = 0
+			}
 			if floor <= purged[p] {
 				continue
 			}

@@ -74,15 +74,37 @@ func TestDeletedConsumerIsMadeAgain(t *testing.T) {
 func TestDeletedStreamIsMadeAgain(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
 	base := c.Edge(0)
-	if r := clustertest.Do(t, "PUT", base+"/v1/collections/notes/docs/a", nil, []byte(`{"n":1}`)); r.Status != 201 {
-		t.Fatalf("PUT a: %d %s", r.Status, r.Body)
-	}
 	js, err := jetstream.New(natstest.Connect(t, c.NATSURL()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Enough writes that the old stream's purged sequence is well past where the new one
+	// starts; then wait for the purge, so that the cores remember it.
+	for i := range 20 {
+		if r := clustertest.Do(t, "PUT", fmt.Sprintf("%s/v1/collections/notes/docs/a%d", base, i), nil, []byte(`{"n":1}`)); r.Status != 201 {
+			t.Fatalf("PUT a%d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	streamEmpties := func() {
+		t.Helper()
+		clustertest.Eventually(t, 20*time.Second, func() error {
+			s, err := js.Stream(ctx, wire.WriteStream)
+			if err != nil {
+				return err
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.State.Msgs != 0 {
+				return fmt.Errorf("%d applied batches not purged", info.State.Msgs)
+			}
+			return nil
+		})
+	}
+	streamEmpties()
 	if err := js.DeleteStream(ctx, wire.WriteStream); err != nil {
 		t.Fatal(err)
 	}
@@ -93,4 +115,11 @@ func TestDeletedStreamIsMadeAgain(t *testing.T) {
 		}
 		return nil
 	})
+	for i := range 3 {
+		if r := clustertest.Do(t, "PUT", fmt.Sprintf("%s/v1/collections/notes/docs/c%d", base, i), nil, []byte(`{"n":3}`)); r.Status != 201 {
+			t.Fatalf("PUT c%d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	// The new stream is purged as the old one was.
+	streamEmpties()
 }
