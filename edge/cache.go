@@ -391,6 +391,11 @@ func (dc *docCache) trySet(key string, e *entry, epoch uint32) bool {
 	if dc.closed {
 		return true // nothing to settle: the cache is gone
 	}
+	if cur, ok := dc.c.Get(key); ok && !e.newer(cur) {
+		// Refused by ShouldUpdate anyway; and a refused Set still sets the key's cost in
+		// ristretto's policy to e's, so that MaxCost would stop bounding the cache.
+		return true
+	}
 	dc.c.Set(key, e, dc.cost(e))
 	cur, ok := dc.c.Get(key)
 	return ok && (cur == e || !e.newer(cur))

@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/perchhq/perch/internal/natstest"
@@ -273,5 +274,23 @@ func TestEventBeforeTheFirstSeenIsNotSkipped(t *testing.T) {
 	deliver(eventOf(docVersion("other", 9), 11, true))
 	if _, tag, _ := served(e, "other"); tag != `"1"` {
 		t.Fatalf("a repeat of seq 11 was applied: %s", tag)
+	}
+}
+
+// TestRefusedSetKeepsTheCost: a Set that the version order refuses (a marker of the version
+// the cache holds, an older fill) does not reach ristretto, whose policy would take the
+// refused entry's cost for the key's and so stop bounding the cache by what it holds.
+func TestRefusedSetKeepsTheCost(t *testing.T) {
+	e := newTestEdge(t)
+	d := docVersion("big", 2)
+	d.Data = json.RawMessage(`{"pad":"` + strings.Repeat("x", 100<<10) + `"}`)
+	e.cache.putDocument(d)
+	e.cache.flush()
+	used := e.cache.c.MaxCost() - e.cache.c.RemainingCost()
+	e.cache.markVersion("notes", "big", 2)    // the event of a version held, without its document
+	e.cache.putDocument(docVersion("big", 1)) // an older fill
+	e.cache.flush()
+	if now := e.cache.c.MaxCost() - e.cache.c.RemainingCost(); now != used {
+		t.Fatalf("the cache's cost went from %d to %d for refused Sets", used, now)
 	}
 }
