@@ -36,10 +36,7 @@ func TestTwoSetsOfANewKeyKeepTheHigherVersion(t *testing.T) {
 // old version back as a trusted hit when the key is no longer cached.
 func TestRepublishedEventDoesNotBringBackAnOldVersion(t *testing.T) {
 	e := newTestEdge(t)
-	deliver := func(ev wire.ChangeEvent) {
-		e.onChange(changeMsg(t, ev))
-		e.cache.flush()
-	}
+	deliver := deliverTo(t, e)
 	deliver(eventOf(docVersion("d", 1), 1, true))
 	deliver(eventOf(docVersion("d", 2), 2, true))
 	e.cache.c.Del("notes/d") // evicted under the cost bound
@@ -75,20 +72,7 @@ func TestStaleAnswersOfPrivateCollectionsStayPrivate(t *testing.T) {
 // for someone else's document and for a missing one are alike when their entries are stale
 // and the core is away (stale-if-error), as when they are fresh.
 func TestStaleHiddenDocumentLooksMissing(t *testing.T) {
-	ns := natstest.Start(t) // no core: reads fail at once with no responders
-	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), func(c *Config) {
-		c.Rules = &Rules{Default: Rule{Read: AccessOwner, Write: AccessOwner}}
-	})
-	d := docVersion("secret", 3)
-	d.Owner = "alice"
-	e.cache.putDocument(d)
-	e.cache.set("notes/missing", answerEntry(0, 404, nil, ""))
-	e.cache.flush()
-	ask := func(id string) (int, string) {
-		ctx := getRequest("/v1/collections/notes/docs/" + id)
-		e.dispatch(ctx, "bob")
-		return ctx.Response.StatusCode(), string(ctx.Response.Header.Peek("Cache-Status"))
-	}
+	e, ask := secretAndMissing(t)
 	s1, c1 := ask("secret")
 	s2, c2 := ask("missing")
 	if s1 != s2 || c1 != c2 {
@@ -107,10 +91,7 @@ func TestStaleHiddenDocumentLooksMissing(t *testing.T) {
 // counted (no gap follows), so the older version must not stay a trusted hit.
 func TestEventWithABadDocumentRetiresTheOldVersion(t *testing.T) {
 	e := newTestEdge(t)
-	deliver := func(ev wire.ChangeEvent) {
-		e.onChange(changeMsg(t, ev))
-		e.cache.flush()
-	}
+	deliver := deliverTo(t, e)
 	deliver(eventOf(docVersion("d", 1), 1, true))
 	bad := eventOf(docVersion("d", 2), 2, true)
 	bad.Doc.Data = json.RawMessage(`{"v":2}`)
@@ -167,21 +148,8 @@ func TestCreateAndUpdateInOneMessageServeTheUpdate(t *testing.T) {
 // TestHiddenDocumentLooksMissingWhileDisconnected: while the edge has lost NATS, a
 // stranger's hit on someone else's document is answered as a hit on a missing one.
 func TestHiddenDocumentLooksMissingWhileDisconnected(t *testing.T) {
-	ns := natstest.Start(t)
-	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), func(c *Config) {
-		c.Rules = &Rules{Default: Rule{Read: AccessOwner, Write: AccessOwner}}
-	})
-	d := docVersion("secret", 3)
-	d.Owner = "alice"
-	e.cache.putDocument(d)
-	e.cache.set("notes/missing", answerEntry(0, 404, nil, ""))
-	e.cache.flush()
+	e, ask := secretAndMissing(t)
 	e.disconnected.Store(true)
-	ask := func(id string) (int, string) {
-		ctx := getRequest("/v1/collections/notes/docs/" + id)
-		e.dispatch(ctx, "bob")
-		return ctx.Response.StatusCode(), string(ctx.Response.Header.Peek("Cache-Status"))
-	}
 	s1, c1 := ask("secret")
 	s2, c2 := ask("missing")
 	if s1 != s2 || c1 != c2 {
@@ -194,27 +162,9 @@ func TestHiddenDocumentLooksMissingWhileDisconnected(t *testing.T) {
 // not believed (an "older" fallback to the core), since that older entry is what the fill
 // would hand to every request sharing it, the owner's included.
 func TestStrangersFillKeepsTheVersionBound(t *testing.T) {
-	ns := natstest.Start(t)
-	nc := natstest.Connect(t, ns.URL())
-	fleet := staticMembers{
-		{ID: "test-a", Region: "test", Weight: 1, Healthy: true},
-		{ID: "test-b", Region: "test", Weight: 1, Healthy: true},
-	}
-	rules := func(c *Config) { c.Rules = &Rules{Default: Rule{Read: AccessOwner, Write: AccessOwner}} }
-	a := newTestEdgeOn(t, nc, func(c *Config) { rules(c); c.ID = "test-a" })
-	b := newTestEdgeOn(t, nc, func(c *Config) { rules(c); c.ID = "test-b" })
-	for _, e := range []*Edge{a, b} {
-		e.SetMembership(fleet)
-		if err := e.subscribe(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	id := ""
-	for i := 0; id == ""; i++ {
-		if o, ok := a.remoteOwner(fmt.Sprintf("notes/%d", i)); ok && o.ID == "test-b" {
-			id = fmt.Sprint(i)
-		}
-	}
+	a, b, id := ownerPair(t, natstest.Start(t), func(c *Config) {
+		c.Rules = &Rules{Default: Rule{Read: AccessOwner, Write: AccessOwner}}
+	})
 	v2, v3 := docVersion(id, 2), docVersion(id, 3)
 	v2.Owner, v3.Owner = "alice", "alice"
 	b.cache.putDocument(v2) // the owner's event of 3 is late
@@ -261,10 +211,7 @@ func TestFillReadBeforeADistrustIsNotTrusted(t *testing.T) {
 func TestEventBeforeTheFirstSeenIsNotSkipped(t *testing.T) {
 	e := newTestEdge(t)
 	e.cache.fill("notes/k", documentEntry(docVersion("k", 1)), e.cache.epoch.Load())
-	deliver := func(ev wire.ChangeEvent) {
-		e.onChange(changeMsg(t, ev))
-		e.cache.flush()
-	}
+	deliver := deliverTo(t, e)
 	deliver(eventOf(docVersion("other", 1), 11, true))
 	deliver(eventOf(docVersion("k", 2), 10, true))
 	if _, tag, cs := served(e, "k"); tag == `"1"` && cs == "perch; hit" {
@@ -292,5 +239,34 @@ func TestRefusedSetKeepsTheCost(t *testing.T) {
 	e.cache.flush()
 	if now := e.cache.c.MaxCost() - e.cache.c.RemainingCost(); now != used {
 		t.Fatalf("the cache's cost went from %d to %d for refused Sets", used, now)
+	}
+}
+
+// deliverTo returns a function that delivers a change event to e through its subscription's
+// handler and waits until the cache has taken what it set.
+func deliverTo(t *testing.T, e *Edge) func(wire.ChangeEvent) {
+	return func(ev wire.ChangeEvent) {
+		e.onChange(changeMsg(t, ev))
+		e.cache.flush()
+	}
+}
+
+// secretAndMissing starts an edge whose collections are read by owner, caches alice's
+// document "secret" and an absent "missing", and returns the edge and how bob's read of an
+// id is answered: its status and Cache-Status.
+func secretAndMissing(t *testing.T) (*Edge, func(id string) (int, string)) {
+	ns := natstest.Start(t) // no core: reads fail at once with no responders
+	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), func(c *Config) {
+		c.Rules = &Rules{Default: Rule{Read: AccessOwner, Write: AccessOwner}}
+	})
+	d := docVersion("secret", 3)
+	d.Owner = "alice"
+	e.cache.putDocument(d)
+	e.cache.set("notes/missing", answerEntry(0, 404, nil, ""))
+	e.cache.flush()
+	return e, func(id string) (int, string) {
+		ctx := getRequest("/v1/collections/notes/docs/" + id)
+		e.dispatch(ctx, "bob")
+		return ctx.Response.StatusCode(), string(ctx.Response.Header.Peek("Cache-Status"))
 	}
 }

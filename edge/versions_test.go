@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/perchhq/perch/gossip"
+	"github.com/perchhq/perch/internal/natsembed"
 	"github.com/perchhq/perch/internal/natstest"
 	"github.com/perchhq/perch/internal/wire"
 )
@@ -43,10 +44,7 @@ func served(e *Edge, id string) (int, string, string) {
 // version with an older one, whether they carry the document or only mark its version.
 func TestVersionsNeverGoBackUnderReorderedEvents(t *testing.T) {
 	e := newTestEdge(t)
-	deliver := func(ev wire.ChangeEvent) {
-		e.onChange(changeMsg(t, ev))
-		e.cache.flush()
-	}
+	deliver := deliverTo(t, e)
 	deliver(eventOf(docVersion("d", 3), 3, true))
 	deliver(eventOf(docVersion("d", 1), 1, true))
 	deliver(eventOf(docVersion("d", 2), 2, true))
@@ -73,30 +71,45 @@ type staticMembers []gossip.Member
 
 func (s staticMembers) Members() []gossip.Member { return s }
 
-// TestOwnerOlderThanKnownReadsTheCore: an owner that has not yet heard of a version this
-// edge knows exists (its change event is late there) answers with an older one; the edge
-// does not serve it but reads the core.
-func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
-	ns := natstest.Start(t)
+// ownerPair starts two edges of one region on the NATS server ns, each configured by
+// configure too (when not nil), and returns them with the id of a document in collection
+// "notes" that b owns.
+func ownerPair(t *testing.T, ns *natsembed.Server, configure func(*Config)) (a, b *Edge, id string) {
+	t.Helper()
 	nc := natstest.Connect(t, ns.URL())
 	fleet := staticMembers{
 		{ID: "test-a", Region: "test", Weight: 1, Healthy: true},
 		{ID: "test-b", Region: "test", Weight: 1, Healthy: true},
 	}
-	a := newTestEdgeOn(t, nc, func(c *Config) { c.ID = "test-a" })
-	b := newTestEdgeOn(t, nc, func(c *Config) { c.ID = "test-b" })
+	with := func(edgeID string) func(*Config) {
+		return func(c *Config) {
+			if configure != nil {
+				configure(c)
+			}
+			c.ID = edgeID
+		}
+	}
+	a, b = newTestEdgeOn(t, nc, with("test-a")), newTestEdgeOn(t, nc, with("test-b"))
 	for _, e := range []*Edge{a, b} {
 		e.SetMembership(fleet)
 		if err := e.subscribe(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	id := ""
 	for i := 0; id == ""; i++ {
 		if o, ok := a.remoteOwner("notes/" + strconv.Itoa(i)); ok && o.ID == "test-b" {
 			id = strconv.Itoa(i)
 		}
 	}
+	return a, b, id
+}
+
+// TestOwnerOlderThanKnownReadsTheCore: an owner that has not yet heard of a version this
+// edge knows exists (its change event is late there) answers with an older one; the edge
+// does not serve it but reads the core.
+func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, nil)
 	// The core: it has version 3. (No core runs on this NATS server; this answers for it.)
 	core := natstest.Connect(t, ns.URL())
 	reads := make(chan string, 10)
