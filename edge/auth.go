@@ -333,15 +333,25 @@ const maxOIDCBody = auth.MaxTokenBytes + 2<<10
 // oidcLogin serves POST /v1/auth/oidc: a login with an ID token of a configured OpenID
 // Connect provider, which the core verifies and links to a user. It answers like a login.
 func (e *Edge) oidcLogin(ctx *fasthttp.RequestCtx, _ params) {
-	var body oidcJSON
-	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
-		return
-	}
-	if body.Provider == "" || body.IDToken == "" {
-		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+	body, ok := e.oidcBody(ctx)
+	if !ok {
 		return
 	}
 	e.forwardAuth(ctx, &wire.AuthRequest{Op: wire.AuthOIDC, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce})
+}
+
+// oidcBody reads the body of an OpenID Connect login or link, or answers the problem with
+// it (false).
+func (e *Edge) oidcBody(ctx *fasthttp.RequestCtx) (oidcJSON, bool) {
+	var body oidcJSON
+	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
+		return body, false
+	}
+	if body.Provider == "" || body.IDToken == "" {
+		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+		return body, false
+	}
+	return body, true
 }
 
 // linkIdentity serves POST /v1/me/identities: the identity of an ID token is linked to the
@@ -351,12 +361,8 @@ func (e *Edge) linkIdentity(ctx *fasthttp.RequestCtx, p params) {
 		e.refuseAuth(ctx, problemNeedsToken)
 		return
 	}
-	var body oidcJSON
-	if !e.authBodyLimit(ctx, &body, maxOIDCBody) {
-		return
-	}
-	if body.Provider == "" || body.IDToken == "" {
-		e.writeAuthProblem(ctx, problem.New(problem.BadRequest, `the body must be {"provider": ..., "id_token": ...}`))
+	body, ok := e.oidcBody(ctx)
+	if !ok {
 		return
 	}
 	req := &wire.AuthRequest{Op: wire.AuthOIDCLink, User: p.user, Provider: body.Provider, IDToken: body.IDToken, Nonce: body.Nonce}
