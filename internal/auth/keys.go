@@ -311,59 +311,88 @@ func readVerifyOp(dec *json.Decoder) (bool, error) {
 	return slices.Contains(ops, "verify"), nil
 }
 
-// readJWK reads one member of a JWKS's keys; ok is false for a key ParseJWKS skips.
-func readJWK(dec *json.Decoder) (k PublicKey, ok bool, err error) {
-	var kty, crv, x, use, alg string
-	var hasPrivate, hasOps, canVerify bool
-	var exp int64
-	err = readObject(dec, func(name string, dec *json.Decoder) error {
+// jwkMembers are the members of a JWK (RFC 7517) that Perch reads: of its own Ed25519 keys
+// (readJWK) and of OpenID providers' RSA and P-256 keys (readOIDCJWK) alike.
+type jwkMembers struct {
+	kty, crv, use, alg, kid, n, e, x, y string
+	exp                                 int64
+	// private is set when the key carries a private part; ops when key_ops is there, verify
+	// when it allows verification.
+	private, ops, verify bool
+}
+
+// forSignatures reports whether the key's use and key_ops let it verify signatures.
+func (m *jwkMembers) forSignatures() bool {
+	return (m.use == "" || m.use == "sig") && (!m.ops || m.verify)
+}
+
+// readJWKMembers reads one member of a JWK set's keys. exp (an extension of Perch's own
+// sets: when the key stops signing) is read when withExp is set, else skipped.
+func readJWKMembers(dec *json.Decoder, withExp bool) (jwkMembers, error) {
+	var m jwkMembers
+	err := readObject(dec, func(name string, dec *json.Decoder) error {
 		var err error
 		switch name {
 		case "kty":
-			kty, err = readString(dec, name, 64)
+			m.kty, err = readString(dec, name, 64)
 		case "crv":
-			crv, err = readString(dec, name, 64)
-		case "x":
-			x, err = readString(dec, name, 1024)
-		case "kid":
-			k.ID, err = readString(dec, name, maxKeyIDLen)
+			m.crv, err = readString(dec, name, 64)
 		case "use":
-			use, err = readString(dec, name, 64)
+			m.use, err = readString(dec, name, 64)
 		case "alg":
-			alg, err = readString(dec, name, 64)
+			m.alg, err = readString(dec, name, 64)
+		case "kid":
+			m.kid, err = readString(dec, name, maxKeyIDLen)
+		case "n":
+			m.n, err = readString(dec, name, 2*maxRSABits/8)
+		case "e":
+			m.e, err = readString(dec, name, 16)
+		case "x":
+			m.x, err = readString(dec, name, 1024)
+		case "y":
+			m.y, err = readString(dec, name, 64)
 		case "exp":
-			exp, err = readInt(dec, name, maxNumDate)
-		case "d":
-			hasPrivate = true
+			if !withExp {
+				return skipValue(dec)
+			}
+			m.exp, err = readInt(dec, name, maxNumDate)
+		case "d", "p", "q", "dp", "dq", "qi", "oth", "k":
+			m.private = true
 			err = skipValue(dec)
 		case "key_ops":
-			hasOps = true
-			canVerify, err = readVerifyOp(dec)
+			m.ops = true
+			m.verify, err = readVerifyOp(dec)
 		default:
 			err = skipValue(dec)
 		}
 		return err
 	})
+	return m, err
+}
+
+// readJWK reads one member of a JWKS's keys; ok is false for a key ParseJWKS skips.
+func readJWK(dec *json.Decoder) (k PublicKey, ok bool, err error) {
+	m, err := readJWKMembers(dec, true)
 	if err != nil {
 		return k, false, err
 	}
-	if kty != "OKP" || crv != "Ed25519" || (use != "" && use != "sig") ||
-		(alg != "" && alg != "EdDSA") || (hasOps && !canVerify) {
+	k.ID = m.kid
+	if m.kty != "OKP" || m.crv != "Ed25519" || (m.alg != "" && m.alg != "EdDSA") || !m.forSignatures() {
 		return k, false, nil
 	}
-	if hasPrivate {
+	if m.private {
 		return k, false, fmt.Errorf("%w: key %q has its private part in the set", ErrMalformed, k.ID)
 	}
 	if k.ID == "" {
 		return k, false, fmt.Errorf("%w: Ed25519 key without kid", ErrMalformed)
 	}
-	raw, err := b64URL.DecodeString(x)
+	raw, err := b64URL.DecodeString(m.x)
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return k, false, fmt.Errorf("%w: key %q: x is not %d bytes of base64url", ErrMalformed, k.ID, ed25519.PublicKeySize)
 	}
 	k.Key = raw
-	if exp != 0 {
-		k.NotAfter = time.Unix(exp, 0).UTC()
+	if m.exp != 0 {
+		k.NotAfter = time.Unix(m.exp, 0).UTC()
 	}
 	return k, true, nil
 }

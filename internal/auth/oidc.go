@@ -128,64 +128,32 @@ func ParseOIDCJWKS(data []byte) (OIDCKeySet, error) {
 // readOIDCJWK reads one member of a provider's keys; ok is false for a key ParseOIDCJWKS
 // skips.
 func readOIDCJWK(dec *json.Decoder) (kid string, k oidcKey, ok bool, err error) {
-	var kty, crv, use, alg, n, e, x, y string
-	var hasPrivate, hasOps, canVerify bool
-	err = readObject(dec, func(name string, dec *json.Decoder) error {
-		var err error
-		switch name {
-		case "kty":
-			kty, err = readString(dec, name, 64)
-		case "crv":
-			crv, err = readString(dec, name, 64)
-		case "use":
-			use, err = readString(dec, name, 64)
-		case "alg":
-			alg, err = readString(dec, name, 64)
-		case "kid":
-			kid, err = readString(dec, name, maxKeyIDLen)
-		case "n":
-			n, err = readString(dec, name, 2*maxRSABits/8)
-		case "e":
-			e, err = readString(dec, name, 16)
-		case "x":
-			x, err = readString(dec, name, 64)
-		case "y":
-			y, err = readString(dec, name, 64)
-		case "d", "p", "q", "dp", "dq", "qi", "oth", "k":
-			hasPrivate = true
-			err = skipValue(dec)
-		case "key_ops":
-			hasOps = true
-			canVerify, err = readVerifyOp(dec)
-		default:
-			err = skipValue(dec)
-		}
-		return err
-	})
+	m, err := readJWKMembers(dec, false)
 	if err != nil {
 		return "", k, false, err
 	}
-	if (use != "" && use != "sig") || (hasOps && !canVerify) {
+	kid = m.kid
+	if !m.forSignatures() {
 		return "", k, false, nil
 	}
 	switch {
-	case kty == "RSA" && (alg == "" || alg == AlgRS256):
+	case m.kty == "RSA" && (m.alg == "" || m.alg == AlgRS256):
 		k.alg = AlgRS256
-	case kty == "EC" && crv == "P-256" && (alg == "" || alg == AlgES256):
+	case m.kty == "EC" && m.crv == "P-256" && (m.alg == "" || m.alg == AlgES256):
 		k.alg = AlgES256
 	default:
 		return "", k, false, nil
 	}
-	if hasPrivate {
+	if m.private {
 		return "", k, false, fmt.Errorf("%w: key %q has its private part in the set", ErrMalformed, kid)
 	}
 	if kid == "" {
 		return "", k, false, fmt.Errorf("%w: %s key without kid", ErrMalformed, k.alg)
 	}
 	if k.alg == AlgRS256 {
-		k.pub, err = rsaKey(n, e)
+		k.pub, err = rsaKey(m.n, m.e)
 	} else {
-		k.pub, err = p256Key(x, y)
+		k.pub, err = p256Key(m.x, m.y)
 	}
 	if err != nil {
 		return "", k, false, fmt.Errorf("%w: key %q: %v", ErrMalformed, kid, err)
