@@ -281,34 +281,11 @@ func verifySignature(k oidcKey, digest, sig []byte) bool {
 
 // parseIDHeader reads an ID token's JOSE header and returns its alg and kid.
 func parseIDHeader(b []byte) (alg, kid string, err error) {
-	var typ string
-	var hasTyp bool
-	err = decodeObject(b, func(name string, dec *json.Decoder) error {
-		var err error
-		switch name {
-		case "alg":
-			alg, err = readString(dec, name, 64)
-		case "kid":
-			kid, err = readString(dec, name, maxKeyIDLen)
-		case "typ":
-			hasTyp = true
-			typ, err = readString(dec, name, 64)
-		case "x5t", "x5t#S256":
-			// Thumbprints of the key's certificate (Microsoft sends x5t): they name a key,
-			// they do not bring one. The kid decides.
-			_, err = readString(dec, name, 128)
-		case "crit":
-			err = fmt.Errorf("%w: crit header", ErrMalformed)
-		default:
-			// jku, x5u, jwk and x5c bring their own key; none is honoured, so none is
-			// accepted.
-			err = fmt.Errorf("%w: header member %q", ErrMalformed, name)
-		}
-		return err
-	})
+	h, err := readJOSEHeader(b, true)
 	if err != nil {
 		return "", "", err
 	}
+	alg, kid, typ, hasTyp := h.alg, h.kid, h.typ, h.hasTyp
 	if alg != AlgRS256 && alg != AlgES256 {
 		return "", "", fmt.Errorf("%w: %q", ErrAlgorithm, alg)
 	}

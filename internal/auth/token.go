@@ -377,32 +377,51 @@ func (v *Verifier) expiry(c *Claims) time.Time {
 	return exp.Add(v.cfg.Skew)
 }
 
-// parseHeader reads a JOSE header and returns its kid. Only alg, kid and typ may appear.
-func parseHeader(b []byte) (string, error) {
-	var alg, kid, typ string
+// joseHeader is what a JOSE header (RFC 7515 §4) may hold for Perch: alg, kid and typ
+// (hasTyp when present).
+type joseHeader struct {
+	alg, kid, typ string
+	hasTyp        bool
+}
+
+// readJOSEHeader reads a JOSE header. Only alg, kid and typ may appear, and with thumbprints
+// also x5t and x5t#S256 (Microsoft sends x5t in ID tokens), which are read and ignored: they
+// name a key, they do not bring one, and the kid decides. Anything else is refused.
+func readJOSEHeader(b []byte, thumbprints bool) (joseHeader, error) {
+	var h joseHeader
 	err := decodeObject(b, func(name string, dec *json.Decoder) error {
 		var err error
-		switch name {
-		case "alg":
-			alg, err = readString(dec, name, 64)
-		case "kid":
-			kid, err = readString(dec, name, maxKeyIDLen)
-		case "typ":
-			typ, err = readString(dec, name, 64)
-		case "crit":
+		switch {
+		case name == "alg":
+			h.alg, err = readString(dec, name, 64)
+		case name == "kid":
+			h.kid, err = readString(dec, name, maxKeyIDLen)
+		case name == "typ":
+			h.hasTyp = true
+			h.typ, err = readString(dec, name, 64)
+		case thumbprints && (name == "x5t" || name == "x5t#S256"):
+			_, err = readString(dec, name, 128)
+		case name == "crit":
 			// RFC 7515 §4.1.11: a recipient that does not understand a listed extension
 			// must reject the token, and this one understands none.
 			err = fmt.Errorf("%w: crit header", ErrMalformed)
 		default:
-			// jku, x5u, jwk and x5c bring their own key; x5t, cty, b64 and the rest mean
-			// nothing to Perch. None is honoured, so none is accepted.
+			// jku, x5u, jwk and x5c bring their own key; cty, b64 and the rest mean nothing
+			// to Perch. None is honoured, so none is accepted.
 			err = fmt.Errorf("%w: header member %q", ErrMalformed, name)
 		}
 		return err
 	})
+	return h, err
+}
+
+// parseHeader reads the JOSE header of a Perch access token and returns its kid.
+func parseHeader(b []byte) (string, error) {
+	h, err := readJOSEHeader(b, false)
 	if err != nil {
 		return "", err
 	}
+	alg, kid, typ := h.alg, h.kid, h.typ
 	if alg != "EdDSA" {
 		return "", fmt.Errorf("%w: %q", ErrAlgorithm, alg)
 	}
