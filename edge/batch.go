@@ -162,11 +162,10 @@ func (w *writer) drain(q chan *pending) {
 // retried with the same Nats-Msg-Id, which JetStream deduplicates, until the write timeout.
 func (w *writer) publish(p int, b *wire.Batch, batch []*pending) error {
 	cfg := &w.e.cfg
-	b.Commands = make([]wire.Command, len(batch))
 	encs := make([][]byte, len(batch))
 	size := 256
 	for i, pd := range batch {
-		b.Commands[i], encs[i] = pd.cmd, pd.enc
+		encs[i] = pd.enc
 		size += len(pd.enc) + 1
 	}
 	data := b.AppendJSONEncoded(make([]byte, 0, size), encs)
@@ -220,7 +219,7 @@ func (w *writer) traceBatch(msg *nats.Msg, b *wire.Batch, batch []*pending) trac
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.destination.name", msg.Subject),
 		attribute.String("perch.batch", b.ID),
-		attribute.Int("perch.batch.commands", len(b.Commands)),
+		attribute.Int("perch.batch.commands", len(batch)),
 		attribute.Int("perch.partition", b.Partition))
 	telemetry.Inject(ctx, msg.Header)
 	return span

@@ -18,6 +18,25 @@ import (
 
 // AppendJSON appends the JSON encoding of b, as json.Marshal makes it.
 func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
+	dst = b.appendHead(dst)
+	if b.Commands == nil {
+		return append(dst, "null}"...), nil
+	}
+	dst = append(dst, '[')
+	for i := range b.Commands {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = b.Commands[i].AppendJSON(dst); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, "]}"...), nil
+}
+
+// appendHead appends the members of b before its commands, up to `"commands":`.
+func (b *Batch) appendHead(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
 	dst = appendString(dst, b.ID)
 	dst = append(dst, `,"partition":`...)
@@ -39,32 +58,14 @@ func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
 		dst = strconv.AppendInt(dst, b.After.Seq, 10)
 		dst = append(dst, '}')
 	}
-	dst = append(dst, `,"commands":`...)
-	if b.Commands == nil {
-		return append(dst, "null}"...), nil
-	}
-	dst = append(dst, '[')
-	for i := range b.Commands {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		var err error
-		if dst, err = b.Commands[i].AppendJSON(dst); err != nil {
-			return nil, err
-		}
-	}
-	return append(dst, "]}"...), nil
+	return append(dst, `,"commands":`...)
 }
 
 // AppendJSONEncoded is AppendJSON of b with its commands given encoded already (each
 // Command.AppendJSON), in their order; b.Commands is not read. A sender that sized a batch
 // by its commands' encodings reuses them.
 func (b *Batch) AppendJSONEncoded(dst []byte, commands [][]byte) []byte {
-	c := b.Commands
-	b.Commands = nil
-	dst, _ = b.AppendJSON(dst) // the header: ends `"commands":null}`, which cannot fail
-	b.Commands = c
-	dst = append(dst[:len(dst)-len("null}")], '[')
+	dst = append(b.appendHead(dst), '[')
 	for i, enc := range commands {
 		if i > 0 {
 			dst = append(dst, ',')
