@@ -92,10 +92,7 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 	select {
 	case out := <-pd.outcome:
 		e.countOutcome(&out)
-		if out.Problem != nil {
-			out.Problem = forbiddenOutcome(rule, out.Problem)
-		}
-		e.answerOutcome(ctx, &out)
+		e.answerOutcome(ctx, &out, rule)
 	case <-timer.C:
 		e.metrics.writes.WithLabelValues("queued").Inc()
 		e.answerQueued(ctx, &cmd, created)
@@ -269,13 +266,14 @@ func (e *Edge) countOutcome(out *wire.Outcome) {
 	}
 }
 
-// answerOutcome renders the core's outcome of a write.
-func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome) {
+// answerOutcome renders the core's outcome of a write to a collection of rule r: a refusal by
+// the owner rule as forbiddenOutcome says.
+func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome, r Rule) {
 	if out.Replayed {
 		ctx.Response.Header.SetCanonical(hdrReplayed, valTrue)
 	}
 	if out.Problem != nil {
-		e.writeProblem(ctx, out.Problem)
+		e.writeProblem(ctx, forbiddenOutcome(r, out.Problem))
 		return
 	}
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
@@ -304,10 +302,7 @@ func (e *Edge) answerBusy(ctx *fasthttp.RequestCtx, rc context.Context, cmd *wir
 	if resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadWrite, WriteID: first.WriteID}); perr == nil && resp.Write != nil && resp.Write.Status != 0 {
 		out := *resp.Write
 		out.Replayed = true
-		if out.Problem != nil {
-			out.Problem = forbiddenOutcome(e.rule([]byte(cmd.Collection)), out.Problem)
-		}
-		e.answerOutcome(ctx, &out)
+		e.answerOutcome(ctx, &out, e.rule([]byte(cmd.Collection)))
 		return
 	}
 	e.writeProblem(ctx, problem.New(problem.IdempotencyInFlight, "a request with this Idempotency-Key is still in flight"))
