@@ -374,11 +374,27 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 	}
 }
 
+// pullHeartbeat is how often JetStream tells a core's waiting pull that its consumer is
+// there. A consumer's deletion is told to the pulls waiting on it too, but not reliably, and
+// not at all when the server restarted without its state: a pull that hears nothing for two
+// heartbeats asks (consumerMissing).
+const pullHeartbeat = time.Second
+
+// consumerMissing reports whether JetStream says cons, or its stream, does not exist. Not
+// being able to ask is not missing: the connection may be down, and comes back.
+func (c *Core) consumerMissing(ctx context.Context, cons jetstream.Consumer) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
 // consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
 // delivered when the core is ready for more, up to GroupBatches and GroupCommands, in one
 // transaction. It returns errConsumerGone when the consumer's messages end before ctx does.
 func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup))
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup),
+		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return fmt.Errorf("core: consume partition %d: %w", p, err)
 	}
@@ -414,7 +430,10 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 					c.unpin(p)
 					return nil
 				}
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+					return errConsumerGone
+				}
+				if errors.Is(err, jetstream.ErrNoHeartbeat) && c.consumerMissing(ctx, cons) {
 					return errConsumerGone
 				}
 				c.m.consumerErrors.Inc()

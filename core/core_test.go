@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -252,6 +254,55 @@ func TestConsumerOfAnOlderCoreIsUpdated(t *testing.T) {
 	if got := cons.CachedInfo().Config; got.PriorityPolicy != jetstream.PriorityPolicyPinned || got.MaxAckPending != 2*cfg.GroupBatches {
 		t.Fatalf("consumer config %+v", got)
 	}
+}
+
+// TestJetStreamThatLostItsStateIsMadeAgain restarts NATS without its data under a running
+// core: the write stream and its consumers are gone, and no pull the core had waiting is ever
+// told so (they went with the old server). The core notices the silence, makes the stream and
+// the consumers again, and batches published to the new stream are applied.
+func TestJetStreamThatLostItsStateIsMadeAgain(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	startCore(t, srv.URL(), store, cfg)
+	p.publish(p.batch(2))
+	p.checkOrder(store)
+
+	u, err := url.Parse(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	natstest.StartOn(t, t.TempDir(), port)
+
+	// Nothing but the core makes the stream again: publishing fails until it has.
+	b := p.batch(1)
+	data, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		msg := nats.NewMsg(wire.WriteSubject(b.Partition))
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, b.ID)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		_, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(wire.WriteStream))
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the write stream was not made again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.checkOrder(store)
 }
 
 // TestChangeEventsKeepPartitionOrder applies one batch that changes two collections in turn:

@@ -20,8 +20,16 @@ func Start(tb testing.TB) *natsembed.Server {
 // another on the same data (a NATS restart).
 func StartIn(tb testing.TB, dir string) *natsembed.Server {
 	tb.Helper()
+	return StartOn(tb, dir, 0)
+}
+
+// StartOn is StartIn on a given client port (0 picks a free one), so that a test can start a
+// server where its clients reconnect to: on the port of one it shut down.
+func StartOn(tb testing.TB, dir string, port int) *natsembed.Server {
+	tb.Helper()
 	s, err := natsembed.Start(natsembed.Config{
 		Dir:        dir,
+		Port:       port,
 		ServerName: "perch-test",
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
