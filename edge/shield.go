@@ -518,6 +518,8 @@ type shieldConn struct {
 	// Close then lingers (lingerClose).
 	linger atomic.Bool
 	closed atomic.Bool
+	// rd and wd are its read and write deadlines, armed lazily (deadline.go).
+	rd, wd lazyDeadline
 }
 
 func (c *shieldConn) Close() error {
