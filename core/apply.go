@@ -46,6 +46,11 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 		out.Replayed = true
 		return Decision{Outcome: out}, nil
 	}
+	if cmd.Refused != nil {
+		// Only its write id is recorded: its Idempotency-Key's record may be what the
+		// database refused.
+		return Decision{Outcome: rejected(cmd, cmd.Refused), Record: true}, nil
+	}
 	if cmd.IdemKey != "" {
 		fp, prior, err := st.PriorIdempotency(cmd.IdemKey)
 		if err != nil {

@@ -647,9 +647,19 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 // it succeeds. A batch the store finds invalid is terminated, and the others are applied
 // without it: group and bs come back without it. It reports false when the core is stopping
 // and left the batches to another core, or when no valid batch is left.
+//
+// A group the store refuses (ErrRefused) is applied batch by batch, and a batch it refuses
+// command by command (applyRefused), so that a write the database will not store is answered
+// alone instead of holding back its partition.
 func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
 	for {
-		results, events, err := c.applyRetrying(ctx, p, group, bs)
+		results, events, err := c.applyRetrying(ctx, p, group, bs, true)
+		if errors.Is(err, ErrRefused) {
+			if len(bs) > 1 {
+				return c.applyEach(ctx, p, group, bs)
+			}
+			return c.applyRefused(ctx, p, group[0], bs[0], err)
+		}
 		var bad *InvalidBatchError
 		if !errors.As(err, &bad) {
 			return group, bs, results, events, err == nil
@@ -666,9 +676,111 @@ func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.B
 // errStopping ends applyRetrying when the core stops before the group was applied.
 var errStopping = errors.New("core stopping")
 
-// applyRetrying is apply without the handling of invalid batches: it returns the store's
-// *InvalidBatchError, or errStopping once it left the batches to another core.
-func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]BatchResult, []wire.ChangeEvent, error) {
+// applyEach applies the batches of a group the store refused one after the other, each as
+// apply does (the refused one command by command), and returns those applied.
+func (c *Core) applyEach(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
+	var (
+		kept    []delivered
+		keptBs  []*wire.Batch
+		results []BatchResult
+		events  []wire.ChangeEvent
+	)
+	for i := range bs {
+		g, b, res, evs, ok := c.apply(ctx, p, group[i:i+1], bs[i:i+1])
+		if !ok {
+			if ctx.Err() != nil {
+				// Stopping: the rest is left to the next core, at once (applyRetrying has
+				// done so with this one).
+				for j := i + 1; j < len(group); j++ {
+					_ = group[j].msg.Nak()
+				}
+				break
+			}
+			continue // dropped as invalid
+		}
+		kept, keptBs = append(kept, g...), append(keptBs, b...)
+		results, events = append(results, res...), append(events, evs...)
+	}
+	return kept, keptBs, results, events, len(keptBs) > 0
+}
+
+// applyRefused applies batch b, which the store refused, command by command: each alone, by
+// its write id (unfenced, as applyLate does), in the batch's order, so that each later one
+// sees the earlier ones. A command refused alone is recorded with the problem NotStorable
+// instead, writing nothing else. Then b itself is applied, fenced: every write id is recorded
+// by then, so it only moves its producer on, and the outcomes of the commands applied alone
+// are its outcomes. A crash anywhere in between is safe: b is delivered again, and what was
+// applied or refused is replayed by write id.
+//
+// A database that refuses every command of the batch when there are several is refusing
+// something else than their data (a schema out of step with the code, say): nothing is
+// refused then, and the batch is retried until the database takes it, as any failure.
+func (c *Core) applyRefused(ctx context.Context, p int, d delivered, b *wire.Batch, cause error) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
+	c.m.batches.WithLabelValues("refused").Inc()
+	c.log.WarnContext(ctx, "the database refused a write batch; applying its writes one by one",
+		"partition", p, "batch", b.ID, "commands", len(b.Commands), "err", cause)
+	group := []delivered{d}
+	alone := func(cmd wire.Command, isolate bool) ([]BatchResult, []wire.ChangeEvent, error) {
+		one := &wire.Batch{ID: b.ID, Partition: b.Partition, Edge: b.Edge, Commands: []wire.Command{cmd}}
+		return c.applyRetrying(ctx, p, group, []*wire.Batch{one}, isolate)
+	}
+	outs := make([]wire.Outcome, len(b.Commands))
+	var (
+		events  []wire.ChangeEvent
+		refused []int
+		errs    = map[int]error{}
+	)
+	for i := range b.Commands {
+		res, evs, err := alone(b.Commands[i], true)
+		if errors.Is(err, ErrRefused) {
+			refused, errs[i] = append(refused, i), err
+			continue
+		}
+		if err != nil || len(res) != 1 || len(res[0].Outcomes) != 1 {
+			return nil, nil, nil, nil, false // stopping: applyRetrying left it to the next core
+		}
+		outs[i] = res[0].Outcomes[0]
+		events = append(events, evs...)
+	}
+	if len(refused) == len(b.Commands) && len(b.Commands) > 1 {
+		c.log.ErrorContext(ctx, "the database refuses every write of a batch: retrying it until it takes them",
+			"partition", p, "batch", b.ID, "commands", len(b.Commands), "err", cause)
+		results, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{b}, false)
+		if err != nil {
+			return nil, nil, nil, nil, false
+		}
+		return group, []*wire.Batch{b}, results, append(events, evs...), true
+	}
+	// fenced is b as it is applied last: a store that takes a fenced batch's writes for new
+	// ones until it finds them recorded must not try the refused ones again.
+	fenced := *b
+	fenced.Commands = slices.Clone(b.Commands)
+	for _, i := range refused {
+		cmd := &fenced.Commands[i]
+		c.log.ErrorContext(ctx, "the database refused a write: answering it not_storable",
+			"partition", p, "batch", b.ID, "write", cmd.WriteID, "collection", cmd.Collection, "id", cmd.ID, "err", errs[i])
+		cmd.Refused = problem.New(problem.NotStorable, "the database refused to store this write")
+		res, evs, err := alone(*cmd, false)
+		if err != nil || len(res) != 1 || len(res[0].Outcomes) != 1 {
+			return nil, nil, nil, nil, false
+		}
+		outs[i] = res[0].Outcomes[0]
+		events = append(events, evs...)
+	}
+	results, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{&fenced}, false)
+	if err != nil {
+		return nil, nil, nil, nil, false
+	}
+	if results[0].Status == BatchApplied {
+		results[0].Outcomes = outs
+	}
+	return group, []*wire.Batch{b}, results, append(events, evs...), true
+}
+
+// applyRetrying is apply without the handling of invalid and refused batches: it returns the
+// store's *InvalidBatchError, the store's error wrapping ErrRefused when isolate is set (else
+// it retries those as any other), or errStopping once it left the batches to another core.
+func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs []*wire.Batch, isolate bool) ([]BatchResult, []wire.ChangeEvent, error) {
 	commands := 0
 	for _, b := range bs {
 		commands += len(b.Commands)
@@ -707,7 +819,7 @@ func (c *Core) applyRetrying(ctx context.Context, p int, group []delivered, bs [
 	for {
 		results, events, err := c.store.ApplyBatches(actx, bs, c.cfg.Now())
 		var bad *InvalidBatchError
-		if err == nil || errors.As(err, &bad) {
+		if err == nil || errors.As(err, &bad) || (isolate && errors.Is(err, ErrRefused)) {
 			return results, events, err
 		}
 		c.m.applyRetries.Inc()

@@ -30,7 +30,7 @@ type metrics struct {
 func newMetrics() *metrics {
 	m := &metrics{
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before), duplicate (redelivered after it was applied), early (delivered before its predecessor; delivered again later), forced (applied after waiting EarlyLimit for a predecessor that never came), late (such a predecessor after all: applied by write id), dropped (malformed).",
+			Name: "perch_core_batches_total", Help: "Write batches handled, by result: applied, replayed (every command had been applied before), duplicate (redelivered after it was applied), early (delivered before its predecessor; delivered again later), forced (applied after waiting EarlyLimit for a predecessor that never came), late (such a predecessor after all: applied by write id), refused (the database refused its data: applied write by write, a write it refuses alone answered not_storable), dropped (malformed).",
 		}, []string{"result"}),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_core_commands_total", Help: "Write commands by outcome: applied, replayed, rejected.",

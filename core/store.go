@@ -69,8 +69,19 @@ type Writer interface {
 	// (BatchDuplicate: nothing is applied, and the outcomes are those recorded for its write
 	// ids); a Seq above last+1 must wait for the ones before it (BatchEarly: nothing is done).
 	// Batches without a Producer are always applied.
+	//
+	// An error that wraps ErrRefused says the database refused what a command would store:
+	// nothing was committed, and applying the same commands again fails the same way. A
+	// command whose Refused is set stores nothing but its write record (see ApplyCommand).
 	ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) ([]BatchResult, []wire.ChangeEvent, error)
 }
+
+// ErrRefused is wrapped by the error of ApplyBatches when the database refused the data of a
+// write (a value out of its range, a row beyond its limits, a check or constraint it fails),
+// as opposed to failing as a whole (unreachable, overloaded, in conflict). The core then
+// finds the command the database refuses and answers it alone (problem.NotStorable), instead
+// of retrying its batch for ever and holding back every write of its partition.
+var ErrRefused = errors.New("the database refused the data")
 
 // BatchStatus is what ApplyBatches did with one batch.
 type BatchStatus int

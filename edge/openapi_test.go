@@ -278,6 +278,7 @@ var oaCodes = []problem.Code{
 	problem.TooManyAttempts,
 	problem.TOTPRequired,
 	problem.InvalidTOTP,
+	problem.NotStorable,
 	problem.BadJSON,
 	problem.NotObject,
 	problem.BadRequest,

@@ -113,6 +113,9 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 			if len(unresolved) > 0 {
 				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", name, ErrCommitUnknown, err)
 			}
+			if class == permanent && refusedData(err) {
+				return nil, nil, fmt.Errorf("apply batch %s: %w: %w", name, core.ErrRefused, err)
+			}
 			return nil, nil, fmt.Errorf("apply batch %s: %w", name, err)
 		}
 		s.retries.Add(1)

@@ -151,6 +151,15 @@ func classify(err error) errClass {
 	return permanent
 }
 
+// refusedData reports whether err is the database refusing the data a statement would store
+// (core.ErrRefused): SQLSTATE classes 22 (data exception: a value out of range, an invalid
+// text representation), 23 (a constraint or check it fails; the unique violations classify
+// retries are not permanent) and 54 (program limit exceeded: a row or index entry too large).
+func refusedData(err error) bool {
+	code := sqlstate(err)
+	return strings.HasPrefix(code, "22") || strings.HasPrefix(code, "23") || strings.HasPrefix(code, "54")
+}
+
 // sqlstate returns the SQLSTATE of err, or "".
 func sqlstate(err error) string {
 	var pgErr *pgconn.PgError

@@ -15,7 +15,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/perchhq/perch/core"
 	"github.com/perchhq/perch/internal/wire"
@@ -279,6 +280,9 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 	}
 	defer func() {
 		if err != nil {
+			if refusedData(err) {
+				err = fmt.Errorf("%w: %w", core.ErrRefused, err)
+			}
 			err = errors.Join(err, rollback(tx))
 			results, evs = nil, nil
 		}
@@ -329,6 +333,21 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 		return nil, nil, fmt.Errorf("%s: commit: %w", what, err)
 	}
 	return results, evs, nil
+}
+
+// refusedData reports whether err is SQLite refusing the data a statement would store
+// (core.ErrRefused): a constraint it fails (a CHECK, NOT NULL, a trigger's RAISE), a string
+// or blob beyond its length limit, or a value of the wrong type.
+func refusedData(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff { // the primary result code
+	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH:
+		return true
+	}
+	return false
 }
 
 // apply applies b's commands in order, numbering their changes after *seq (which it

@@ -74,6 +74,10 @@ const (
 	// InvalidTOTP: the TOTP code or recovery code is wrong, or was used already (each is
 	// accepted once). It counts as a failed login of the account.
 	InvalidTOTP Code = "invalid_totp"
+	// NotStorable: the database refused to store the write (it fails a check of the
+	// database's, or a value is beyond what it keeps). The write is answered alone; the
+	// others are applied.
+	NotStorable Code = "not_storable"
 )
 
 var statuses = map[Code]int{
@@ -108,6 +112,7 @@ var statuses = map[Code]int{
 	TooManyAttempts:     http.StatusTooManyRequests,
 	TOTPRequired:        http.StatusUnauthorized,
 	InvalidTOTP:         http.StatusUnauthorized,
+	NotStorable:         http.StatusUnprocessableEntity,
 }
 
 // Status is the HTTP status that goes with c; 500 for a code Perch does not know.

@@ -113,6 +113,9 @@ type Command struct {
 	// live document only if it belongs to User (else it is rejected forbidden). The edge
 	// checks what it can see; the core decides, against the stored owner.
 	OwnerOnly bool `json:"owner_only,omitempty"`
+	// Refused is set by the core, never sent: the database refused to store this command,
+	// which is then answered with this problem and recorded, without writing anything else.
+	Refused *problem.Problem `json:"-"`
 }
 
 // AnyVersion is the IfMatch of `If-Match: *`: the write applies to any live version.
