@@ -589,3 +589,24 @@ func TestCompression(t *testing.T) {
 		t.Fatalf("PATCH If-Match \"2-gz\": %d %s", r.Status, r.Body)
 	}
 }
+
+// TestRefusedFillIsNotCalledStored: a fill the cache does not take (here every entry costs
+// more than the whole cache) is answered, but its Cache-Status does not say stored, and the
+// next read is a miss again, documents and list pages alike.
+func TestRefusedFillIsNotCalledStored(t *testing.T) {
+	ecfg := edge.DefaultConfig()
+	ecfg.CacheBytes = 64
+	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}, Edge: &ecfg})
+	base := c.Edge(0)
+	if r := clustertest.Do(t, "PUT", base+"/v1/collections/notes/docs/a", nil, []byte(`{"text":"more than the cache holds"}`)); r.Status != 201 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Body)
+	}
+	for _, path := range []string{"/v1/collections/notes/docs/a", "/v1/collections/notes/docs"} {
+		for i := range 2 {
+			r := clustertest.Do(t, "GET", base+path, nil, nil)
+			if r.Status != 200 || r.Header["Cache-Status"] != "perch; fwd=miss" {
+				t.Fatalf("GET %s (%d): %d %q", path, i+1, r.Status, r.Header["Cache-Status"])
+			}
+		}
+	}
+}

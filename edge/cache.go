@@ -502,6 +502,13 @@ func (dc *docCache) fill(key string, e *entry, epoch uint32) {
 	dc.setIn(key, e, epoch)
 }
 
+// holds reports whether the cache holds e under key: whether a fill's entry was stored (the
+// cache may refuse one, too costly for its bound or for its admission policy).
+func (dc *docCache) holds(key string, e *entry) bool {
+	cur, ok := dc.c.Get(key)
+	return ok && cur == e
+}
+
 // cost is what e costs the cache: its bytes (ristretto keeps only the key's hash), with its
 // compressed forms estimated at half the body (one form of API JSON takes a quarter to a half
 // of it, BenchmarkCompress; most clients take one coding). ristretto cannot change a cost

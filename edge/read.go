@@ -166,12 +166,14 @@ func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key st
 // missing id does not reach the core; any real version replaces it. prior is the entry the
 // cache holds but does not trust, if any: the fill may not answer an older version. rc is
 // the requestContext of the request that missed; a fill shared by several has the first's.
+// stored reports whether the cache took the entry (Cache-Status's stored).
 func (e *Edge) fillDocument(rc context.Context, key, collection, id string, prior *entry) (*entry, bool, *problem.Problem) {
 	v, err, _ := e.fills.Do(key, func() (any, error) { return e.fill(rc, key, collection, id, prior) })
 	if err != nil {
 		return nil, false, asProblem(err)
 	}
-	return v.(*entry), true, nil
+	ent := v.(*entry)
+	return ent, e.cache.holds(key, ent), nil
 }
 
 // fill is one fill of a document key, run under the key's singleflight (fills).
@@ -394,7 +396,12 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		e.serveStaleOr(ctx, prior, asProblem(err), rule)
 		return
 	}
-	e.serveEntry(ctx, v.(*entry), csMiss, e.cacheControlOf(rule, p.collection))
+	ent := v.(*entry)
+	cs := csMissNotStored
+	if e.cache.holds(key, ent) {
+		cs = csMiss
+	}
+	e.serveEntry(ctx, ent, cs, e.cacheControlOf(rule, p.collection))
 }
 
 // serveHit answers a hit: with the collection's Cache-Control, or marked stale (no-cache)
