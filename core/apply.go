@@ -144,7 +144,7 @@ func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome,
 }
 
 func rejected(cmd *wire.Command, p *problem.Problem) wire.Outcome {
-	return wire.Outcome{WriteID: cmd.WriteID, Status: p.Status, Problem: p}
+	return wire.Outcome{WriteID: cmd.WriteID, Status: p.Status, Problem: p, Collection: cmd.Collection}
 }
 
 func compact(data json.RawMessage) json.RawMessage {

@@ -106,6 +106,24 @@ func TestAPI1BrokenObjectLevelAuthorization(t *testing.T) {
 		expectProblem(t, clustertest.Do(t, w.method, b+note, bob, body), 404, "not_found")
 		expectProblem(t, clustertest.Do(t, w.method, b+note, with(bob, "If-Match", `"1"`), body), 404, "not_found")
 	}
+	// A write answered 202 before the core refused it: its status tells the same.
+	r = clustertest.Do(t, "PUT", b+note, with(bob, "Prefer", "respond-async"), []byte(`{"secret":"bob's"}`))
+	var queued struct {
+		WriteID string `json:"write_id"`
+	}
+	if err := json.Unmarshal(r.Body, &queued); r.Status != 202 || err != nil {
+		t.Fatalf("bob's write, async: %d %s", r.Status, r.Body)
+	}
+	clustertest.Eventually(t, 5*time.Second, func() error {
+		s := clustertest.Do(t, "GET", b+"/v1/writes/"+queued.WriteID, bob, nil)
+		if s.Status != 200 || !strings.Contains(string(s.Body), `"rejected"`) {
+			return fmt.Errorf("bob's write status: %d %s", s.Status, s.Body)
+		}
+		if !strings.Contains(string(s.Body), `"code":"not_found"`) || strings.Contains(string(s.Body), "forbidden") {
+			t.Fatalf("the status of bob's refused write tells the note exists: %s", s.Body)
+		}
+		return nil
+	})
 	if r := clustertest.Do(t, "GET", a+note, alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "alice's") || r.Header["Etag"] != `"1"` {
 		t.Fatalf("alice's note after bob's writes: %d %v %s", r.Status, r.Header["Etag"], r.Body)
 	}

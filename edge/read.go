@@ -565,8 +565,19 @@ func (e *Edge) writeStatus(ctx *fasthttp.RequestCtx, p params) {
 			return
 		}
 	}
+	out := resp.Write
+	if out.Problem != nil && out.Collection != "" {
+		// Told as the write itself was answered (answerOutcome): a write refused by the owner
+		// rule where documents are read by owner too is one to a document that does not
+		// exist, to this client.
+		if p := forbiddenOutcome(e.rule([]byte(out.Collection)), out.Problem); p != out.Problem {
+			shown := *out
+			shown.Problem, shown.Status = p, p.Status
+			out = &shown
+		}
+	}
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
-	writeJSON(ctx, fasthttp.StatusOK, writeStatusView(id, resp.Write))
+	writeJSON(ctx, fasthttp.StatusOK, writeStatusView(id, out))
 }
 
 func writeStatusView(id string, w *wire.Outcome) writeStatusJSON {

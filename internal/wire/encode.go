@@ -165,6 +165,10 @@ func (o *Outcome) AppendJSON(dst []byte) ([]byte, error) {
 		dst = append(dst, `,"problem":`...)
 		dst = appendProblem(dst, o.Problem)
 	}
+	if o.Collection != "" {
+		dst = append(dst, `,"collection":`...)
+		dst = appendString(dst, o.Collection)
+	}
 	if o.Replayed {
 		dst = append(dst, `,"replayed":true`...)
 	}

@@ -42,7 +42,7 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 
 	out := &Outcome{WriteID: s1, Status: int(n), Doc: doc, Replayed: flag, Encoded: data}
 	sameAsMarshal(t, "outcome", out, out.AppendJSON)
-	rej := &Outcome{WriteID: s2, Status: 412, Problem: problem.New(problem.PreconditionFailed, s1)}
+	rej := &Outcome{WriteID: s2, Status: 412, Problem: problem.New(problem.PreconditionFailed, s1), Collection: s1, Replayed: flag}
 	sameAsMarshal(t, "rejected outcome", rej, rej.AppendJSON)
 	odd := &Outcome{Problem: &problem.Problem{Type: s2, Title: s1, Status: int(n), Code: problem.Code(s1)}}
 	sameAsMarshal(t, "odd problem", odd, odd.AppendJSON)

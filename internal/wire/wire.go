@@ -395,11 +395,15 @@ type Document struct {
 // rejected). Replayed is set when the command had already been applied (same write id) or its
 // Idempotency-Key had been seen with the same request: Doc and Status are then the first answer.
 type Outcome struct {
-	WriteID  string           `json:"write_id"`
-	Status   int              `json:"status"`
-	Doc      *Document        `json:"doc,omitempty"`
-	Problem  *problem.Problem `json:"problem,omitempty"`
-	Replayed bool             `json:"replayed,omitempty"`
+	WriteID string           `json:"write_id"`
+	Status  int              `json:"status"`
+	Doc     *Document        `json:"doc,omitempty"`
+	Problem *problem.Problem `json:"problem,omitempty"`
+	// Collection is that of a rejected write (an applied one's is its Doc's), so that the
+	// edge answers GET /v1/writes/{id} as the collection's rules say; empty in records of
+	// older releases.
+	Collection string `json:"collection,omitempty"`
+	Replayed   bool   `json:"replayed,omitempty"`
 	// Encoded is the outcome's JSON encoding when a store made one already (for its write
 	// record), so that the core need not encode it again to answer the edge. Never on the
 	// wire itself.
