@@ -77,6 +77,25 @@ var refusingStores = map[string]func(t *testing.T, partitions int) poisonedStore
 	},
 }
 
+// startRefusing publishes batches (one producer's, in order) to the write stream of a new
+// NATS server and starts a core on the store open makes, which the batches find waiting. It
+// returns the store, the publisher and the core's metrics.
+func startRefusing(t *testing.T, open func(*testing.T, int) poisonedStore, batches ...[]wire.Command) (poisonedStore, *publisher, *prometheus.Registry) {
+	t.Helper()
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = reg
+	store := open(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	for _, cmds := range batches {
+		p.seq++
+		p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
+	}
+	startCore(t, srv.URL(), store, cfg)
+	return store, p, reg
+}
+
 // put is a PUT of collection c's document id.
 func put(id, data string) wire.Command {
 	return wire.Command{WriteID: ulid.Make().String(), Op: wire.OpPut, Collection: "c", ID: id, Data: []byte(data)}
@@ -104,19 +123,9 @@ func outcome(t *testing.T, store core.Store, writeID string) wire.Outcome {
 func TestRefusedWriteIsAnsweredAlone(t *testing.T) {
 	for name, open := range refusingStores {
 		t.Run(name, func(t *testing.T) {
-			srv := natstest.Start(t)
-			cfg := testConfig()
-			reg := prometheus.NewRegistry()
-			cfg.Metrics = reg
-			store := open(t, cfg.Partitions)
-			p := newPublisher(t, srv.URL())
 			first := []wire.Command{put("a", `{"n":1}`), put("poison", `{"n":2}`), put("a", `{"n":3}`)}
 			then := []wire.Command{put("b", `{"n":4}`)}
-			for _, cmds := range [][]wire.Command{first, then} {
-				p.seq++
-				p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
-			}
-			startCore(t, srv.URL(), store, cfg)
+			store, p, _ := startRefusing(t, open, first, then)
 
 			if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
 				t.Fatalf("the batch after the refused write: %+v", out)
@@ -149,16 +158,8 @@ func TestRefusedWriteIsAnsweredAlone(t *testing.T) {
 func TestEveryWriteRefusedIsRetried(t *testing.T) {
 	for name, open := range refusingStores {
 		t.Run(name, func(t *testing.T) {
-			srv := natstest.Start(t)
-			cfg := testConfig()
-			reg := prometheus.NewRegistry()
-			cfg.Metrics = reg
-			store := open(t, cfg.Partitions)
-			p := newPublisher(t, srv.URL())
 			cmds := []wire.Command{put("poison1", `{"n":1}`), put("poison2", `{"n":2}`)}
-			p.seq++
-			p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
-			startCore(t, srv.URL(), store, cfg)
+			store, _, reg := startRefusing(t, open, cmds)
 			// Once the core retries the batch whole, it has tried each write alone.
 			waitCounter(t, reg, "perch_core_batches_total", "refused", 1)
 			waitCounter(t, reg, "perch_core_apply_retries_total", "", 1)

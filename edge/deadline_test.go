@@ -57,84 +57,78 @@ func TestLazyDeadlines(t *testing.T) {
 	// slack bounds how late a timeout may come: generous, the bounds are what is checked.
 	const slack = 5 * time.Second
 
-	t.Run("moved later", func(t *testing.T) {
-		c, _ := tcpPair(t)
-		start := time.Now()
-		if err := c.SetReadDeadline(start.Add(short)); err != nil {
-			t.Fatal(err)
+	// setRead sets c's read deadline to each of ds in turn.
+	setRead := func(t *testing.T, c net.Conn, ds ...time.Time) {
+		t.Helper()
+		for _, d := range ds {
+			if err := c.SetReadDeadline(d); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := c.SetReadDeadline(start.Add(long)); err != nil {
-			t.Fatal(err)
+	}
+	// timesOut checks that err is a timeout that came at after start, or within slack of it.
+	timesOut := func(t *testing.T, err error, start time.Time, after time.Duration) {
+		t.Helper()
+		if took := time.Since(start); !deadlineExceeded(err) || took < after || took > after+slack {
+			t.Fatalf("ended with %v after %s; want a timeout at %s", err, took, after)
 		}
-		err := readUntilError(c)
-		took := time.Since(start)
-		if !deadlineExceeded(err) {
-			t.Fatalf("read ended with %v, want a timeout", err)
-		}
-		if took < long || took > long+slack {
-			t.Fatalf("timed out after %s, the deadline was moved to %s", took, long)
-		}
-	})
-	t.Run("moved later while a read waits", func(t *testing.T) {
-		c, client := tcpPair(t)
-		start := time.Now()
-		if err := c.SetReadDeadline(start.Add(short)); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(short / 2)
-			_ = c.SetReadDeadline(start.Add(long))
-			time.Sleep(long)
-			_, _ = io.WriteString(client, "late")
-		}()
-		err := readUntilError(c)
-		took := time.Since(start)
-		if !deadlineExceeded(err) || took < long || took > long+slack {
-			t.Fatalf("read ended with %v after %s; want a timeout at %s", err, took, long)
-		}
-	})
-	t.Run("moved earlier", func(t *testing.T) {
-		c, _ := tcpPair(t)
-		start := time.Now()
-		if err := c.SetReadDeadline(start.Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SetReadDeadline(start.Add(short)); err != nil {
-			t.Fatal(err)
-		}
-		err := readUntilError(c)
-		if took := time.Since(start); !deadlineExceeded(err) || took < short || took > short+slack {
-			t.Fatalf("read ended with %v after %s; want a timeout at %s", err, took, short)
-		}
-	})
-	t.Run("cleared", func(t *testing.T) {
-		c, client := tcpPair(t)
-		if err := c.SetReadDeadline(time.Now().Add(short)); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SetReadDeadline(time.Time{}); err != nil {
-			t.Fatal(err)
-		}
+	}
+	// getsLate checks that a read of c gets what client writes after long.
+	getsLate := func(t *testing.T, c, client net.Conn) {
+		t.Helper()
 		go func() {
 			time.Sleep(long)
 			_, _ = io.WriteString(client, "x")
 		}()
 		var b [1]byte
 		if n, err := c.Read(b[:]); n != 1 || err != nil {
-			t.Fatalf("read after the deadline was cleared: %d, %v", n, err)
+			t.Fatalf("read: %d, %v", n, err)
 		}
+	}
+
+	t.Run("moved later", func(t *testing.T) {
+		c, _ := tcpPair(t)
+		start := time.Now()
+		setRead(t, c, start.Add(short), start.Add(long))
+		timesOut(t, readUntilError(c), start, long)
+	})
+	t.Run("moved later while a read waits", func(t *testing.T) {
+		c, client := tcpPair(t)
+		start := time.Now()
+		setRead(t, c, start.Add(short))
+		go func() {
+			time.Sleep(short / 2)
+			_ = c.SetReadDeadline(start.Add(long))
+			time.Sleep(long)
+			_, _ = io.WriteString(client, "late")
+		}()
+		timesOut(t, readUntilError(c), start, long)
+	})
+	t.Run("moved earlier", func(t *testing.T) {
+		c, _ := tcpPair(t)
+		start := time.Now()
+		setRead(t, c, start.Add(time.Hour), start.Add(short))
+		timesOut(t, readUntilError(c), start, short)
+	})
+	t.Run("cleared", func(t *testing.T) {
+		c, client := tcpPair(t)
+		setRead(t, c, time.Now().Add(short), time.Time{})
+		getsLate(t, c, client)
+	})
+	t.Run("data before the deadline", func(t *testing.T) {
+		// The armed deadline fires, the one asked for is an hour away: the read goes on and
+		// gets what comes.
+		c, client := tcpPair(t)
+		setRead(t, c, time.Now().Add(short), time.Now().Add(time.Hour))
+		getsLate(t, c, client)
 	})
 	t.Run("in the past", func(t *testing.T) {
 		c, _ := tcpPair(t)
-		if err := c.SetReadDeadline(time.Now().Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
+		setRead(t, c, time.Now().Add(time.Hour))
 		done := make(chan error, 1)
-		go func() { err := readUntilError(c); done <- err }()
+		go func() { done <- readUntilError(c) }()
 		time.Sleep(short)
-		if err := c.SetReadDeadline(time.Now()); err != nil {
-			t.Fatal(err)
-		}
+		setRead(t, c, time.Now())
 		select {
 		case err := <-done:
 			if !deadlineExceeded(err) {
@@ -144,43 +138,21 @@ func TestLazyDeadlines(t *testing.T) {
 			t.Fatal("a deadline in the past did not end the read waiting")
 		}
 	})
-	t.Run("data before the deadline", func(t *testing.T) {
-		c, client := tcpPair(t)
-		if err := c.SetReadDeadline(time.Now().Add(short)); err != nil {
-			t.Fatal(err)
-		}
-		// The armed deadline fires, the one asked for is an hour away: the read goes on and
-		// gets what comes.
-		if err := c.SetReadDeadline(time.Now().Add(time.Hour)); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			time.Sleep(long)
-			_, _ = io.WriteString(client, "x")
-		}()
-		var b [1]byte
-		if n, err := c.Read(b[:]); n != 1 || err != nil {
-			t.Fatalf("read: %d, %v", n, err)
-		}
-	})
 	t.Run("write moved later", func(t *testing.T) {
 		// The client reads nothing: the server's writes fill the socket buffers and wait.
 		c, _ := tcpPair(t)
 		start := time.Now()
-		if err := c.SetWriteDeadline(start.Add(short)); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SetWriteDeadline(start.Add(long)); err != nil {
-			t.Fatal(err)
+		for _, d := range []time.Time{start.Add(short), start.Add(long)} {
+			if err := c.SetWriteDeadline(d); err != nil {
+				t.Fatal(err)
+			}
 		}
 		chunk := make([]byte, 1<<20)
 		var err error
 		for err == nil {
 			_, err = c.Write(chunk)
 		}
-		if took := time.Since(start); !deadlineExceeded(err) || took < long || took > long+slack {
-			t.Fatalf("write ended with %v after %s; want a timeout at %s", err, took, long)
-		}
+		timesOut(t, err, start, long)
 	})
 }
 
