@@ -710,11 +710,12 @@ func (c *Core) applyEach(ctx context.Context, p int, group []delivered, bs []*wi
 // instead, writing nothing else. Then b itself is applied, fenced: every write id is recorded
 // by then, so it only moves its producer on, and the outcomes of the commands applied alone
 // are its outcomes. A crash anywhere in between is safe: b is delivered again, and what was
-// applied or refused is replayed by write id.
+// applied or refused is replayed by write id (and a write recorded refused is refused again
+// in the last step).
 //
-// A database that refuses every command of the batch when there are several is refusing
-// something else than their data (a schema out of step with the code, say): nothing is
-// refused then, and the batch is retried until the database takes it, as any failure.
+// Only the data of a write is refused this way (what the store reports as ErrRefused: a
+// value out of range, a check of the database's), never a failure of the database as a
+// whole or of the store's own statements: those are retried until they succeed.
 func (c *Core) applyRefused(ctx context.Context, p int, d delivered, b *wire.Batch, cause error) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
 	c.m.batches.WithLabelValues("refused").Inc()
 	c.log.WarnContext(ctx, "the database refused a write batch; applying its writes one by one",
@@ -742,30 +743,27 @@ func (c *Core) applyRefused(ctx context.Context, p int, d delivered, b *wire.Bat
 		outs[i] = res[0].Outcomes[0]
 		events = append(events, evs...)
 	}
-	if len(refused) == len(b.Commands) && len(b.Commands) > 1 {
-		c.log.ErrorContext(ctx, "the database refuses every write of a batch: retrying it until it takes them",
-			"partition", p, "batch", b.ID, "commands", len(b.Commands), "err", cause)
-		results, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{b}, false)
-		if err != nil {
-			return nil, nil, nil, nil, false
-		}
-		return group, []*wire.Batch{b}, results, append(events, evs...), true
-	}
-	// fenced is b as it is applied last: a store that takes a fenced batch's writes for new
-	// ones until it finds them recorded must not try the refused ones again.
-	fenced := *b
-	fenced.Commands = slices.Clone(b.Commands)
 	for _, i := range refused {
-		cmd := &fenced.Commands[i]
+		cmd := b.Commands[i]
 		c.log.ErrorContext(ctx, "the database refused a write: answering it not_storable",
 			"partition", p, "batch", b.ID, "write", cmd.WriteID, "collection", cmd.Collection, "id", cmd.ID, "err", errs[i])
 		cmd.Refused = problem.New(problem.NotStorable, "the database refused to store this write")
-		res, evs, err := alone(*cmd, false)
+		res, evs, err := alone(cmd, false)
 		if err != nil || len(res) != 1 || len(res[0].Outcomes) != 1 {
 			return nil, nil, nil, nil, false
 		}
 		outs[i] = res[0].Outcomes[0]
 		events = append(events, evs...)
+	}
+	// fenced is b as it is applied last. A store may take a fenced batch's writes for new ones
+	// until it finds them recorded, so every write recorded refused, now or by a core before
+	// this one, is refused again: the database would refuse it again.
+	fenced := *b
+	fenced.Commands = slices.Clone(b.Commands)
+	for i := range outs {
+		if pr := outs[i].Problem; pr != nil && pr.Code == problem.NotStorable {
+			fenced.Commands[i].Refused = pr
+		}
 	}
 	results, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{&fenced}, false)
 	if err != nil {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,10 +26,11 @@ import (
 
 // poisonedStore is a store whose database refuses, as a real one may, any document whose id
 // starts with "poison" (a check of the database's own that the edge knows nothing of), until
-// cure is called.
+// cure is called. exec runs a statement on its database, beside the store.
 type poisonedStore struct {
 	core.Store
 	cure func()
+	exec func(stmt string)
 }
 
 // refusingStores are the stores the refusal tests run on: SQLite, with a trigger that
@@ -52,7 +56,7 @@ var refusingStores = map[string]func(t *testing.T, partitions int) poisonedStore
 		}
 		exec(`CREATE TRIGGER poison BEFORE INSERT ON documents WHEN NEW.id LIKE 'poison%'
 			BEGIN SELECT RAISE(ABORT, 'poison refused'); END`)
-		return poisonedStore{Store: s, cure: func() { exec(`DROP TRIGGER poison`) }}
+		return poisonedStore{Store: s, cure: func() { exec(`DROP TRIGGER poison`) }, exec: exec}
 	},
 	"postgres": func(t *testing.T, partitions int) poisonedStore {
 		dsn := pgtest.DSN(t)
@@ -73,7 +77,7 @@ var refusingStores = map[string]func(t *testing.T, partitions int) poisonedStore
 			}
 		}
 		exec(`ALTER TABLE documents ADD CONSTRAINT poison CHECK (id NOT LIKE 'poison%')`)
-		return poisonedStore{Store: s, cure: func() { exec(`ALTER TABLE documents DROP CONSTRAINT poison`) }}
+		return poisonedStore{Store: s, cure: func() { exec(`ALTER TABLE documents DROP CONSTRAINT poison`) }, exec: exec}
 	},
 }
 
@@ -152,56 +156,156 @@ func TestRefusedWriteIsAnsweredAlone(t *testing.T) {
 	}
 }
 
-// TestEveryWriteRefusedIsRetried: when the database refuses every write of a batch, it is
-// refusing something else than their data, and none of them is answered not_storable: the
-// batch waits until the database takes it, and then every write is applied.
-func TestEveryWriteRefusedIsRetried(t *testing.T) {
+// TestRefusedWritesOfOneBatchAreAnsweredEach: a batch holds the writes of whatever requests
+// queued together at the edge, so it may hold only writes the database refuses (two clients'
+// bad documents): each is answered not_storable, and the partition goes on.
+func TestRefusedWritesOfOneBatchAreAnsweredEach(t *testing.T) {
 	for name, open := range refusingStores {
 		t.Run(name, func(t *testing.T) {
-			cmds := []wire.Command{put("poison1", `{"n":1}`), put("poison2", `{"n":2}`)}
-			store, _, reg := startRefusing(t, open, cmds)
-			// Once the core retries the batch whole, it has tried each write alone.
-			waitCounter(t, reg, "perch_core_batches_total", "refused", 1)
-			waitCounter(t, reg, "perch_core_apply_retries_total", "", 1)
-			for _, c := range cmds {
-				if out, err := store.WriteOutcome(context.Background(), c.WriteID); err == nil {
-					t.Fatalf("write %s answered while the database refused every write: %+v", c.ID, out)
-				}
+			first := []wire.Command{put("poison-alice", `{"n":1}`), put("poison-bob", `{"n":2}`)}
+			then := []wire.Command{put("carol", `{"n":3}`)}
+			store, _, _ := startRefusing(t, open, first, then)
+			if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil {
+				t.Fatalf("the write after the refused ones: %+v", out)
 			}
-			store.cure()
-			for _, c := range cmds {
-				if out := outcome(t, store, c.WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
-					t.Fatalf("write %s once the database takes it: %+v", c.ID, out)
+			for _, c := range first {
+				if out := outcome(t, store, c.WriteID); out.Problem == nil || out.Problem.Code != problem.NotStorable {
+					t.Fatalf("refused write %s: %+v", c.ID, out)
 				}
 			}
 		})
 	}
 }
 
-// waitCounter waits until the counter name in reg, of the label value label when not empty,
-// reaches at least want.
+// TestStoreFailureIsRetriedNotRefused: an error of the database that is not about a write's
+// data (here its documents table is away: a schema out of step with the code) is retried,
+// however long, and no write is answered; once the table is back, every write is applied.
+func TestStoreFailureIsRetriedNotRefused(t *testing.T) {
+	for name, open := range refusingStores {
+		t.Run(name, func(t *testing.T) {
+			srv := natstest.Start(t)
+			cfg := testConfig()
+			reg := prometheus.NewRegistry()
+			cfg.Metrics = reg
+			store := open(t, cfg.Partitions)
+			store.exec(`ALTER TABLE documents RENAME TO documents_away`)
+			p := newPublisher(t, srv.URL())
+			startCore(t, srv.URL(), store, cfg)
+			b := p.batch(2)
+			p.publish(b)
+			waitCounter(t, reg, "perch_core_apply_retries_total", "", 3)
+			for _, c := range b.Commands {
+				if out, err := store.WriteOutcome(context.Background(), c.WriteID); err == nil {
+					t.Fatalf("write %s answered while the database could not store anything: %+v", c.WriteID, out)
+				}
+			}
+			store.exec(`ALTER TABLE documents_away RENAME TO documents`)
+			p.checkOrder(store)
+			if n := counterValue(t, reg, "perch_core_batches_total", "refused"); n != 0 {
+				t.Fatalf("%v batches handled as refused", n)
+			}
+		})
+	}
+}
+
+// dyingStore is a store whose connection is lost (every ApplyBatches fails) from the moment
+// the core applies a fenced batch with a refused write: the last step of applyRefused, after
+// the refusal was committed. Closed reached says it has come.
+type dyingStore struct {
+	core.Store
+	dead    atomic.Bool
+	reached chan struct{}
+	once    sync.Once
+}
+
+func (s *dyingStore) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) ([]core.BatchResult, []wire.ChangeEvent, error) {
+	for _, b := range bs {
+		for i := range b.Commands {
+			if b.Producer != "" && b.Commands[i].Refused != nil {
+				s.dead.Store(true)
+				s.once.Do(func() { close(s.reached) })
+			}
+		}
+	}
+	if s.dead.Load() {
+		return nil, nil, errors.New("connection reset by peer")
+	}
+	return s.Store.ApplyBatches(ctx, bs, now)
+}
+
+// TestCoreDiesBetweenRefusalAndItsBatch: a core records a write refused, then dies before the
+// batch that moves its producer on commits. The next core is delivered the batch again: the
+// refused write is answered as recorded, the others of the batch once, and the batch after
+// it is applied.
+func TestCoreDiesBetweenRefusalAndItsBatch(t *testing.T) {
+	for name, open := range refusingStores {
+		t.Run(name, func(t *testing.T) {
+			srv := natstest.Start(t)
+			cfg := testConfig()
+			cfg.Metrics = prometheus.NewRegistry()
+			store := open(t, cfg.Partitions)
+			p := newPublisher(t, srv.URL())
+			first := []wire.Command{put("a", `{"n":1}`), put("poison", `{"n":2}`), put("a", `{"n":3}`)}
+			then := []wire.Command{put("b", `{"n":4}`)}
+			for _, cmds := range [][]wire.Command{first, then} {
+				p.seq++
+				p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
+			}
+			dying := &dyingStore{Store: store, reached: make(chan struct{})}
+			rc := startCore(t, srv.URL(), dying, cfg)
+			select {
+			case <-dying.reached:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the core never applied the refused write's batch")
+			}
+			rc.kill()
+
+			cfg.Metrics = prometheus.NewRegistry()
+			startCore(t, srv.URL(), store, cfg)
+			if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
+				t.Fatalf("the batch after the refused write: %+v", out)
+			}
+			if out := outcome(t, store, first[1].WriteID); out.Problem == nil || out.Problem.Code != problem.NotStorable {
+				t.Fatalf("refused write: %+v", out)
+			}
+			if d, err := store.Get(context.Background(), "c", "a"); err != nil || d.Version != 2 {
+				t.Fatalf("a, written twice in the batch: %+v, %v", d, err)
+			}
+		})
+	}
+}
+
+// counterValue is the value of the counter name in reg, of the label value label when not
+// empty (summed over its series).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labelled := label == ""
+			for _, l := range m.GetLabel() {
+				labelled = labelled || l.GetValue() == label
+			}
+			if labelled {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// waitCounter waits until counterValue reaches at least want.
 func waitCounter(t *testing.T, reg *prometheus.Registry, name, label string, want float64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range fams {
-			if f.GetName() != name {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				labelled := label == ""
-				for _, l := range m.GetLabel() {
-					labelled = labelled || l.GetValue() == label
-				}
-				if labelled && m.GetCounter().GetValue() >= want {
-					return
-				}
-			}
-		}
+	for counterValue(t, reg, name, label) < want {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s{%s} did not reach %v", name, label, want)
 		}

@@ -77,8 +77,9 @@ type Writer interface {
 }
 
 // ErrRefused is wrapped by the error of ApplyBatches when the database refused the data of a
-// write (a value out of its range, a row beyond its limits, a check or constraint it fails),
-// as opposed to failing as a whole (unreachable, overloaded, in conflict). The core then
+// write (a value out of its range, a row beyond its limits, a check of the database's it
+// fails), as opposed to failing as a whole (unreachable, overloaded, in conflict) or failing
+// its own statements whatever the data (a schema out of step). The core then
 // finds the command the database refuses and answers it alone (problem.NotStorable), instead
 // of retrying its batch for ever and holding back every write of its partition.
 var ErrRefused = errors.New("the database refused the data")

@@ -23,6 +23,7 @@ const (
 	sqlstateDeadlockDetected           = "40P01" // PostgreSQL aborted us to break a deadlock: retry
 	sqlstateCRDBRetriable              = "CR000" // CockroachDB's retry code of old versions
 	sqlstateUniqueViolation            = "23505"
+	sqlstateCheckViolation             = "23514" // refused data (refusedData)
 	sqlstateDuplicateTable             = "42P07"
 	sqlstateDuplicateObject            = "42710"
 	sqlstateAdminShutdown              = "57P01"
@@ -151,13 +152,16 @@ func classify(err error) errClass {
 	return permanent
 }
 
-// refusedData reports whether err is the database refusing the data a statement would store
-// (core.ErrRefused): SQLSTATE classes 22 (data exception: a value out of range, an invalid
-// text representation), 23 (a constraint or check it fails; the unique violations classify
-// retries are not permanent) and 54 (program limit exceeded: a row or index entry too large).
+// refusedData reports whether err is the database refusing the data of a write
+// (core.ErrRefused): SQLSTATE class 22 (data exception: a value out of range, a text it
+// cannot represent), 23514 (a CHECK it fails: a rule on the data an operator may add) and
+// class 54 (program limit exceeded: a row or index entry too large). Not the other integrity
+// violations (NOT NULL, unique, foreign key): the store's own statements meet those whatever
+// the data, so failing one is the store's fault or a schema out of step, to retry and not to
+// answer.
 func refusedData(err error) bool {
 	code := sqlstate(err)
-	return strings.HasPrefix(code, "22") || strings.HasPrefix(code, "23") || strings.HasPrefix(code, "54")
+	return strings.HasPrefix(code, "22") || code == sqlstateCheckViolation || strings.HasPrefix(code, "54")
 }
 
 // sqlstate returns the SQLSTATE of err, or "".

@@ -335,16 +335,18 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 	return results, evs, nil
 }
 
-// refusedData reports whether err is SQLite refusing the data a statement would store
-// (core.ErrRefused): a constraint it fails (a CHECK, NOT NULL, a trigger's RAISE), a string
-// or blob beyond its length limit, or a value of the wrong type.
+// refusedData reports whether err is SQLite refusing the data of a write (core.ErrRefused):
+// a CHECK it fails or a trigger's RAISE (rules on the data an operator may add), or a string
+// or blob beyond its length limit. Not a NOT NULL, unique or type constraint: the store's
+// own statements meet those whatever the data, so failing one is the store's fault or a
+// schema out of step, to retry and not to answer.
 func refusedData(err error) bool {
 	var se *sqlite.Error
 	if !errors.As(err, &se) {
 		return false
 	}
-	switch se.Code() & 0xff { // the primary result code
-	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH:
+	switch se.Code() { // extended result codes are on
+	case sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_TRIGGER, sqlite3.SQLITE_TOOBIG:
 		return true
 	}
 	return false
