@@ -44,7 +44,7 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 	} else if prior != nil {
 		out := *prior
 		out.Replayed = true
-		return Decision{Outcome: out}, nil
+		return Decision{Outcome: withCollection(out, cmd)}, nil
 	}
 	if cmd.Refused != nil {
 		// Only its write id is recorded: its Idempotency-Key's record may be what the
@@ -64,7 +64,7 @@ func ApplyCommand(st TxState, cmd *wire.Command, now time.Time) (Decision, error
 			out := *prior
 			out.WriteID = cmd.WriteID
 			out.Replayed = true
-			return Decision{Outcome: out, Record: true}, nil
+			return Decision{Outcome: withCollection(out, cmd), Record: true}, nil
 		}
 	}
 	cur, err := st.Document(cmd.Collection, cmd.ID)
@@ -141,6 +141,15 @@ func decide(cur *wire.Document, cmd *wire.Command, now time.Time) (wire.Outcome,
 		return rejected(cmd, problem.Newf(problem.TooLarge, "the document would take %d bytes, more than the %d a document may hold", len(next.Data), wire.MaxDocumentBytes)), nil
 	}
 	return wire.Outcome{WriteID: cmd.WriteID, Status: status, Doc: next}, next
+}
+
+// withCollection gives a replayed rejection the collection of its command, which records of
+// older releases lack (wire.Outcome.Collection).
+func withCollection(out wire.Outcome, cmd *wire.Command) wire.Outcome {
+	if out.Problem != nil && out.Collection == "" {
+		out.Collection = cmd.Collection
+	}
+	return out
 }
 
 func rejected(cmd *wire.Command, p *problem.Problem) wire.Outcome {

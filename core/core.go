@@ -676,8 +676,9 @@ func (c *Core) apply(ctx context.Context, p int, group []delivered, bs []*wire.B
 // errStopping ends applyRetrying when the core stops before the group was applied.
 var errStopping = errors.New("core stopping")
 
-// applyEach applies the batches of a group the store refused one after the other, each as
-// apply does (the refused one command by command), and returns those applied.
+// applyEach applies the batches of a group the store refused one after the other, in the
+// order the store would have applied them together (Order), each as apply does (the refused
+// one write by write), and returns those applied.
 func (c *Core) applyEach(ctx context.Context, p int, group []delivered, bs []*wire.Batch) ([]delivered, []*wire.Batch, []BatchResult, []wire.ChangeEvent, bool) {
 	var (
 		kept    []delivered
@@ -685,13 +686,14 @@ func (c *Core) applyEach(ctx context.Context, p int, group []delivered, bs []*wi
 		results []BatchResult
 		events  []wire.ChangeEvent
 	)
-	for i := range bs {
+	order := Order(bs)
+	for n, i := range order {
 		g, b, res, evs, ok := c.apply(ctx, p, group[i:i+1], bs[i:i+1])
 		if !ok {
 			if ctx.Err() != nil {
 				// Stopping: the rest is left to the next core, at once (applyRetrying has
 				// done so with this one).
-				for j := i + 1; j < len(group); j++ {
+				for _, j := range order[n+1:] {
 					_ = group[j].msg.Nak()
 				}
 				break
@@ -704,14 +706,13 @@ func (c *Core) applyEach(ctx context.Context, p int, group []delivered, bs []*wi
 	return kept, keptBs, results, events, len(keptBs) > 0
 }
 
-// applyRefused applies batch b, which the store refused, command by command: each alone, by
-// its write id (unfenced, as applyLate does), in the batch's order, so that each later one
-// sees the earlier ones. A command refused alone is recorded with the problem NotStorable
-// instead, writing nothing else. Then b itself is applied, fenced: every write id is recorded
-// by then, so it only moves its producer on, and the outcomes of the commands applied alone
-// are its outcomes. A crash anywhere in between is safe: b is delivered again, and what was
-// applied or refused is replayed by write id (and a write recorded refused is refused again
-// in the last step).
+// applyRefused applies batch b, which the store refused, write by write: each alone, by its
+// write id (unfenced, as applyLate does), in the batch's order, so that each later one sees
+// the earlier ones. A write refused alone is recorded at once with the problem NotStorable
+// instead, writing nothing else. Then b itself is applied, fenced and marked Recorded, so
+// that the store replays every write by its record and only moves the producer on; the
+// outcomes of the writes applied alone are b's outcomes. A crash anywhere in between is safe:
+// b is delivered again, and what was applied or refused is replayed by write id, in order.
 //
 // Only the data of a write is refused this way (what the store reports as ErrRefused: a
 // value out of range, a check of the database's), never a failure of the database as a
@@ -721,50 +722,36 @@ func (c *Core) applyRefused(ctx context.Context, p int, d delivered, b *wire.Bat
 	c.log.WarnContext(ctx, "the database refused a write batch; applying its writes one by one",
 		"partition", p, "batch", b.ID, "commands", len(b.Commands), "err", cause)
 	group := []delivered{d}
-	alone := func(cmd wire.Command, isolate bool) ([]BatchResult, []wire.ChangeEvent, error) {
+	alone := func(cmd wire.Command, isolate bool) (wire.Outcome, []wire.ChangeEvent, error) {
 		one := &wire.Batch{ID: b.ID, Partition: b.Partition, Edge: b.Edge, Commands: []wire.Command{cmd}}
-		return c.applyRetrying(ctx, p, group, []*wire.Batch{one}, isolate)
+		res, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{one}, isolate)
+		if err == nil && (len(res) != 1 || len(res[0].Outcomes) != 1) {
+			err = fmt.Errorf("apply write %s alone: %d results", cmd.WriteID, len(res))
+		}
+		if err != nil {
+			return wire.Outcome{}, nil, err
+		}
+		return res[0].Outcomes[0], evs, nil
 	}
 	outs := make([]wire.Outcome, len(b.Commands))
-	var (
-		events  []wire.ChangeEvent
-		refused []int
-		errs    = map[int]error{}
-	)
+	var events []wire.ChangeEvent
 	for i := range b.Commands {
-		res, evs, err := alone(b.Commands[i], true)
+		out, evs, err := alone(b.Commands[i], true)
 		if errors.Is(err, ErrRefused) {
-			refused, errs[i] = append(refused, i), err
-			continue
+			cmd := b.Commands[i]
+			c.log.ErrorContext(ctx, "the database refused a write: answering it not_storable",
+				"partition", p, "batch", b.ID, "write", cmd.WriteID, "collection", cmd.Collection, "id", cmd.ID, "err", err)
+			cmd.Refused = problem.New(problem.NotStorable, "the database refused to store this write")
+			out, evs, err = alone(cmd, false)
 		}
-		if err != nil || len(res) != 1 || len(res[0].Outcomes) != 1 {
+		if err != nil {
 			return nil, nil, nil, nil, false // stopping: applyRetrying left it to the next core
 		}
-		outs[i] = res[0].Outcomes[0]
+		outs[i] = out
 		events = append(events, evs...)
 	}
-	for _, i := range refused {
-		cmd := b.Commands[i]
-		c.log.ErrorContext(ctx, "the database refused a write: answering it not_storable",
-			"partition", p, "batch", b.ID, "write", cmd.WriteID, "collection", cmd.Collection, "id", cmd.ID, "err", errs[i])
-		cmd.Refused = problem.New(problem.NotStorable, "the database refused to store this write")
-		res, evs, err := alone(cmd, false)
-		if err != nil || len(res) != 1 || len(res[0].Outcomes) != 1 {
-			return nil, nil, nil, nil, false
-		}
-		outs[i] = res[0].Outcomes[0]
-		events = append(events, evs...)
-	}
-	// fenced is b as it is applied last. A store may take a fenced batch's writes for new ones
-	// until it finds them recorded, so every write recorded refused, now or by a core before
-	// this one, is refused again: the database would refuse it again.
 	fenced := *b
-	fenced.Commands = slices.Clone(b.Commands)
-	for i := range outs {
-		if pr := outs[i].Problem; pr != nil && pr.Code == problem.NotStorable {
-			fenced.Commands[i].Refused = pr
-		}
-	}
+	fenced.Recorded = true
 	results, evs, err := c.applyRetrying(ctx, p, group, []*wire.Batch{&fenced}, false)
 	if err != nil {
 		return nil, nil, nil, nil, false

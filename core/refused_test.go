@@ -209,8 +209,8 @@ func TestStoreFailureIsRetriedNotRefused(t *testing.T) {
 }
 
 // dyingStore is a store whose connection is lost (every ApplyBatches fails) from the moment
-// the core applies a fenced batch with a refused write: the last step of applyRefused, after
-// the refusal was committed. Closed reached says it has come.
+// the core applies a fenced batch marked Recorded: the last step of applyRefused, after the
+// refusal was committed. Closed reached says it has come.
 type dyingStore struct {
 	core.Store
 	dead    atomic.Bool
@@ -220,11 +220,9 @@ type dyingStore struct {
 
 func (s *dyingStore) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Time) ([]core.BatchResult, []wire.ChangeEvent, error) {
 	for _, b := range bs {
-		for i := range b.Commands {
-			if b.Producer != "" && b.Commands[i].Refused != nil {
-				s.dead.Store(true)
-				s.once.Do(func() { close(s.reached) })
-			}
+		if b.Producer != "" && b.Recorded {
+			s.dead.Store(true)
+			s.once.Do(func() { close(s.reached) })
 		}
 	}
 	if s.dead.Load() {
@@ -272,6 +270,100 @@ func TestCoreDiesBetweenRefusalAndItsBatch(t *testing.T) {
 				t.Fatalf("a, written twice in the batch: %+v, %v", d, err)
 			}
 		})
+	}
+}
+
+// writeOnce is, by store, a rule of the database that a document is written once: an update
+// is refused.
+var writeOnce = map[string]string{
+	"sqlite":   `CREATE TRIGGER write_once BEFORE UPDATE ON documents BEGIN SELECT RAISE(ABORT, 'written once'); END`,
+	"postgres": `ALTER TABLE documents ADD CONSTRAINT write_once CHECK (version = 1)`,
+}
+
+// TestRefusedUpdateBesideANewDocument: under a rule that documents are written once, a batch
+// creates one document and updates another: the update is refused, the create applied once
+// (the batch's last step replays it, where deciding it again would make it an update,
+// refused too), and the partition goes on.
+func TestRefusedUpdateBesideANewDocument(t *testing.T) {
+	for name, open := range refusingStores {
+		t.Run(name, func(t *testing.T) {
+			onceOnly := func(t *testing.T, partitions int) poisonedStore {
+				s := open(t, partitions)
+				s.exec(writeOnce[name])
+				return s
+			}
+			before := []wire.Command{put("z", `{"n":0}`)}
+			first := []wire.Command{put("a", `{"n":1}`), put("z", `{"n":2}`)}
+			then := []wire.Command{put("b", `{"n":3}`)}
+			store, _, _ := startRefusing(t, onceOnly, before, first, then)
+			if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
+				t.Fatalf("the batch after the refused write: %+v", out)
+			}
+			if out := outcome(t, store, first[1].WriteID); out.Problem == nil || out.Problem.Code != problem.NotStorable {
+				t.Fatalf("the update of a written-once document: %+v", out)
+			}
+			if out := outcome(t, store, first[0].WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
+				t.Fatalf("the new document beside it: %+v", out)
+			}
+		})
+	}
+}
+
+// TestRefusalKeepsTheOrderOfAGroup: a group holds a producer's batch 2, forced past its
+// missing predecessor, and then that predecessor, batch 1, delivered at last. Applied
+// together, batch 1 goes first; a refused write elsewhere in the group, which has the group
+// applied batch by batch, must not change that.
+func TestRefusalKeepsTheOrderOfAGroup(t *testing.T) {
+	for name, open := range refusingStores {
+		t.Run(name, func(t *testing.T) {
+			store := open(t, 2)
+			one := &wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: "P", Seq: 1, Commands: []wire.Command{put("x", `{"from":1}`)}}
+			two := &wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: "P", Seq: 2, Force: true, Commands: []wire.Command{put("x", `{"from":2}`)}}
+			refused := &wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: "Q", Seq: 1, Commands: []wire.Command{put("poison", `{}`)}}
+			if err := core.HandleGroup(testConfig(), store, 0, []*wire.Batch{two, one, refused}); err != nil {
+				t.Fatal(err)
+			}
+			d, err := store.Get(context.Background(), "c", "x")
+			var data struct{ From int }
+			if err != nil || json.Unmarshal(d.Data, &data) != nil || data.From != 2 || d.Version != 2 {
+				t.Fatalf("x: %+v, %v: batch 1 was applied after batch 2", d, err)
+			}
+			if out := outcome(t, store, refused.Commands[0].WriteID); out.Problem == nil || out.Problem.Code != problem.NotStorable {
+				t.Fatalf("refused write: %+v", out)
+			}
+		})
+	}
+}
+
+// TestRefusalWithOneAttempt: a store that makes one attempt per transaction still gets a
+// refused batch through: its last step needs no second attempt to find the writes recorded.
+func TestRefusalWithOneAttempt(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	dsn := pgtest.DSN(t)
+	store, err := pgstore.Open(t.Context(), dsn, cfg.Partitions, nil, pgstore.WithMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(t.Context(), `ALTER TABLE documents ADD CONSTRAINT poison CHECK (id NOT LIKE 'poison%')`); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, srv.URL())
+	first := []wire.Command{put("a", `{"n":1}`), put("poison", `{"n":2}`)}
+	then := []wire.Command{put("b", `{"n":3}`)}
+	for _, cmds := range [][]wire.Command{first, then} {
+		p.seq++
+		p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
+	}
+	startCore(t, srv.URL(), store, cfg)
+	if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil {
+		t.Fatalf("the batch after the refused write: %+v", out)
 	}
 }
 

@@ -124,6 +124,7 @@ func TestAPI1BrokenObjectLevelAuthorization(t *testing.T) {
 		}
 		return nil
 	})
+	expectUnauthorized(t, clustertest.Do(t, "GET", b+"/v1/writes/"+queued.WriteID, nil, nil), "unauthorized")
 	if r := clustertest.Do(t, "GET", a+note, alice, nil); r.Status != 200 || !strings.Contains(string(r.Body), "alice's") || r.Header["Etag"] != `"1"` {
 		t.Fatalf("alice's note after bob's writes: %d %v %s", r.Status, r.Header["Etag"], r.Body)
 	}

@@ -567,10 +567,15 @@ func (e *Edge) writeStatus(ctx *fasthttp.RequestCtx, p params) {
 	}
 	out := resp.Write
 	if out.Problem != nil && out.Collection != "" {
-		// Told as the write itself was answered (answerOutcome): a write refused by the owner
-		// rule where documents are read by owner too is one to a document that does not
-		// exist, to this client.
-		if p := forbiddenOutcome(e.rule([]byte(out.Collection)), out.Problem); p != out.Problem {
+		// Shown to whoever may read the collection, and told as the write itself was answered
+		// (answerOutcome): a write refused by the owner rule where documents are read by
+		// owner too is one to a document that does not exist, to this client.
+		r := e.rule([]byte(out.Collection))
+		if needsUser(r.Read) && p.user == "" {
+			e.refuseAuth(ctx, problemNeedsToken)
+			return
+		}
+		if p := forbiddenOutcome(r, out.Problem); p != out.Problem {
 			shown := *out
 			shown.Problem, shown.Status = p, p.Status
 			out = &shown

@@ -166,7 +166,7 @@ type keys struct {
 }
 
 // batchKeys returns the keys of bs; all includes the write ids of fenced batches in the
-// lookup.
+// lookup, as does a batch marked Recorded.
 func batchKeys(bs []*wire.Batch, all bool) *keys {
 	k := &keys{docs: map[docKey]struct{}{}, writeIndex: map[string]struct{}{}, idemIndex: map[string]struct{}{},
 		producers: core.Producers(bs)}
@@ -175,7 +175,7 @@ func batchKeys(bs []*wire.Batch, all bool) *keys {
 			c := &b.Commands[i]
 			if _, ok := k.writeIndex[c.WriteID]; !ok {
 				k.writeIndex[c.WriteID] = struct{}{}
-				if b.Producer == "" || all {
+				if b.Producer == "" || all || b.Recorded {
 					k.writeIDs = append(k.writeIDs, c.WriteID)
 				} else {
 					k.fenced = append(k.fenced, c.WriteID)

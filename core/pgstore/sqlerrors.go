@@ -153,15 +153,20 @@ func classify(err error) errClass {
 }
 
 // refusedData reports whether err is the database refusing the data of a write
-// (core.ErrRefused): SQLSTATE class 22 (data exception: a value out of range, a text it
-// cannot represent), 23514 (a CHECK it fails: a rule on the data an operator may add) and
-// class 54 (program limit exceeded: a row or index entry too large). Not the other integrity
-// violations (NOT NULL, unique, foreign key): the store's own statements meet those whatever
-// the data, so failing one is the store's fault or a schema out of step, to retry and not to
-// answer.
+// (core.ErrRefused): a value it cannot take (22001 too long for its column, 22003 out of its
+// numeric range, 22021 and 22P05 characters it cannot hold, 22P02 a text it cannot read as
+// its type, 2203x JSON it refuses), a CHECK it fails (23514: a rule on the data an operator
+// may add), or a program limit (class 54: a row or index entry too large). Not the rest of
+// classes 22 and 23 (CockroachDB reports much under 22023; NOT NULL, unique and foreign-key
+// violations): the store's own statements meet those whatever the data, so failing one is
+// the store's fault or a schema out of step, to retry and not to answer.
 func refusedData(err error) bool {
-	code := sqlstate(err)
-	return strings.HasPrefix(code, "22") || code == sqlstateCheckViolation || strings.HasPrefix(code, "54")
+	switch code := sqlstate(err); code {
+	case "22001", "22003", "22021", "22P02", "22P05", sqlstateCheckViolation:
+		return true
+	default:
+		return strings.HasPrefix(code, "2203") || strings.HasPrefix(code, "54")
+	}
 }
 
 // sqlstate returns the SQLSTATE of err, or "".

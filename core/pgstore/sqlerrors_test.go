@@ -73,3 +73,22 @@ func TestClassify(t *testing.T) {
 		t.Fatalf("cockroach-go gave %T for a failed RELEASE, not an AmbiguousCommitError", ambiguousRelease)
 	}
 }
+
+// TestRefusedData: the SQLSTATEs of a database refusing a write's data are told apart from
+// failures of the store's own statements, which are retried.
+func TestRefusedData(t *testing.T) {
+	for code, want := range map[string]bool{
+		"22001": true, "22003": true, "22021": true, "22P02": true, "22P05": true, "22032": true,
+		"23514": true, "54000": true, "54001": true,
+		"22023": false, "22000": false, "22008": false, "23502": false, "23505": false, "23503": false,
+		"42P01": false, "40001": false, "08006": false,
+	} {
+		err := fmt.Errorf("apply: %w", &pgconn.PgError{Code: code, Message: "test"})
+		if got := refusedData(err); got != want {
+			t.Errorf("refusedData(%s) = %v, want %v", code, got, want)
+		}
+	}
+	if refusedData(errors.New("no SQLSTATE")) {
+		t.Error("refusedData of an error without a SQLSTATE")
+	}
+}

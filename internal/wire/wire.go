@@ -150,6 +150,10 @@ type Batch struct {
 	// predecessor, which can then only be lost (see core.Config.EarlyLimit), and the fence is
 	// to admit it anyway.
 	Force bool `json:"-"`
+	// Recorded is set by the core, never sent: every write of the batch may have its record
+	// already (the core applied them one by one first), so a store looks each up, fenced or
+	// not, and replays what it finds.
+	Recorded bool `json:"-"`
 }
 
 // BatchRef names a batch of a producer.
