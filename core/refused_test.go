@@ -58,27 +58,30 @@ var refusingStores = map[string]func(t *testing.T, partitions int) poisonedStore
 			BEGIN SELECT RAISE(ABORT, 'poison refused'); END`)
 		return poisonedStore{Store: s, cure: func() { exec(`DROP TRIGGER poison`) }, exec: exec}
 	},
-	"postgres": func(t *testing.T, partitions int) poisonedStore {
-		dsn := pgtest.DSN(t)
-		s, err := pgstore.Open(t.Context(), dsn, partitions, nil)
-		if err != nil {
+	"postgres": func(t *testing.T, partitions int) poisonedStore { return poisonedPostgres(t, partitions) },
+}
+
+// poisonedPostgres is refusingStores' PostgreSQL store, opened with opts.
+func poisonedPostgres(t *testing.T, partitions int, opts ...pgstore.Option) poisonedStore {
+	dsn := pgtest.DSN(t)
+	s, err := pgstore.Open(t.Context(), dsn, partitions, nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	exec := func(stmt string) {
+		t.Helper()
+		if _, err := conn.Exec(t.Context(), stmt); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = s.Close() })
-		conn, err := pgx.Connect(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close(context.Background()) })
-		exec := func(stmt string) {
-			t.Helper()
-			if _, err := conn.Exec(t.Context(), stmt); err != nil {
-				t.Fatal(err)
-			}
-		}
-		exec(`ALTER TABLE documents ADD CONSTRAINT poison CHECK (id NOT LIKE 'poison%')`)
-		return poisonedStore{Store: s, cure: func() { exec(`ALTER TABLE documents DROP CONSTRAINT poison`) }, exec: exec}
-	},
+	}
+	exec(`ALTER TABLE documents ADD CONSTRAINT poison CHECK (id NOT LIKE 'poison%')`)
+	return poisonedStore{Store: s, cure: func() { exec(`ALTER TABLE documents DROP CONSTRAINT poison`) }, exec: exec}
 }
 
 // startRefusing publishes batches (one producer's, in order) to the write stream of a new
@@ -338,30 +341,12 @@ func TestRefusalKeepsTheOrderOfAGroup(t *testing.T) {
 // TestRefusalWithOneAttempt: a store that makes one attempt per transaction still gets a
 // refused batch through: its last step needs no second attempt to find the writes recorded.
 func TestRefusalWithOneAttempt(t *testing.T) {
-	srv := natstest.Start(t)
-	cfg := testConfig()
-	dsn := pgtest.DSN(t)
-	store, err := pgstore.Open(t.Context(), dsn, cfg.Partitions, nil, pgstore.WithMaxAttempts(1))
-	if err != nil {
-		t.Fatal(err)
+	oneAttempt := func(t *testing.T, partitions int) poisonedStore {
+		return poisonedPostgres(t, partitions, pgstore.WithMaxAttempts(1))
 	}
-	t.Cleanup(func() { _ = store.Close() })
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(t.Context(), `ALTER TABLE documents ADD CONSTRAINT poison CHECK (id NOT LIKE 'poison%')`); err != nil {
-		t.Fatal(err)
-	}
-	p := newPublisher(t, srv.URL())
 	first := []wire.Command{put("a", `{"n":1}`), put("poison", `{"n":2}`)}
 	then := []wire.Command{put("b", `{"n":3}`)}
-	for _, cmds := range [][]wire.Command{first, then} {
-		p.seq++
-		p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
-	}
-	startCore(t, srv.URL(), store, cfg)
+	store, _, _ := startRefusing(t, oneAttempt, first, then)
 	if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil {
 		t.Fatalf("the batch after the refused write: %+v", out)
 	}
