@@ -234,6 +234,34 @@ func (s *dyingStore) ApplyBatches(ctx context.Context, bs []*wire.Batch, now tim
 	return s.Store.ApplyBatches(ctx, bs, now)
 }
 
+// restartAfterRefusal publishes batches as startRefusing does and runs a core on the store
+// open makes until it has recorded the refused writes and comes to the batch's last step;
+// then it kills that core, as a crash would, and starts another on the same store. It
+// returns the store.
+func restartAfterRefusal(t *testing.T, open func(*testing.T, int) poisonedStore, batches ...[]wire.Command) poisonedStore {
+	t.Helper()
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	cfg.Metrics = prometheus.NewRegistry()
+	store := open(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	for _, cmds := range batches {
+		p.seq++
+		p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
+	}
+	dying := &dyingStore{Store: store, reached: make(chan struct{})}
+	rc := startCore(t, srv.URL(), dying, cfg)
+	select {
+	case <-dying.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the core never came to the refused batch's last step")
+	}
+	rc.kill()
+	cfg.Metrics = prometheus.NewRegistry()
+	startCore(t, srv.URL(), store, cfg)
+	return store
+}
+
 // TestCoreDiesBetweenRefusalAndItsBatch: a core records a write refused, then dies before the
 // batch that moves its producer on commits. The next core is delivered the batch again: the
 // refused write is answered as recorded, the others of the batch once, and the batch after
@@ -241,28 +269,9 @@ func (s *dyingStore) ApplyBatches(ctx context.Context, bs []*wire.Batch, now tim
 func TestCoreDiesBetweenRefusalAndItsBatch(t *testing.T) {
 	for name, open := range refusingStores {
 		t.Run(name, func(t *testing.T) {
-			srv := natstest.Start(t)
-			cfg := testConfig()
-			cfg.Metrics = prometheus.NewRegistry()
-			store := open(t, cfg.Partitions)
-			p := newPublisher(t, srv.URL())
 			first := []wire.Command{put("a", `{"n":1}`), put("poison", `{"n":2}`), put("a", `{"n":3}`)}
 			then := []wire.Command{put("b", `{"n":4}`)}
-			for _, cmds := range [][]wire.Command{first, then} {
-				p.seq++
-				p.publish(&wire.Batch{ID: ulid.Make().String(), Partition: 0, Producer: p.producer, Seq: p.seq, Commands: cmds})
-			}
-			dying := &dyingStore{Store: store, reached: make(chan struct{})}
-			rc := startCore(t, srv.URL(), dying, cfg)
-			select {
-			case <-dying.reached:
-			case <-time.After(30 * time.Second):
-				t.Fatal("the core never applied the refused write's batch")
-			}
-			rc.kill()
-
-			cfg.Metrics = prometheus.NewRegistry()
-			startCore(t, srv.URL(), store, cfg)
+			store := restartAfterRefusal(t, open, first, then)
 			if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil || out.Doc.Version != 1 {
 				t.Fatalf("the batch after the refused write: %+v", out)
 			}
@@ -273,6 +282,32 @@ func TestCoreDiesBetweenRefusalAndItsBatch(t *testing.T) {
 				t.Fatalf("a, written twice in the batch: %+v, %v", d, err)
 			}
 		})
+	}
+}
+
+// TestRedeliveredRefusalIsNotDecidedAgain: after such a crash, the next core's store decides
+// the redelivered batch as new before it finds its writes recorded, and decided again the
+// refused write no longer touches what was refused (its If-Match fails now): the store must
+// still read the records back, even allowed one attempt per transaction.
+func TestRedeliveredRefusalIsNotDecidedAgain(t *testing.T) {
+	smallOnly := func(t *testing.T, partitions int) poisonedStore {
+		s := poisonedPostgres(t, partitions, pgstore.WithMaxAttempts(1))
+		s.exec(`ALTER TABLE documents ADD CONSTRAINT small_n CHECK ((data->>'n')::int < 10)`)
+		return s
+	}
+	large := put("a", `{"n":99}`)
+	large.IfMatch = 1
+	first := []wire.Command{put("a", `{"n":1}`), large}
+	then := []wire.Command{put("b", `{"n":4}`)}
+	store := restartAfterRefusal(t, smallOnly, first, then)
+	if out := outcome(t, store, then[0].WriteID); out.Problem != nil || out.Doc == nil {
+		t.Fatalf("the batch after the refused write: %+v", out)
+	}
+	if out := outcome(t, store, large.WriteID); out.Problem == nil || out.Problem.Code != problem.NotStorable {
+		t.Fatalf("refused write: %+v", out)
+	}
+	if d, err := store.Get(context.Background(), "c", "a"); err != nil || d.Version != 1 {
+		t.Fatalf("a: %+v, %v", d, err)
 	}
 }
 

@@ -102,6 +102,10 @@ func (s *Store) ApplyBatches(ctx context.Context, bs []*wire.Batch, now time.Tim
 			// by the core after a forced gap). The next attempt looks its write ids up too.
 			s.logger.Warn("a fenced write batch has recorded writes; reading them back", "batch", name, "partition", partition)
 			keys = batchKeys(bs, true)
+			// Not a failure to count against maxAttempts: the attempt read too little. It
+			// happens once, and with one attempt allowed the batch would never get through.
+			n--
+			continue
 		}
 		class := classify(err)
 		if class == ambiguous && last != nil && last.wrote {
