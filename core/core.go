@@ -157,6 +157,9 @@ type Core struct {
 	tracer trace.Tracer
 	// commits carries the change events of committed batches to the announcer.
 	commits chan []wire.ChangeEvent
+	// lost[p] tells partition p's consume that JetStream has no consumer (or no stream) for
+	// it: purgeApplied, which reads every consumer once a second, found it gone.
+	lost []chan struct{}
 }
 
 // New validates cfg and returns a core that uses nc and store. The caller owns both and closes
@@ -173,7 +176,11 @@ func New(cfg Config, nc *nats.Conn, store Store) (*Core, error) {
 		return nil, fmt.Errorf("core: jetstream: %w", err)
 	}
 	c := &Core{cfg: cfg, nc: nc, js: js, store: store, log: telemetry.WithTraceIDs(cfg.Logger).With("component", "core"),
-		ready: make(chan struct{}), m: newMetrics(), commits: make(chan []wire.ChangeEvent, 256)}
+		ready: make(chan struct{}), m: newMetrics(), commits: make(chan []wire.ChangeEvent, 256),
+		lost: make([]chan struct{}, cfg.Partitions)}
+	for p := range c.lost {
+		c.lost[p] = make(chan struct{}, 1)
+	}
 	if cfg.TracerProvider != nil {
 		c.tracer = cfg.TracerProvider.Tracer("github.com/perchhq/perch/core")
 	}
@@ -367,6 +374,11 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 			}
 			cancel()
 			if err == nil {
+				// What was found lost before this one was made is of the old one.
+				select {
+				case <-c.lost[p]:
+				default:
+				}
 				break
 			}
 			c.log.Warn("making the consumer of a write partition", "partition", p, "err", err)
@@ -374,27 +386,11 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 	}
 }
 
-// pullHeartbeat is how often JetStream tells a core's waiting pull that its consumer is
-// there. A consumer's deletion is told to the pulls waiting on it too, but not reliably, and
-// not at all when the server restarted without its state: a pull that hears nothing for two
-// heartbeats asks (consumerMissing).
-const pullHeartbeat = time.Second
-
-// consumerMissing reports whether JetStream says cons, or its stream, does not exist. Not
-// being able to ask is not missing: the connection may be down, and comes back.
-func (c *Core) consumerMissing(ctx context.Context, cons jetstream.Consumer) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	_, err := cons.Info(ctx)
-	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
-}
-
 // consume applies the batches of one partition until ctx is cancelled: whatever JetStream has
 // delivered when the core is ready for more, up to GroupBatches and GroupCommands, in one
 // transaction. It returns errConsumerGone when the consumer's messages end before ctx does.
 func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup),
-		jetstream.PullHeartbeat(pullHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.GroupBatches), jetstream.PullPriorityGroup(wire.CoreGroup))
 	if err != nil {
 		return fmt.Errorf("core: consume partition %d: %w", p, err)
 	}
@@ -407,6 +403,11 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 			// wait out the ack timeout before another core got it.
 			it.Drain()
 		case <-ended:
+			it.Stop()
+		case <-c.lost[p]:
+			// JetStream lost the consumer: its deletion is told to the pulls waiting on it,
+			// but not reliably, and not at all by a server that restarted without its state.
+			// Ending the pull here has consumePartition make it again.
 			it.Stop()
 		}
 	}()
@@ -431,9 +432,6 @@ func (c *Core) consume(ctx context.Context, p int, cons jetstream.Consumer) erro
 					return nil
 				}
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-					return errConsumerGone
-				}
-				if errors.Is(err, jetstream.ErrNoHeartbeat) && c.consumerMissing(ctx, cons) {
 					return errConsumerGone
 				}
 				c.m.consumerErrors.Inc()
@@ -589,11 +587,21 @@ func (c *Core) finish(ctx context.Context, p int, d delivered, res BatchResult, 
 // purgeInterval is how often a core removes the applied batches from the write stream.
 const purgeInterval = time.Second
 
+// noteLost tells partition p's consume that its consumer is gone (lost), unless it has been
+// told already.
+func (c *Core) noteLost(p int) {
+	select {
+	case c.lost[p] <- struct{}{}:
+	default:
+	}
+}
+
 // purgeApplied removes from the write stream the batches that every core is done with: those
 // at or below each partition consumer's ack floor, which cores acknowledge only after commit.
 // The stream keeps batches by limits rather than as a work queue because a work queue's
 // removal of each acknowledged message costs JetStream a write and an fsync of its own; one
-// purge per partition and interval costs one.
+// purge per partition and interval costs one. A consumer JetStream says is gone (or whose
+// stream is) is reported to its partition's consume (lost), which has it made again.
 func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer) {
 	var stream jetstream.Stream
 	purged := make([]uint64, len(consumers))
@@ -608,6 +616,11 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 		if stream == nil {
 			var err error
 			if stream, err = c.js.Stream(ctx, wire.WriteStream); err != nil {
+				if errors.Is(err, jetstream.ErrStreamNotFound) {
+					for p := range consumers {
+						c.noteLost(p)
+					}
+				}
 				if ctx.Err() == nil {
 					c.log.Warn("the write stream is unavailable; applied batches are not purged", "err", err)
 				}
@@ -617,6 +630,9 @@ func (c *Core) purgeApplied(ctx context.Context, consumers []jetstream.Consumer)
 		for p, cons := range consumers {
 			info, err := cons.Info(ctx)
 			if err != nil {
+				if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+					c.noteLost(p)
+				}
 				if ctx.Err() == nil {
 					c.log.Debug("reading a write consumer", "partition", p, "err", err)
 				}

@@ -258,8 +258,9 @@ func TestConsumerOfAnOlderCoreIsUpdated(t *testing.T) {
 
 // TestJetStreamThatLostItsStateIsMadeAgain restarts NATS without its data under a running
 // core: the write stream and its consumers are gone, and no pull the core had waiting is ever
-// told so (they went with the old server). The core notices the silence, makes the stream and
-// the consumers again, and batches published to the new stream are applied.
+// told so (they went with the old server). The core finds them gone when it reads them (once
+// a second, for the purge), makes the stream and the consumers again, and batches published
+// to the new stream are applied.
 func TestJetStreamThatLostItsStateIsMadeAgain(t *testing.T) {
 	srv := natstest.Start(t)
 	cfg := testConfig()
