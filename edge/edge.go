@@ -87,8 +87,10 @@ type Edge struct {
 	resetSequences atomic.Bool
 	serving        chan struct{}
 	subs           []*nats.Subscription
-	closeMu        sync.Mutex
-	closed         bool
+	// work admits the work on the cache outside requests, until close (work.go).
+	work    workGate
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // New validates cfg and returns an edge that talks to the core through nc. members may be nil
@@ -311,6 +313,7 @@ func (e *Edge) close() {
 	for _, s := range e.subs {
 		_ = s.Unsubscribe()
 	}
+	e.work.shut()
 	e.cache.close()
 	if e.stopLimiter != nil {
 		e.stopLimiter()

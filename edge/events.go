@@ -49,6 +49,10 @@ func (e *Edge) subscribe() error {
 // onOutcomes installs each applied document in the cache before handing the outcome to the
 // waiting request, so that the writer reads its own write.
 func (e *Edge) onOutcomes(m *nats.Msg) {
+	if !e.work.enter() {
+		return
+	}
+	defer e.work.leave()
 	if e.tracer != nil {
 		if sc := telemetry.Extract(m.Header); sc.IsSampled() {
 			// The last leg of a traced write: the core's outcome back at this edge.
@@ -87,6 +91,10 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 // onChange applies a message of change events to the cache: a JSON array of events (or one
 // event), in partition order.
 func (e *Edge) onChange(m *nats.Msg) {
+	if !e.work.enter() {
+		return
+	}
+	defer e.work.leave()
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
 		clear(e.firstSeq)

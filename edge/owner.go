@@ -180,9 +180,13 @@ func answerEntry(version int64, status int, body []byte, owner string) *entry {
 // core, in its own goroutine: one slow core read must not hold up the others. Beyond
 // PeerFills at once the asker is told to go to the core itself.
 func (e *Edge) onPeerFill(m *nats.Msg) {
+	if !e.work.enter() {
+		return // stopping: the asking edge reads the core instead
+	}
 	select {
 	case e.peerFills <- struct{}{}:
 	default:
+		defer e.work.leave()
 		e.metrics.peerServed("busy").Inc()
 		r := &nats.Msg{Header: nats.Header{}}
 		r.Header.Set(hdrPeerBusy, "1")
@@ -193,6 +197,7 @@ func (e *Edge) onPeerFill(m *nats.Msg) {
 		return
 	}
 	go func() {
+		defer e.work.leave()
 		defer func() { <-e.peerFills }()
 		e.answerPeerFill(m)
 	}()

@@ -153,7 +153,14 @@ func (e *Edge) revalidating(ctx *fasthttp.RequestCtx, rc context.Context, key st
 		return false
 	}
 	collection, id := string(p.collection), string(p.id)
-	e.fills.DoChan(key, func() (any, error) { return e.fill(rc, key, collection, id, prior) })
+	e.fills.DoChan(key, func() (any, error) {
+		// It runs on after the request, maybe after the server has stopped.
+		if !e.work.enter() {
+			return nil, errStopping
+		}
+		defer e.work.leave()
+		return e.fill(rc, key, collection, id, prior)
+	})
 	e.metrics.staleServed.Inc()
 	e.serveEntry(ctx, shown, csHitStale, staleCacheControl(r))
 	return true
