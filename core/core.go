@@ -357,6 +357,10 @@ func (c *Core) consumePartition(ctx context.Context, p int, cons jetstream.Consu
 		}
 		c.m.consumerErrors.Inc()
 		c.log.Error("the consumer of a write partition is gone; making it again", "partition", p)
+		// If it was there after all (the purger read it as it was being made again), the
+		// stopped pull still holds its pin, and the new one would get nothing until
+		// PinnedTTL; a consumer that is gone has no pin to release.
+		c.unpin(p)
 		for {
 			select {
 			case <-ctx.Done():

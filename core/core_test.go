@@ -26,6 +26,7 @@ import (
 
 // runningCore is one core of a test, stoppable as a crash would stop it.
 type runningCore struct {
+	core   *core.Core
 	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
@@ -42,7 +43,7 @@ func startCore(t *testing.T, url string, store core.Store, cfg core.Config) *run
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rc := &runningCore{nc: nc, cancel: cancel, done: make(chan error, 1)}
+	rc := &runningCore{core: c, nc: nc, cancel: cancel, done: make(chan error, 1)}
 	go func() { rc.done <- c.Run(ctx) }()
 	select {
 	case <-c.Ready():
@@ -439,6 +440,28 @@ func waitGauge(t *testing.T, reg *prometheus.Registry, name string, want float64
 			t.Fatalf("%s = %v, want %v", name, got, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestWrongLostReportCostsNoPin: a report that a partition's consumer is gone when it is
+// not (the purger read it while it was being made again) restarts the pull, and the next
+// batch is applied at once, not after the pin's timeout (AckWait, long here).
+func TestWrongLostReportCostsNoPin(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	cfg.AckWait = 20 * time.Second
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	rc := startCore(t, srv.URL(), store, cfg)
+	p.publish(p.batch(1))
+	p.checkOrder(store)
+	rc.core.NoteLost(0)
+	time.Sleep(200 * time.Millisecond) // the pull is stopped and made again
+	start := time.Now()
+	p.publish(p.batch(1))
+	p.checkOrder(store)
+	if waited := time.Since(start); waited > cfg.AckWait/2 {
+		t.Fatalf("the partition moved after %v: the stopped pull kept its pin", waited)
 	}
 }
 

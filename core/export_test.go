@@ -38,3 +38,7 @@ func HandleGroup(cfg Config, store Store, p int, bs []*wire.Batch) error {
 	c.handleGroup(context.Background(), p, group, &waiting{since: map[string]earlyBatch{}, gauge: c.m.waiting})
 	return nil
 }
+
+// NoteLost tells partition p's consume that its consumer is gone, as the purger does when
+// JetStream says so: a test can so bring about a report that is wrong.
+func (c *Core) NoteLost(p int) { c.noteLost(p) }
