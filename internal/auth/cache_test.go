@@ -62,7 +62,7 @@ func TestCacheServesOnlyValid(t *testing.T) {
 	c := newCache(t, v, 100)
 	token, cl := issue(t, s, "alice", t0, nil)
 	// Invalid tokens are never stored.
-	for _, bad := range []string{"x", token + "x", token[:len(token)-2] + "AA"} {
+	for _, bad := range []string{"x", token + "x", otherSignature(token)} {
 		if _, err := c.Verify(bad, t0); err == nil {
 			t.Fatalf("%q verifies", bad)
 		}
@@ -300,4 +300,15 @@ func TestCacheConcurrent(t *testing.T) {
 	if _, err := c.Verify(tokens[3], t0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// otherSignature returns token with one character of its signature changed: the third from
+// the end, all six of whose bits are the signature's (the last one's low bits are padding).
+func otherSignature(token string) string {
+	i := len(token) - 3
+	c := byte('A')
+	if token[i] == c {
+		c = 'B'
+	}
+	return token[:i] + string(c) + token[i+1:]
 }
