@@ -26,6 +26,10 @@ type lane struct {
 	seq      int64
 	stored   wire.BatchRef
 	storedAt time.Time
+	// expect is how many commands the next batch waits for (see gather): those the last
+	// batch carried, whose writers it just answered, and those that were queued by then.
+	// Only the lane's goroutine uses it.
+	expect int
 }
 
 // producerIdle is how long a lane keeps its producer without publishing. A new producer
@@ -70,10 +74,9 @@ func newLane(queue int) *lane { return &lane{q: make(chan *pending, queue)} }
 
 // runPartition publishes the commands of one partition, one batch at a time, so that the
 // stream holds them in the order they were submitted and each batch's predecessor is stored
-// before it (the fence of wire.Batch). A batch is group commit at the edge: it takes every
-// command that queued while the one before was being stored, and waits for more only until
-// its first command has waited BatchWindow. Under load batches therefore fill without
-// waiting, and the core applies whatever queued in the stream meanwhile in one transaction.
+// before it (the fence of wire.Batch). A batch is group commit at the edge (see gather):
+// under load batches fill without waiting, and the core applies whatever queued in the
+// stream meanwhile in one transaction.
 func (w *writer) runPartition(p int, l *lane) {
 	defer w.wg.Done()
 	cfg := &w.e.cfg
@@ -84,7 +87,6 @@ func (w *writer) runPartition(p int, l *lane) {
 	var carry *pending
 	for {
 		first := carry
-		carry = nil
 		if first == nil {
 			select {
 			case first = <-l.q:
@@ -93,45 +95,7 @@ func (w *writer) runPartition(p int, l *lane) {
 				return
 			}
 		}
-		batch = append(batch[:0], first)
-		size := len(first.enc)
-		timer.Reset(max(0, time.Until(first.created.Add(cfg.BatchWindow))))
-		// add takes pd into the batch, or keeps it to open the next batch when it would make
-		// this one too large (then false).
-		add := func(pd *pending) bool {
-			if size+len(pd.enc)+1 > cfg.BatchBytes {
-				carry = pd
-				return false
-			}
-			batch = append(batch, pd)
-			size += len(pd.enc) + 1 // and its comma
-			return true
-		}
-	gather:
-		for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
-			select {
-			case pd := <-l.q:
-				if !add(pd) {
-					break gather
-				}
-			case <-timer.C:
-				// Take what queued meanwhile, without waiting.
-				for len(batch) < cfg.BatchMax && size < cfg.BatchBytes {
-					select {
-					case pd := <-l.q:
-						if !add(pd) {
-							break gather
-						}
-					default:
-						break gather
-					}
-				}
-				break gather
-			case <-w.stopc:
-				break gather
-			}
-		}
-		timer.Stop()
+		batch, carry = l.gather(cfg, first, batch, timer, w.stopc)
 		start := time.Now()
 		producer, seq, after := l.next(start)
 		err := w.publish(p, &wire.Batch{ID: ulid.Make().String(), Partition: p, Edge: cfg.ID,
@@ -139,11 +103,73 @@ func (w *writer) runPartition(p int, l *lane) {
 		l.done(seq, time.Now(), err)
 		w.e.metrics.publish.Observe(time.Since(start).Seconds())
 		w.e.metrics.batchSize.Observe(float64(len(batch)))
-		for _, pd := range batch {
-			pd.durable <- err
-		}
+		l.answer(batch, carry, err)
 		clear(batch)
 	}
+}
+
+// answer tells the writers of batch that publishing it ended with err, and has the next
+// batch expect them back, beside every command already waiting (carry and the queue).
+// They are counted before any is answered: once answered, a writer may queue again before
+// the count and be counted twice.
+func (l *lane) answer(batch []*pending, carry *pending, err error) {
+	l.expect = len(l.q) + len(batch)
+	if carry != nil {
+		l.expect++
+	}
+	for _, pd := range batch {
+		pd.durable <- err
+	}
+}
+
+// gather makes the batch that first opens, in batch[:0]: first, then every command that
+// queued while the batch before was being stored. When fewer are in than l.expect (the
+// writers the batch before answered, who are expected back, and those queued behind it),
+// it waits for the rest, but only until first has waited BatchWindow since it was
+// submitted, or stop is closed. So a lone writer never waits, writers in step share one
+// batch, and no command waits for others longer than BatchWindow. The batch ends at
+// BatchMax commands or BatchBytes; carry is then the command that did not fit, to open the
+// next one. timer is the lane's, stopped.
+func (l *lane) gather(cfg *Config, first *pending, batch []*pending, timer *time.Timer, stop <-chan struct{}) (_ []*pending, carry *pending) {
+	batch = append(batch[:0], first)
+	size := len(first.enc)
+	// add takes pd into the batch, or keeps it to open the next batch when it would make
+	// this one too large (then false).
+	add := func(pd *pending) bool {
+		if size+len(pd.enc)+1 > cfg.BatchBytes {
+			carry = pd
+			return false
+		}
+		batch = append(batch, pd)
+		size += len(pd.enc) + 1 // and its comma
+		return true
+	}
+	full := func() bool { return carry != nil || len(batch) >= cfg.BatchMax || size >= cfg.BatchBytes }
+	if want := min(l.expect, cfg.BatchMax); len(batch) < want {
+		timer.Reset(max(0, time.Until(first.created.Add(cfg.BatchWindow))))
+	wait:
+		for len(batch) < want && !full() {
+			select {
+			case pd := <-l.q:
+				add(pd)
+			case <-timer.C:
+				break wait
+			case <-stop:
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	// Take what else queued, without waiting.
+	for !full() {
+		select {
+		case pd := <-l.q:
+			add(pd)
+		default:
+			return batch, carry
+		}
+	}
+	return batch, carry
 }
 
 // drain fails the commands still queued when the edge stops.

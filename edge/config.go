@@ -47,10 +47,12 @@ type Config struct {
 	BatchMax int
 	// BatchBytes is the most data bytes one write batch carries. Default 4 MiB.
 	BatchBytes int
-	// BatchWindow is how long a batch's first command may wait for others to join it,
-	// counted from when it was submitted. The edge publishes one batch per partition at a
-	// time and takes every command that queued meanwhile, so under load batches fill without
-	// waiting. Default 1ms.
+	// BatchWindow bounds how long a batch waits for more commands. A batch takes every
+	// command that queued while the one before was being stored; when that is fewer than the
+	// one before carried, it waits for the writers just answered to come back, but at most
+	// BatchWindow after the later of its first command's submission and the lane becoming
+	// free. A lone writer therefore never waits, and under load batches fill without waiting.
+	// Default 2ms.
 	BatchWindow time.Duration
 	// CacheBytes bounds the memory of cached responses. Default 256 MiB.
 	CacheBytes int64
@@ -204,7 +206,7 @@ func DefaultConfig() Config {
 		WriteLanes:        1,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
-		BatchWindow:       time.Millisecond,
+		BatchWindow:       2 * time.Millisecond,
 		CacheBytes:        256 << 20,
 		CacheTTL:          5 * time.Minute,
 		CompressMinBytes:  1024,
