@@ -25,12 +25,19 @@ import (
 	"github.com/perchhq/perch/internal/wire"
 )
 
-// clients is the number of concurrent writers of the write benchmarks.
-const clients = 16
+// clients is the number of concurrent writers of the write benchmarks: 16, or
+// PERCH_BENCH_CLIENTS.
+var clients = func() int {
+	if n, err := strconv.Atoi(os.Getenv("PERCH_BENCH_CLIENTS")); err == nil && n > 0 {
+		return n
+	}
+	return 16
+}()
 
 // BenchmarkWritePath measures acknowledged writes per second through the whole write path
 // (HTTP → edge → JetStream, fsync on every write → core → PostgreSQL) beside single-row
-// upserts straight into the same PostgreSQL, all with 16 concurrent clients, in one run:
+// upserts straight into the same PostgreSQL, all with 16 concurrent clients
+// (PERCH_BENCH_CLIENTS=N for another number), in one run:
 //
 //	direct-upserts            the baseline
 //	edge-jetstream-core       each write waits for the core's outcome (200/201)
@@ -44,7 +51,7 @@ func BenchmarkWritePath(b *testing.B) {
 	path := pgtest.DSN(b)
 	b.Run("direct-upserts", func(b *testing.B) {
 		ctx := context.Background()
-		pool, err := pgxpool.New(ctx, direct+"&pool_max_conns=16")
+		pool, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d", direct, clients))
 		if err != nil {
 			b.Fatal(err)
 		}
