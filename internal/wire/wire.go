@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -263,60 +262,122 @@ func (c *Command) ValidateFields() error {
 // pair (PostgreSQL's jsonb refuses both), a number outside the range of a float64, or one
 // with more digits after the decimal point than PostgreSQL's numeric keeps
 // (MaxFractionDigits; 1e-400000 has 400000 of them).
+//
+// data should be valid JSON (json.Valid): the check is one pass over its bytes, which knows a
+// string by its quotes and a number by its first byte, and allocates nothing for the strings
+// and numbers of everyday documents.
 func StorableJSON(data []byte) error {
 	if !utf8.Valid(data) {
 		return errors.New("the JSON is not UTF-8")
 	}
-	for i := 0; i+1 < len(data); i++ {
-		if data[i] != '\\' {
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			end, err := storableString(data, i+1)
+			if err != nil {
+				return err
+			}
+			i = end
+		case c == '-' || c >= '0' && c <= '9':
+			end := i + 1
+			for end < len(data) && numberByte(data[end]) {
+				end++
+			}
+			if err := storableNumber(data[i:end]); err != nil {
+				return err
+			}
+			i = end - 1
+		}
+	}
+	return nil
+}
+
+// storableString checks the escapes of the string of valid JSON data that starts at i, after
+// its opening quote, and returns the index of its closing quote.
+func storableString(data []byte, i int) (int, error) {
+	for ; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			return i, nil
+		case '\\':
+		default:
 			continue
 		}
-		if data[i+1] != 'u' || i+6 > len(data) {
+		if i+1 < len(data) && data[i+1] != 'u' {
 			i++ // an escaped character other than \u: skip it
 			continue
 		}
-		r, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 16)
-		if err != nil {
-			return errors.New("bad \\u escape")
+		if i+6 > len(data) {
+			return 0, errors.New("bad \\u escape")
 		}
+		r := hex4(data[i+2 : i+6])
 		switch {
+		case r < 0:
+			return 0, errors.New("bad \\u escape")
 		case r == 0:
-			return errors.New("the NUL character (\\u0000) cannot be stored")
+			return 0, errors.New("the NUL character (\\u0000) cannot be stored")
 		case r >= 0xD800 && r <= 0xDBFF:
 			// A high surrogate must be followed by an escaped low one.
 			if i+12 > len(data) || data[i+6] != '\\' || data[i+7] != 'u' {
-				return errors.New("unpaired UTF-16 surrogate escape")
+				return 0, errors.New("unpaired UTF-16 surrogate escape")
 			}
-			lo, err := strconv.ParseUint(string(data[i+8:i+12]), 16, 16)
-			if err != nil || lo < 0xDC00 || lo > 0xDFFF {
-				return errors.New("unpaired UTF-16 surrogate escape")
+			if lo := hex4(data[i+8 : i+12]); lo < 0xDC00 || lo > 0xDFFF {
+				return 0, errors.New("unpaired UTF-16 surrogate escape")
 			}
 			i += 11
-			continue
 		case r >= 0xDC00 && r <= 0xDFFF:
-			return errors.New("unpaired UTF-16 surrogate escape")
+			return 0, errors.New("unpaired UTF-16 surrogate escape")
+		default:
+			i += 5
 		}
-		i += 5
 	}
-	d := json.NewDecoder(bytes.NewReader(data))
-	d.UseNumber()
-	for {
-		tok, err := d.Token()
-		if err == io.EOF {
-			return nil
+	return len(data), nil
+}
+
+// hex4 is the value of the four hexadecimal digits of a \u escape, or -1.
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
 		}
-		if err != nil {
-			return err
-		}
-		if n, ok := tok.(json.Number); ok {
-			if _, err := strconv.ParseFloat(string(n), 64); err != nil {
-				return fmt.Errorf("number %.20s… out of range", n)
-			}
-			if fractionDigits(string(n)) > MaxFractionDigits {
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// numberByte reports whether c may continue a JSON number.
+func numberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+'
+}
+
+// storableNumber checks the JSON number n. One without an exponent and with at most 308
+// digits before its decimal point is below 1e308, inside the range of a float64, and needs
+// the digits after its point: the common case, decided without parsing.
+func storableNumber(n []byte) error {
+	if i := bytes.IndexAny(n, "eE"); i < 0 {
+		whole, frac, _ := bytes.Cut(bytes.TrimPrefix(n, []byte("-")), []byte("."))
+		if len(whole) <= 308 {
+			if len(frac) > MaxFractionDigits {
 				return fmt.Errorf("number %.20s… has more than %d digits after the decimal point", n, MaxFractionDigits)
 			}
+			return nil
 		}
 	}
+	if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+		return fmt.Errorf("number %.20s… out of range", n)
+	}
+	if fractionDigits(string(n)) > MaxFractionDigits {
+		return fmt.Errorf("number %.20s… has more than %d digits after the decimal point", n, MaxFractionDigits)
+	}
+	return nil
 }
 
 // MaxFractionDigits is the most digits after the decimal point a number in a document may
