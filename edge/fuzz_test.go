@@ -135,6 +135,36 @@ func FuzzChangeEvent(f *testing.F) {
 	})
 }
 
+// FuzzRenderDocument holds renderDocument to json.Marshal of the API form, for any names,
+// data and times (json.Marshal refusing data or a time means the problem body instead), and
+// the 202 receipt's encoder to json.Marshal.
+func FuzzRenderDocument(f *testing.F) {
+	f.Add("notes", "n1", int64(3), []byte(`{"a":[1,"<b>"],"c":{"d":null}}`), false, int64(1_764_633_600), 0)
+	f.Add("c", "i", int64(1), []byte(nil), false, int64(0), 3600)
+	f.Add("c", "i\u2028\xff", int64(-1), []byte(nil), true, int64(-62_135_596_801), -1)
+	f.Add("c", "i", int64(2), []byte(` { "a" : 1 } `), true, int64(253_402_300_800), 0)
+	f.Add("c", "i", int64(2), []byte(`{"a":`), false, int64(7), 0)
+	f.Fuzz(func(t *testing.T, collection, id string, version int64, data []byte, deleted bool, secs int64, zone int) {
+		at := time.Unix(secs, version%1e9).In(time.FixedZone("z", zone%(48*3600)))
+		d := &wire.Document{Collection: collection, ID: id, Version: version, CreatedAt: at, UpdatedAt: at.Add(time.Second),
+			Deleted: deleted, Data: data}
+		want, err := json.Marshal(apiDoc(d))
+		if err != nil {
+			want = problem.New(problem.Internal, "stored document is not valid JSON").JSON()
+		}
+		if got := renderDocument(nil, d); !bytes.Equal(got, want) {
+			t.Fatalf("renderDocument gives\n%s\njson.Marshal\n%s", got, want)
+		}
+		if got := renderDocument([]byte("x"), d); !bytes.Equal(got, append([]byte("x"), want...)) {
+			t.Fatalf("renderDocument after a prefix gives %s", got)
+		}
+		r := receiptJSON{WriteID: id, Status: "queued", StatusURL: "/v1/writes/" + id, Collection: collection, ID: string(data)}
+		if want, _ := json.Marshal(r); !bytes.Equal(r.appendJSON(nil), want) {
+			t.Fatalf("the receipt encodes as %s, json.Marshal %s", r.appendJSON(nil), want)
+		}
+	})
+}
+
 // FuzzAcceptEncoding drives the Accept-Encoding parser of the hit path against a plain
 // reading of RFC 9110 §12.5.3 written with strings and maps: they must always agree.
 func FuzzAcceptEncoding(f *testing.F) {

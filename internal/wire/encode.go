@@ -38,14 +38,14 @@ func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
 // appendHead appends the members of b before its commands, up to `"commands":`.
 func (b *Batch) appendHead(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = appendString(dst, b.ID)
+	dst = AppendString(dst, b.ID)
 	dst = append(dst, `,"partition":`...)
 	dst = strconv.AppendInt(dst, int64(b.Partition), 10)
 	dst = append(dst, `,"edge":`...)
-	dst = appendString(dst, b.Edge)
+	dst = AppendString(dst, b.Edge)
 	if b.Producer != "" {
 		dst = append(dst, `,"producer":`...)
-		dst = appendString(dst, b.Producer)
+		dst = AppendString(dst, b.Producer)
 	}
 	if b.Seq != 0 {
 		dst = append(dst, `,"seq":`...)
@@ -53,7 +53,7 @@ func (b *Batch) appendHead(dst []byte) []byte {
 	}
 	if b.After != nil {
 		dst = append(dst, `,"after":{"producer":`...)
-		dst = appendString(dst, b.After.Producer)
+		dst = AppendString(dst, b.After.Producer)
 		dst = append(dst, `,"seq":`...)
 		dst = strconv.AppendInt(dst, b.After.Seq, 10)
 		dst = append(dst, '}')
@@ -78,17 +78,17 @@ func (b *Batch) AppendJSONEncoded(dst []byte, commands [][]byte) []byte {
 // AppendJSON appends the JSON encoding of c, as json.Marshal makes it.
 func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"write_id":`...)
-	dst = appendString(dst, c.WriteID)
+	dst = AppendString(dst, c.WriteID)
 	dst = append(dst, `,"op":`...)
-	dst = appendString(dst, string(c.Op))
+	dst = AppendString(dst, string(c.Op))
 	dst = append(dst, `,"collection":`...)
-	dst = appendString(dst, c.Collection)
+	dst = AppendString(dst, c.Collection)
 	dst = append(dst, `,"id":`...)
-	dst = appendString(dst, c.ID)
+	dst = AppendString(dst, c.ID)
 	if len(c.Data) > 0 {
 		dst = append(dst, `,"data":`...)
 		var err error
-		if dst, err = appendRaw(dst, c.Data); err != nil {
+		if dst, err = AppendRaw(dst, c.Data); err != nil {
 			return nil, err
 		}
 	}
@@ -98,15 +98,15 @@ func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	if c.IdemKey != "" {
 		dst = append(dst, `,"idem_key":`...)
-		dst = appendString(dst, c.IdemKey)
+		dst = AppendString(dst, c.IdemKey)
 	}
 	if c.Fingerprint != "" {
 		dst = append(dst, `,"fingerprint":`...)
-		dst = appendString(dst, c.Fingerprint)
+		dst = AppendString(dst, c.Fingerprint)
 	}
 	if c.User != "" {
 		dst = append(dst, `,"user":`...)
-		dst = appendString(dst, c.User)
+		dst = AppendString(dst, c.User)
 	}
 	if c.OwnerOnly {
 		dst = append(dst, `,"owner_only":true`...)
@@ -117,18 +117,18 @@ func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 // AppendJSON appends the JSON encoding of d, as json.Marshal makes it.
 func (d *Document) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"collection":`...)
-	dst = appendString(dst, d.Collection)
+	dst = AppendString(dst, d.Collection)
 	dst = append(dst, `,"id":`...)
-	dst = appendString(dst, d.ID)
+	dst = AppendString(dst, d.ID)
 	dst = append(dst, `,"version":`...)
 	dst = strconv.AppendInt(dst, d.Version, 10)
 	var err error
 	dst = append(dst, `,"created_at":`...)
-	if dst, err = appendTime(dst, d.CreatedAt); err != nil {
+	if dst, err = AppendTime(dst, d.CreatedAt); err != nil {
 		return nil, err
 	}
 	dst = append(dst, `,"updated_at":`...)
-	if dst, err = appendTime(dst, d.UpdatedAt); err != nil {
+	if dst, err = AppendTime(dst, d.UpdatedAt); err != nil {
 		return nil, err
 	}
 	if d.Deleted {
@@ -136,13 +136,13 @@ func (d *Document) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	if len(d.Data) > 0 {
 		dst = append(dst, `,"data":`...)
-		if dst, err = appendRaw(dst, d.Data); err != nil {
+		if dst, err = AppendRaw(dst, d.Data); err != nil {
 			return nil, err
 		}
 	}
 	if d.Owner != "" {
 		dst = append(dst, `,"owner":`...)
-		dst = appendString(dst, d.Owner)
+		dst = AppendString(dst, d.Owner)
 	}
 	return append(dst, '}'), nil
 }
@@ -151,7 +151,7 @@ func (d *Document) AppendJSON(dst []byte) ([]byte, error) {
 // it).
 func (o *Outcome) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"write_id":`...)
-	dst = appendString(dst, o.WriteID)
+	dst = AppendString(dst, o.WriteID)
 	dst = append(dst, `,"status":`...)
 	dst = strconv.AppendInt(dst, int64(o.Status), 10)
 	if o.Doc != nil {
@@ -167,7 +167,7 @@ func (o *Outcome) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	if o.Collection != "" {
 		dst = append(dst, `,"collection":`...)
-		dst = appendString(dst, o.Collection)
+		dst = AppendString(dst, o.Collection)
 	}
 	if o.Replayed {
 		dst = append(dst, `,"replayed":true`...)
@@ -183,9 +183,9 @@ func (ev *ChangeEvent) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendInt(dst, ev.Seq, 10)
 	dst = append(dst, `,"collection":`...)
-	dst = appendString(dst, ev.Collection)
+	dst = AppendString(dst, ev.Collection)
 	dst = append(dst, `,"id":`...)
-	dst = appendString(dst, ev.ID)
+	dst = AppendString(dst, ev.ID)
 	dst = append(dst, `,"version":`...)
 	dst = strconv.AppendInt(dst, ev.Version, 10)
 	if ev.Deleted {
@@ -193,7 +193,7 @@ func (ev *ChangeEvent) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	var err error
 	dst = append(dst, `,"updated_at":`...)
-	if dst, err = appendTime(dst, ev.UpdatedAt); err != nil {
+	if dst, err = AppendTime(dst, ev.UpdatedAt); err != nil {
 		return nil, err
 	}
 	if ev.Doc != nil {
@@ -207,22 +207,22 @@ func (ev *ChangeEvent) AppendJSON(dst []byte) ([]byte, error) {
 
 func appendProblem(dst []byte, p *problem.Problem) []byte {
 	dst = append(dst, `{"type":`...)
-	dst = appendString(dst, p.Type)
+	dst = AppendString(dst, p.Type)
 	dst = append(dst, `,"title":`...)
-	dst = appendString(dst, p.Title)
+	dst = AppendString(dst, p.Title)
 	dst = append(dst, `,"status":`...)
 	dst = strconv.AppendInt(dst, int64(p.Status), 10)
 	if p.Detail != "" {
 		dst = append(dst, `,"detail":`...)
-		dst = appendString(dst, p.Detail)
+		dst = AppendString(dst, p.Detail)
 	}
 	dst = append(dst, `,"code":`...)
-	dst = appendString(dst, string(p.Code))
+	dst = AppendString(dst, string(p.Code))
 	return append(dst, '}')
 }
 
-// appendTime is time.Time's MarshalJSON, appended.
-func appendTime(dst []byte, t time.Time) ([]byte, error) {
+// AppendTime appends t as time.Time's MarshalJSON writes it.
+func AppendTime(dst []byte, t time.Time) ([]byte, error) {
 	dst = append(dst, '"')
 	dst, err := t.AppendText(dst)
 	if err != nil {
@@ -231,10 +231,10 @@ func appendTime(dst []byte, t time.Time) ([]byte, error) {
 	return append(dst, '"'), nil
 }
 
-// appendRaw appends raw JSON as json.Marshal does a json.RawMessage: compacted, with <, >, &,
+// AppendRaw appends raw JSON as json.Marshal does a json.RawMessage: compacted, with <, >, &,
 // U+2028 and U+2029 escaped in its strings. JSON that needs neither, the common case of data
 // that the core compacted already, is copied after a check of its validity.
-func appendRaw(dst, raw []byte) ([]byte, error) {
+func AppendRaw(dst, raw []byte) ([]byte, error) {
 	if !plainJSON(raw) || !json.Valid(raw) {
 		enc, err := json.Marshal(json.RawMessage(raw))
 		if err != nil {
@@ -278,9 +278,9 @@ func plainJSON(raw []byte) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string exactly as encoding/json writes it: HTML-safe
+// AppendString appends s as a JSON string exactly as encoding/json writes it: HTML-safe
 // (<, > and & escaped), invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped.
-func appendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
