@@ -49,10 +49,11 @@ type Config struct {
 	BatchBytes int
 	// BatchWindow bounds how long a batch waits for more commands. A batch takes every
 	// command that queued while the one before was being stored; when that is fewer than the
-	// one before carried, it waits for the writers just answered to come back, but at most
-	// BatchWindow after the later of its first command's submission and the lane becoming
-	// free. A lone writer therefore never waits, and under load batches fill without waiting.
-	// Default 2ms.
+	// lane expects (the writers the batch before just answered, and the commands queued
+	// behind it), it waits for the rest, but only until its first command has waited
+	// BatchWindow since it was submitted. A lone writer therefore never waits. Writers that
+	// do not come back (open-loop load) are still expected, so such load waits the window
+	// on most batches. Default 1ms.
 	BatchWindow time.Duration
 	// CacheBytes bounds the memory of cached responses. Default 256 MiB.
 	CacheBytes int64
@@ -206,7 +207,7 @@ func DefaultConfig() Config {
 		WriteLanes:        1,
 		BatchMax:          128,
 		BatchBytes:        4 << 20,
-		BatchWindow:       2 * time.Millisecond,
+		BatchWindow:       time.Millisecond,
 		CacheBytes:        256 << 20,
 		CacheTTL:          5 * time.Minute,
 		CompressMinBytes:  1024,
