@@ -489,7 +489,7 @@ type delivered struct {
 // partition forever.
 func (c *Core) decode(p int, msg jetstream.Msg) (delivered, bool) {
 	b := new(wire.Batch)
-	err := json.Unmarshal(msg.Data(), b)
+	err := wire.DecodeBatch(msg.Data(), b)
 	if err == nil && b.Partition != p {
 		err = fmt.Errorf("batch of partition %d on the subject of partition %d", b.Partition, p)
 	}

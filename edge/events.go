@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,7 +62,7 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 		}
 	}
 	var msg wire.Outcomes
-	if err := json.Unmarshal(m.Data, &msg); err != nil {
+	if err := wire.DecodeOutcomes(m.Data, &msg); err != nil {
 		e.log.Error("malformed outcomes message", "bytes", len(m.Data), "err", err)
 		return
 	}
@@ -99,7 +98,7 @@ func (e *Edge) onChange(m *nats.Msg) {
 		clear(e.lastSeq)
 		clear(e.firstSeq)
 	}
-	evs, err := decodeEvents(m.Data)
+	evs, err := wire.DecodeEventHeads(m.Data)
 	if err != nil {
 		e.badEvents(m, err)
 		return
@@ -111,24 +110,6 @@ func (e *Edge) onChange(m *nats.Msg) {
 	e.cache.settleAsync(&l)
 }
 
-// decodeEvents decodes a message of change events: a JSON array of events, or one event.
-func decodeEvents(data []byte) ([]eventHead, error) {
-	data = bytes.TrimLeft(data, " \t\r\n")
-	if len(data) > 0 && data[0] == '{' {
-		evs := make([]eventHead, 1)
-		return evs, json.Unmarshal(data, &evs[0])
-	}
-	var evs []eventHead
-	return evs, json.Unmarshal(data, &evs)
-}
-
-// eventHead is a wire.ChangeEvent whose document is decoded only when the cache needs it:
-// the edge that made a change has it already, from the write's outcome.
-type eventHead struct {
-	wire.ChangeEvent
-	RawDoc json.RawMessage `json:"doc,omitempty"`
-}
-
 func (e *Edge) badEvents(m *nats.Msg, err error) {
 	e.metrics.events.WithLabelValues("invalid").Inc()
 	e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
@@ -136,7 +117,7 @@ func (e *Edge) badEvents(m *nats.Msg, err error) {
 
 // applyEvent updates the cache: in place when the event carries the document, as a version
 // marker (the next read fetches) when the document was too large to carry.
-func (e *Edge) applyEvent(m *nats.Msg, h *eventHead, l *landing) {
+func (e *Edge) applyEvent(m *nats.Msg, h *wire.EventHead, l *landing) {
 	ev := &h.ChangeEvent
 	if !validEvent(ev) { // the header, before a gap can distrust the cache
 		e.badEvents(m, errors.New("invalid event"))
@@ -159,9 +140,9 @@ func (e *Edge) applyEvent(m *nats.Msg, h *eventHead, l *landing) {
 	e.metrics.eventDelay.Observe(max(time.Since(ev.UpdatedAt), 0).Seconds())
 	// A document installed already (this edge's own write, a fill that raced the event) is
 	// not decoded again.
-	known := h.hasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)
+	known := h.HasDoc() && e.cache.has(docKey(ev.Collection, ev.ID), ev.Version)
 	if !known {
-		err := h.decodeDoc()
+		err := h.DecodeDoc()
 		if err == nil && !validEvent(ev) {
 			err = errors.New("invalid document in a valid event")
 		}
@@ -193,18 +174,6 @@ func (e *Edge) forgetFills(key string) {
 	e.coreFills.Forget(key)
 }
 
-func (h *eventHead) hasDoc() bool { return len(h.RawDoc) > 0 && !bytes.Equal(h.RawDoc, jsonNull) }
-
-// decodeDoc decodes the event's document, if it carries one, into its Doc.
-func (h *eventHead) decodeDoc() error {
-	if !h.hasDoc() {
-		return nil
-	}
-	h.Doc = new(wire.Document)
-	return json.Unmarshal(h.RawDoc, h.Doc)
-}
-
-var jsonNull = []byte("null")
 
 // seqOrder is where an event's sequence falls among those its partition has shown the edge.
 type seqOrder int

@@ -118,13 +118,13 @@ func FuzzChangeEvent(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(` [{"collection":"c","id":"i","version":1,"doc":null}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		evs, err := decodeEvents(data)
+		evs, err := wire.DecodeEventHeads(data)
 		if err != nil {
 			return
 		}
 		for i := range evs {
 			h := &evs[i]
-			if h.decodeDoc() != nil || !validEvent(&h.ChangeEvent) || h.Doc == nil {
+			if h.DecodeDoc() != nil || !validEvent(&h.ChangeEvent) || h.Doc == nil {
 				continue
 			}
 			ent := documentEntry(h.Doc)

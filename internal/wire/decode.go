@@ -1,0 +1,500 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Decoders of the messages of the write path: the batches a core reads, the outcomes,
+// change events and documents that come back to an edge. Each reads the JSON that this package's encoders write, without
+// reflection, and leaves anything else to json.Unmarshal: a key it does not expect, a null,
+// an escaped string, a number that is not a plain integer. So each decodes every input
+// exactly as json.Unmarshal does (FuzzDecoders checks it), and a message decodes once, not
+// twice over (validity, then values) as with encoding/json.
+
+// DecodeBatch decodes b from data as json.Unmarshal(data, b) does into a zero Batch.
+func DecodeBatch(data []byte, b *Batch) error {
+	l := lexer{data: data}
+	if l.batch(b) && l.end() {
+		return nil
+	}
+	*b = Batch{}
+	return json.Unmarshal(data, b)
+}
+
+// DecodeDocument decodes d from data as json.Unmarshal(data, d) does into a zero Document.
+func DecodeDocument(data []byte, d *Document) error {
+	l := lexer{data: data}
+	if l.document(d) && l.end() {
+		return nil
+	}
+	*d = Document{}
+	return json.Unmarshal(data, d)
+}
+
+// DecodeOutcomes decodes m from data as json.Unmarshal(data, m) does into a zero Outcomes.
+func DecodeOutcomes(data []byte, m *Outcomes) error {
+	l := lexer{data: data}
+	if l.outcomes(m) && l.end() {
+		return nil
+	}
+	*m = Outcomes{}
+	return json.Unmarshal(data, m)
+}
+
+// EventHead is a ChangeEvent whose document is left encoded, in RawDoc, for a reader that
+// decodes it only when it needs it (DecodeDoc).
+type EventHead struct {
+	ChangeEvent
+	RawDoc json.RawMessage `json:"doc,omitempty"`
+}
+
+// HasDoc reports whether the event carries a document.
+func (h *EventHead) HasDoc() bool { return len(h.RawDoc) > 0 && !bytes.Equal(h.RawDoc, jsonNull) }
+
+// DecodeDoc decodes the event's document, if it carries one, into its Doc.
+func (h *EventHead) DecodeDoc() error {
+	if !h.HasDoc() {
+		return nil
+	}
+	h.Doc = new(Document)
+	return DecodeDocument(h.RawDoc, h.Doc)
+}
+
+var jsonNull = []byte("null")
+
+// DecodeEventHeads decodes a message of change events, a JSON array of events or one event,
+// as json.Unmarshal does into a []EventHead (or one EventHead).
+func DecodeEventHeads(data []byte) ([]EventHead, error) {
+	l := lexer{data: data}
+	l.ws()
+	if l.peek() == '{' {
+		evs := make([]EventHead, 1)
+		if l.eventHead(&evs[0]) && l.end() {
+			return evs, nil
+		}
+		evs[0] = EventHead{}
+		return evs, json.Unmarshal(data, &evs[0])
+	}
+	var evs []EventHead
+	ok := l.expect('[')
+	if ok && !l.next(']') {
+		for {
+			evs = append(evs, EventHead{})
+			if !l.eventHead(&evs[len(evs)-1]) {
+				ok = false
+				break
+			}
+			if l.next(']') {
+				break
+			}
+			if !l.expect(',') {
+				ok = false
+				break
+			}
+		}
+	}
+	if ok && l.end() {
+		if evs == nil {
+			evs = []EventHead{} // json.Unmarshal makes [] an empty slice
+		}
+		return evs, nil
+	}
+	evs = nil
+	return evs, json.Unmarshal(data, &evs)
+}
+
+// lexer reads JSON values of the forms the encoders write. Each method reports false for
+// anything else, and the caller then leaves the whole input to json.Unmarshal.
+type lexer struct {
+	data []byte
+	i    int
+}
+
+func (l *lexer) ws() {
+	for l.i < len(l.data) {
+		switch l.data[l.i] {
+		case ' ', '\t', '\n', '\r':
+			l.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek is the next byte, or 0 at the end.
+func (l *lexer) peek() byte {
+	if l.i < len(l.data) {
+		return l.data[l.i]
+	}
+	return 0
+}
+
+// expect consumes c after any whitespace, or reports false.
+func (l *lexer) expect(c byte) bool {
+	l.ws()
+	if l.peek() != c {
+		return false
+	}
+	l.i++
+	return true
+}
+
+// next consumes c after any whitespace when it comes next.
+func (l *lexer) next(c byte) bool {
+	l.ws()
+	if l.peek() == c {
+		l.i++
+		return true
+	}
+	return false
+}
+
+// end reports whether only whitespace is left.
+func (l *lexer) end() bool {
+	l.ws()
+	return l.i == len(l.data)
+}
+
+// str reads a string without escapes or control characters, in valid UTF-8: what
+// json.Unmarshal would decode as exactly its bytes.
+func (l *lexer) str() (string, bool) {
+	b, ok := l.strBytes()
+	return string(b), ok
+}
+
+func (l *lexer) strBytes() ([]byte, bool) {
+	if !l.expect('"') {
+		return nil, false
+	}
+	start := l.i
+	ascii := true
+	for ; l.i < len(l.data); l.i++ {
+		switch c := l.data[l.i]; {
+		case c == '"':
+			b := l.data[start:l.i]
+			l.i++
+			return b, ascii || utf8.Valid(b)
+		case c == '\\' || c < 0x20:
+			return nil, false
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return nil, false
+}
+
+// quoted reads a string as str does and returns it with its quotes: what a
+// json.Unmarshaler is given.
+func (l *lexer) quoted() ([]byte, bool) {
+	l.ws()
+	start := l.i
+	if _, ok := l.strBytes(); !ok {
+		return nil, false
+	}
+	return l.data[start:l.i], true
+}
+
+// int reads a number that strconv.ParseInt takes whole, as json.Unmarshal decodes into an
+// int64 or int.
+func (l *lexer) int() (int64, bool) {
+	l.ws()
+	start := l.i
+	for l.i < len(l.data) && (l.data[l.i] == '-' || l.data[l.i] >= '0' && l.data[l.i] <= '9') {
+		l.i++
+	}
+	lit := l.data[start:l.i]
+	if len(lit) == 0 || len(lit) > 1 && lit[0] == '0' || len(lit) > 2 && lit[0] == '-' && lit[1] == '0' {
+		return 0, false // a leading zero: not JSON
+	}
+	n, err := strconv.ParseInt(string(lit), 10, 64)
+	return n, err == nil
+}
+
+// bool reads true or false.
+func (l *lexer) bool() (bool, bool) {
+	l.ws()
+	switch {
+	case bytes.HasPrefix(l.data[l.i:], []byte("true")):
+		l.i += 4
+		return true, true
+	case bytes.HasPrefix(l.data[l.i:], []byte("false")):
+		l.i += 5
+		return false, true
+	}
+	return false, false
+}
+
+// time reads a string as time.Time's UnmarshalJSON does.
+func (l *lexer) time(t *time.Time) bool {
+	q, ok := l.quoted()
+	return ok && t.UnmarshalJSON(q) == nil
+}
+
+// raw reads any valid JSON object or array and returns its bytes, as json.RawMessage keeps
+// them.
+func (l *lexer) raw() ([]byte, bool) {
+	l.ws()
+	start := l.i
+	if c := l.peek(); c != '{' && c != '[' {
+		return nil, false
+	}
+	depth := 0
+	for ; l.i < len(l.data); l.i++ {
+		switch l.data[l.i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				l.i++
+				v := l.data[start:l.i]
+				return v, json.Valid(v)
+			}
+		case '"':
+			for l.i++; l.i < len(l.data) && l.data[l.i] != '"'; l.i++ {
+				if l.data[l.i] == '\\' {
+					l.i++
+				}
+			}
+		}
+	}
+	return nil, false
+}
+
+// object reads an object whose every key is one of keys, each at most once, calling field
+// with the key's index to read its value.
+func (l *lexer) object(keys []string, field func(int) bool) bool {
+	if !l.expect('{') {
+		return false
+	}
+	if l.next('}') {
+		return true
+	}
+	var seen uint64
+	for {
+		k, ok := l.strBytes()
+		if !ok || !l.expect(':') {
+			return false
+		}
+		i := 0
+		for i < len(keys) && keys[i] != string(k) {
+			i++
+		}
+		if i == len(keys) || seen&(1<<i) != 0 {
+			return false // a key to match as json.Unmarshal does (without case), or twice
+		}
+		seen |= 1 << i
+		if !field(i) {
+			return false
+		}
+		if l.next('}') {
+			return true
+		}
+		if !l.expect(',') {
+			return false
+		}
+	}
+}
+
+var documentKeys = []string{"collection", "id", "version", "created_at", "updated_at", "deleted", "data", "owner"}
+
+func (l *lexer) document(d *Document) bool {
+	return l.object(documentKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			d.Collection, ok = l.str()
+		case 1:
+			d.ID, ok = l.str()
+		case 2:
+			d.Version, ok = l.int()
+		case 3:
+			ok = l.time(&d.CreatedAt)
+		case 4:
+			ok = l.time(&d.UpdatedAt)
+		case 5:
+			d.Deleted, ok = l.bool()
+		case 6:
+			var raw []byte
+			raw, ok = l.raw()
+			d.Data = bytes.Clone(raw)
+		case 7:
+			d.Owner, ok = l.str()
+		}
+		return ok
+	})
+}
+
+var outcomeKeys = []string{"write_id", "status", "doc", "collection", "replayed"}
+
+func (l *lexer) outcome(o *Outcome) bool {
+	return l.object(outcomeKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			o.WriteID, ok = l.str()
+		case 1:
+			var n int64
+			n, ok = l.int()
+			o.Status = int(n)
+		case 2:
+			o.Doc = new(Document)
+			ok = l.document(o.Doc)
+		case 3:
+			o.Collection, ok = l.str()
+		case 4:
+			o.Replayed, ok = l.bool()
+		}
+		return ok
+	})
+}
+
+var outcomesKeys = []string{"batch", "outcomes"}
+
+func (l *lexer) outcomes(m *Outcomes) bool {
+	return l.object(outcomesKeys, func(k int) (ok bool) {
+		if k == 0 {
+			m.Batch, ok = l.str()
+			return ok
+		}
+		if !l.expect('[') {
+			return false
+		}
+		m.Outcomes = []Outcome{} // json.Unmarshal makes [] an empty slice
+		if l.next(']') {
+			return true
+		}
+		for {
+			m.Outcomes = append(m.Outcomes, Outcome{})
+			if !l.outcome(&m.Outcomes[len(m.Outcomes)-1]) {
+				return false
+			}
+			if l.next(']') {
+				return true
+			}
+			if !l.expect(',') {
+				return false
+			}
+		}
+	})
+}
+
+var eventKeys = []string{"partition", "seq", "collection", "id", "version", "deleted", "updated_at", "doc"}
+
+func (l *lexer) eventHead(h *EventHead) bool {
+	ev := &h.ChangeEvent
+	return l.object(eventKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			var n int64
+			n, ok = l.int()
+			ev.Partition = int(n)
+		case 1:
+			ev.Seq, ok = l.int()
+		case 2:
+			ev.Collection, ok = l.str()
+		case 3:
+			ev.ID, ok = l.str()
+		case 4:
+			ev.Version, ok = l.int()
+		case 5:
+			ev.Deleted, ok = l.bool()
+		case 6:
+			ok = l.time(&ev.UpdatedAt)
+		case 7:
+			var raw []byte
+			raw, ok = l.raw()
+			h.RawDoc = bytes.Clone(raw)
+		}
+		return ok
+	})
+}
+
+var batchKeys = []string{"id", "partition", "edge", "producer", "seq", "after", "commands"}
+
+func (l *lexer) batch(b *Batch) bool {
+	return l.object(batchKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			b.ID, ok = l.str()
+		case 1:
+			var n int64
+			n, ok = l.int()
+			b.Partition = int(n)
+		case 2:
+			b.Edge, ok = l.str()
+		case 3:
+			b.Producer, ok = l.str()
+		case 4:
+			b.Seq, ok = l.int()
+		case 5:
+			b.After = new(BatchRef)
+			ok = l.object(batchRefKeys, func(k int) (ok bool) {
+				if k == 0 {
+					b.After.Producer, ok = l.str()
+				} else {
+					b.After.Seq, ok = l.int()
+				}
+				return ok
+			})
+		case 6:
+			if !l.expect('[') {
+				return false
+			}
+			b.Commands = []Command{} // json.Unmarshal makes [] an empty slice
+			if l.next(']') {
+				return true
+			}
+			for {
+				b.Commands = append(b.Commands, Command{})
+				if !l.command(&b.Commands[len(b.Commands)-1]) {
+					return false
+				}
+				if l.next(']') {
+					return true
+				}
+				if !l.expect(',') {
+					return false
+				}
+			}
+		}
+		return ok
+	})
+}
+
+var batchRefKeys = []string{"producer", "seq"}
+
+var commandKeys = []string{"write_id", "op", "collection", "id", "data", "if_match", "idem_key", "fingerprint", "user", "owner_only"}
+
+func (l *lexer) command(c *Command) bool {
+	return l.object(commandKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			c.WriteID, ok = l.str()
+		case 1:
+			var op string
+			op, ok = l.str()
+			c.Op = Op(op)
+		case 2:
+			c.Collection, ok = l.str()
+		case 3:
+			c.ID, ok = l.str()
+		case 4:
+			var raw []byte
+			raw, ok = l.raw()
+			c.Data = bytes.Clone(raw)
+		case 5:
+			c.IfMatch, ok = l.int()
+		case 6:
+			c.IdemKey, ok = l.str()
+		case 7:
+			c.Fingerprint, ok = l.str()
+		case 8:
+			c.User, ok = l.str()
+		case 9:
+			c.OwnerOnly, ok = l.bool()
+		}
+		return ok
+	})
+}

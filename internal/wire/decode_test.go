@@ -1,0 +1,217 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/perchhq/perch/internal/problem"
+)
+
+// checkDecoders holds each decoder to json.Unmarshal on data: the same error or none, and
+// the same value. Where the decoder's own reading takes data, json.Unmarshal must take it too
+// (elsewhere the decoder is json.Unmarshal).
+func checkDecoders(t *testing.T, data []byte) {
+	t.Helper()
+	var d, wantD Document
+	err, wantErr := DecodeDocument(data, &d), json.Unmarshal(data, &wantD)
+	sameDecoding(t, "document", data, err, wantErr, d, wantD)
+
+	var m, wantM Outcomes
+	err, wantErr = DecodeOutcomes(data, &m), json.Unmarshal(data, &wantM)
+	sameDecoding(t, "outcomes", data, err, wantErr, m, wantM)
+
+	var b, wantB Batch
+	err, wantErr = DecodeBatch(data, &b), json.Unmarshal(data, &wantB)
+	sameDecoding(t, "batch", data, err, wantErr, b, wantB)
+
+	evs, err := DecodeEventHeads(data)
+	var wantEvs []EventHead
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
+		wantEvs = make([]EventHead, 1)
+		wantErr = json.Unmarshal(data, &wantEvs[0])
+	} else {
+		wantErr = json.Unmarshal(data, &wantEvs)
+	}
+	sameDecoding(t, "events", data, err, wantErr, evs, wantEvs)
+}
+
+func sameDecoding[T any](t *testing.T, what string, data []byte, err, wantErr error, got, want T) {
+	t.Helper()
+	if (err == nil) != (wantErr == nil) {
+		t.Fatalf("%s %q: decoder says %v, json.Unmarshal %v", what, data, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s %q: decoder gives\n%#v\njson.Unmarshal\n%#v", what, data, got, want)
+	}
+}
+
+// decoderSeeds are messages as the core sends them, and near misses of them.
+func decoderSeeds(t testing.TB) [][]byte {
+	at := time.Date(2026, 12, 2, 1, 2, 3, 456_789_000, time.UTC)
+	doc := &Document{Collection: "notes", ID: "n1", Version: 3, CreatedAt: at, UpdatedAt: at.Add(time.Second),
+		Data: json.RawMessage(`{"a":[1,"é",{"b":null}],"s":"x\"y"}`), Owner: "01HZUSER"}
+	del := &Document{Collection: "notes", ID: "n2", Version: 4, CreatedAt: at, UpdatedAt: at, Deleted: true}
+	var seeds [][]byte
+	add := func(b []byte, err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, b)
+	}
+	add(doc.AppendJSON(nil))
+	add(del.AppendJSON(nil))
+	outs := []Outcome{{WriteID: "01KW1", Status: 201, Doc: doc}, {WriteID: "01KW2", Status: 200, Doc: del, Replayed: true},
+		{WriteID: "01KW3", Status: 412, Problem: problem.New(problem.PreconditionFailed, "no"), Collection: "notes"}}
+	var buf []byte
+	buf = append(buf, `{"batch":"01KB","outcomes":[`...)
+	for i := range outs[:2] {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var err error
+		if buf, err = outs[i].AppendJSON(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(append(buf, "]}"...), nil)
+	add(json.Marshal(Outcomes{Batch: "01KB", Outcomes: outs}))
+	ev := ChangeEvent{Partition: 3, Seq: 17, Collection: "notes", ID: "n1", Version: 3, UpdatedAt: at, Doc: doc}
+	one, err := ev.AppendJSON(nil)
+	add(one, err)
+	marker := ChangeEvent{Partition: 3, Seq: 18, Collection: "notes", ID: "n2", Version: 4, Deleted: true, UpdatedAt: at}
+	two, err := marker.AppendJSON(nil)
+	add(two, err)
+	add(append(append(append(append([]byte("["), one...), ','), two...), ']'), nil)
+	cmds := []Command{{WriteID: "01KW1", Op: OpPut, Collection: "notes", ID: "n1", Data: json.RawMessage(`{"a":"é"}`), IfMatch: 3,
+		IdemKey: "0::k", Fingerprint: "f00d", User: "01HZUSER", OwnerOnly: true}, {WriteID: "01KW2", Op: OpDelete, Collection: "notes", ID: "n2"}}
+	add((&Batch{ID: "01KB", Partition: 3, Edge: "e1", Producer: "01KP", Seq: 9, After: &BatchRef{Producer: "01KQ", Seq: 4},
+		Commands: cmds}).AppendJSON(nil))
+	add((&Batch{ID: "01KB", Partition: 0, Edge: "e1", Commands: []Command{}}).AppendJSON(nil))
+	for _, s := range []string{`[]`, `{}`, `{"commands":null}`, `{"after":{"seq":1,"producer":"p","x":1}}`, ` [ ] `, `{"batch":"b","outcomes":[]}`, `{"outcomes":null}`, `{"collection":"C","Collection":"D"}`,
+		`{"version":01}`, `{"version":-0}`, `{"version":1.0}`, `{"version":9223372036854775808}`, `{"id":"a\u0062"}`, `{"id":"\xff"}`,
+		`{"data":"x"}`, `{"data":{"a":1}   }`, `{"data":{"a":1}} x`, `{"deleted":true,"deleted":false}`, `{"created_at":"2026-13-01T00:00:00Z"}`,
+		`{"doc":null}`, `[{"doc":{"a":"}"}}]`, `{"status":2e2}`, `{"data":[1,2}`, `{"data":{"a":"\"}"}}`, `{"replayed":tru}`} {
+		seeds = append(seeds, []byte(s))
+	}
+	return seeds
+}
+
+func TestDecodersAgreeWithUnmarshal(t *testing.T) {
+	for _, s := range decoderSeeds(t) {
+		checkDecoders(t, s)
+	}
+}
+
+// TestDecodersReadWhatTheEncodersWrite: the messages edges and cores send take the decoders' own
+// reading, not json.Unmarshal's.
+func TestDecodersReadWhatTheEncodersWrite(t *testing.T) {
+	seeds := decoderSeeds(t)
+	var d Document
+	for _, s := range seeds[:2] {
+		if l := (lexer{data: s}); !l.document(&d) || !l.end() {
+			t.Errorf("document %s left to json.Unmarshal", s)
+		}
+	}
+	var m Outcomes
+	if l := (lexer{data: seeds[2]}); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 2 {
+		t.Errorf("outcomes %s left to json.Unmarshal", seeds[2])
+	}
+	for _, s := range seeds[7:9] {
+		var b Batch
+		if l := (lexer{data: s}); !l.batch(&b) || !l.end() {
+			t.Errorf("batch %s left to json.Unmarshal", s)
+		}
+	}
+	for _, s := range seeds[4:7] {
+		l := lexer{data: s}
+		var h EventHead
+		if s[0] == '[' {
+			l.i++
+			ok := l.eventHead(&h) && l.expect(',') && l.eventHead(&h) && l.expect(']') && l.end()
+			if !ok {
+				t.Errorf("events %s left to json.Unmarshal", s)
+			}
+			continue
+		}
+		if !l.eventHead(&h) || !l.end() {
+			t.Errorf("event %s left to json.Unmarshal", s)
+		}
+	}
+}
+
+// FuzzDecoders holds the decoders of batches, outcomes, change events and documents to
+// json.Unmarshal.
+func FuzzDecoders(f *testing.F) {
+	for _, s := range decoderSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecoders(t, data)
+	})
+}
+
+// BenchmarkDecoders compares the decoders with json.Unmarshal on an outcomes message and a
+// change-event message of 16 writes each (as one batch of the write benchmark makes), in
+// alternation within one run: it reports the ns of each and the decoders' time as a fraction
+// of json.Unmarshal's.
+func BenchmarkDecoders(b *testing.B) {
+	at := time.Date(2026, 12, 2, 1, 2, 3, 456_789_000, time.UTC)
+	var outs, evs []byte
+	outs = append(outs, `{"batch":"01KBEXAMPLE0000000000000000","outcomes":[`...)
+	evs = append(evs, '[')
+	for i := range 16 {
+		doc := &Document{Collection: "bench", ID: "k12345" + string(rune('a'+i)), Version: int64(i + 1), CreatedAt: at, UpdatedAt: at,
+			Data: json.RawMessage(`{"n":17,"s":"some text of a small document"}`)}
+		if i > 0 {
+			outs, evs = append(outs, ','), append(evs, ',')
+		}
+		var err error
+		out := Outcome{WriteID: "01KWEXAMPLE000000000000000" + string(rune('a'+i)), Status: 201, Doc: doc}
+		if outs, err = out.AppendJSON(outs); err != nil {
+			b.Fatal(err)
+		}
+		ev := ChangeEvent{Partition: 3, Seq: int64(100 + i), Collection: doc.Collection, ID: doc.ID, Version: doc.Version, UpdatedAt: at, Doc: doc}
+		if evs, err = ev.AppendJSON(evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	outs, evs = append(outs, "]}"...), append(evs, ']')
+	var unmarshal, decode time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		var m Outcomes
+		var hs []EventHead
+		if json.Unmarshal(outs, &m) != nil || json.Unmarshal(evs, &hs) != nil {
+			b.Fatal("json.Unmarshal failed")
+		}
+		for i := range hs {
+			hs[i].Doc = new(Document)
+			if json.Unmarshal(hs[i].RawDoc, hs[i].Doc) != nil {
+				b.Fatal("json.Unmarshal failed")
+			}
+		}
+		t1 := time.Now()
+		var m2 Outcomes
+		if DecodeOutcomes(outs, &m2) != nil {
+			b.Fatal("DecodeOutcomes failed")
+		}
+		hs2, err := DecodeEventHeads(evs)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range hs2 {
+			if hs2[i].DecodeDoc() != nil {
+				b.Fatal("DecodeDoc failed")
+			}
+		}
+		t2 := time.Now()
+		unmarshal += t1.Sub(t0)
+		decode += t2.Sub(t1)
+	}
+	b.ReportMetric(float64(unmarshal.Nanoseconds())/float64(b.N), "unmarshal_ns")
+	b.ReportMetric(float64(decode.Nanoseconds())/float64(b.N), "decode_ns")
+	b.ReportMetric(float64(decode)/float64(unmarshal), "decode/unmarshal")
+}
