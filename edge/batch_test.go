@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/perchhq/perch/internal/wire"
@@ -36,6 +37,14 @@ func TestLaneProducers(t *testing.T) {
 	}
 }
 
+// The tests of gather run in a synctest bubble, whose clock moves only when every goroutine
+// in it waits: the time a gather takes is exact, so each test says how long it must wait.
+
+// gatherConfig is a lane's configuration for the tests: a window of 1 ms.
+func gatherConfig() *Config {
+	return &Config{BatchMax: 128, BatchBytes: 1 << 20, BatchWindow: time.Millisecond}
+}
+
 // gatherLane is a lane whose next batch expects expect commands.
 func gatherLane(expect int) *lane {
 	l := newLane(64)
@@ -47,144 +56,153 @@ func newPending(size int) *pending {
 	return &pending{enc: make([]byte, size), created: time.Now(), durable: make(chan error, 1)}
 }
 
-// gatherAsync runs l.gather of first in a goroutine; the batch arrives on the channel.
-func gatherAsync(l *lane, cfg *Config, first *pending, stop chan struct{}) <-chan []*pending {
-	out := make(chan []*pending, 1)
-	go func() {
-		timer := time.NewTimer(time.Hour)
-		timer.Stop()
-		batch, carry := l.gather(cfg, first, nil, timer, stop)
-		if carry != nil {
-			batch = append(batch, nil) // marks a carry, which these tests do not expect
-		}
-		out <- batch
-	}()
-	return out
+// gathered is what one gather made, and how long it took.
+type gathered struct {
+	batch []*pending
+	carry *pending
+	took  time.Duration
 }
 
-// wait returns the batch gathered, failing the test if gather has not returned after a minute:
-// with a window of an hour, only a wrongful wait takes that long.
-func wait(t *testing.T, out <-chan []*pending) []*pending {
+// gather runs l.gather of first with a timer of its own.
+func gather(l *lane, cfg *Config, first *pending, stop chan struct{}) gathered {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	start := time.Now()
+	batch, carry := l.gather(cfg, first, nil, timer, stop)
+	return gathered{batch, carry, time.Since(start)}
+}
+
+// queueAfter queues pd on l after d.
+func queueAfter(l *lane, d time.Duration, pd *pending) {
+	go func() {
+		time.Sleep(d)
+		l.q <- pd
+	}()
+}
+
+func (g gathered) check(t *testing.T, commands int, took time.Duration) {
 	t.Helper()
-	select {
-	case b := <-out:
-		return b
-	case <-time.After(time.Minute):
-		t.Fatal("gather still waits")
-		return nil
+	if len(g.batch) != commands || g.took != took || g.carry != nil {
+		t.Fatalf("batch of %d (carry %v) after %v, want %d after %v", len(g.batch), g.carry != nil, g.took, commands, took)
 	}
 }
 
 // TestLoneWriterDoesNotWait: a writer alone on its lane, one command after the other, never
-// waits for others (a window of an hour would show).
+// waits for others.
 func TestLoneWriterDoesNotWait(t *testing.T) {
-	cfg := &Config{BatchMax: 128, BatchBytes: 1 << 20, BatchWindow: time.Hour}
-	l := newLane(64)
-	for range 3 {
-		pd := newPending(10)
-		b := wait(t, gatherAsync(l, cfg, pd, nil))
-		if len(b) != 1 || b[0] != pd {
-			t.Fatalf("batch %v, want the one command", b)
+	synctest.Test(t, func(t *testing.T) {
+		l := newLane(64)
+		for range 3 {
+			pd := newPending(10)
+			g := gather(l, gatherConfig(), pd, nil)
+			g.check(t, 1, 0)
+			l.answer(g.batch, nil, nil)
 		}
-		l.answer(b, nil, nil)
-	}
+	})
 }
 
 // TestBatchWaitsForTheWritersExpected: when fewer commands queued than expected, the batch
 // waits for the rest, in order, and leaves as soon as they are in.
 func TestBatchWaitsForTheWritersExpected(t *testing.T) {
-	cfg := &Config{BatchMax: 128, BatchBytes: 1 << 20, BatchWindow: time.Hour}
-	l := gatherLane(3)
-	p1, p2, p3, p4 := newPending(10), newPending(10), newPending(10), newPending(10)
-	out := gatherAsync(l, cfg, p1, nil)
-	l.q <- p2
-	l.q <- p3
-	b := wait(t, out)
-	if len(b) != 3 || b[0] != p1 || b[1] != p2 || b[2] != p3 {
-		t.Fatalf("batch of %d, want p1, p2, p3", len(b))
-	}
-	// More than expected, already queued: all of them, without waiting.
-	l.q <- p2
-	l.q <- p3
-	l.q <- p4
-	if b := wait(t, gatherAsync(l, cfg, p1, nil)); len(b) != 4 {
-		t.Fatalf("batch of %d, want the 4 queued", len(b))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		l := gatherLane(3)
+		p1, p2, p3 := newPending(10), newPending(10), newPending(10)
+		queueAfter(l, 100*time.Microsecond, p2)
+		queueAfter(l, 300*time.Microsecond, p3)
+		g := gather(l, gatherConfig(), p1, nil)
+		g.check(t, 3, 300*time.Microsecond)
+		if g.batch[0] != p1 || g.batch[1] != p2 || g.batch[2] != p3 {
+			t.Fatal("batch out of order, want p1, p2, p3")
+		}
+		// More than expected, already queued: all of them, without waiting.
+		for range 3 {
+			l.q <- newPending(10)
+		}
+		gather(l, gatherConfig(), newPending(10), nil).check(t, 4, 0)
+	})
 }
 
 // TestWritersInStepShareABatch: writers split over two batches (some queued while the
 // batch of the others was stored) are gathered into one: the lane expects both groups.
 func TestWritersInStepShareABatch(t *testing.T) {
-	cfg := &Config{BatchMax: 128, BatchBytes: 1 << 20, BatchWindow: time.Hour}
-	l := newLane(64)
-	// Group A (2 writers) was stored; group B (3 writers) queued behind it.
-	a := []*pending{newPending(10), newPending(10)}
-	for range 3 {
-		l.q <- newPending(10)
-	}
-	// A's writers come back as soon as they are answered.
-	for _, pd := range a {
-		pd.durable = make(chan error)
-		go func() {
-			<-pd.durable
+	synctest.Test(t, func(t *testing.T) {
+		l := newLane(64)
+		// Group A (2 writers) was stored; group B (3 writers) queued behind it.
+		a := []*pending{newPending(10), newPending(10)}
+		for range 3 {
 			l.q <- newPending(10)
-		}()
-	}
-	l.answer(a, nil, nil)
-	if b := wait(t, gatherAsync(l, cfg, <-l.q, nil)); len(b) != 5 {
-		t.Fatalf("batch of %d, want the 5 writers of both groups", len(b))
+		}
+		// A's writers come back 50 µs after they are answered.
+		for _, pd := range a {
+			pd.durable = make(chan error)
+			go func() {
+				<-pd.durable
+				queueAfter(l, 50*time.Microsecond, newPending(10))
+			}()
+		}
+		l.answer(a, nil, nil)
+		gather(l, gatherConfig(), <-l.q, nil).check(t, 5, 50*time.Microsecond)
+	})
+}
+
+// TestAnswerExpectsTheCarry: the command a batch could not take is expected in the next.
+func TestAnswerExpectsTheCarry(t *testing.T) {
+	l := newLane(64)
+	l.q <- newPending(10)
+	l.answer([]*pending{newPending(10), newPending(10)}, newPending(10), nil)
+	if l.expect != 4 {
+		t.Fatalf("expect %d, want 4: 2 writers answered, 1 carried, 1 queued", l.expect)
 	}
 }
 
 // TestBatchWindowEndsTheWait: writers that do not come back hold a batch until its first
-// command has waited BatchWindow since it was submitted, no longer.
+// command has waited BatchWindow since it was submitted, no longer; stopping the edge ends
+// the wait too.
 func TestBatchWindowEndsTheWait(t *testing.T) {
-	cfg := &Config{BatchMax: 128, BatchBytes: 1 << 20, BatchWindow: time.Hour}
-	first := newPending(10)
-	first.created = time.Now().Add(-2 * time.Hour) // queued long since
-	l := gatherLane(16)
-	l.q <- newPending(10)
-	if b := wait(t, gatherAsync(l, cfg, first, nil)); len(b) != 2 {
-		t.Fatalf("batch of %d, want the 2 queued, at once", len(b))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := gatherConfig()
+		l := gatherLane(16)
+		l.q <- newPending(10)
+		gather(l, cfg, newPending(10), nil).check(t, 2, cfg.BatchWindow)
 
-	cfg.BatchWindow = 20 * time.Millisecond
-	l = gatherLane(16)
-	l.q <- newPending(10)
-	if b := wait(t, gatherAsync(l, cfg, newPending(10), nil)); len(b) != 2 {
-		t.Fatalf("batch of %d, want the 2 that came", len(b))
-	}
+		// Submitted 300 µs before the lane took it: 700 µs left of its window.
+		first := newPending(10)
+		time.Sleep(300 * time.Microsecond)
+		gather(gatherLane(16), cfg, first, nil).check(t, 1, 700*time.Microsecond)
 
-	// Stopping the edge ends the wait too.
-	stop := make(chan struct{})
-	cfg.BatchWindow = time.Hour
-	out := gatherAsync(gatherLane(16), cfg, newPending(10), stop)
-	close(stop)
-	if b := wait(t, out); len(b) != 1 {
-		t.Fatalf("batch of %d after stop, want 1", len(b))
-	}
+		// Submitted longer ago than the window: no wait.
+		first = newPending(10)
+		time.Sleep(2 * cfg.BatchWindow)
+		gather(gatherLane(16), cfg, first, nil).check(t, 1, 0)
+
+		stop := make(chan struct{})
+		go func() {
+			time.Sleep(100 * time.Microsecond)
+			close(stop)
+		}()
+		gather(gatherLane(16), cfg, newPending(10), stop).check(t, 1, 100*time.Microsecond)
+	})
 }
 
 // TestBatchEndsAtItsBounds: a batch waiting for writers still ends at BatchMax commands,
 // and a command that would take it past BatchBytes opens the next one instead.
 func TestBatchEndsAtItsBounds(t *testing.T) {
-	cfg := &Config{BatchMax: 3, BatchBytes: 1 << 20, BatchWindow: time.Hour}
-	l := gatherLane(16)
-	for range 5 {
-		l.q <- newPending(10)
-	}
-	if b := wait(t, gatherAsync(l, cfg, newPending(10), nil)); len(b) != 3 {
-		t.Fatalf("batch of %d, want BatchMax 3", len(b))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		cfg := gatherConfig()
+		cfg.BatchMax = 3
+		l := gatherLane(16)
+		for range 5 {
+			l.q <- newPending(10)
+		}
+		gather(l, cfg, newPending(10), nil).check(t, 3, 0)
 
-	cfg = &Config{BatchMax: 128, BatchBytes: 100, BatchWindow: time.Hour}
-	l = gatherLane(16)
-	big := newPending(60)
-	l.q <- big
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	b, carry := l.gather(cfg, newPending(60), nil, timer, nil)
-	if len(b) != 1 || carry != big {
-		t.Fatalf("batch of %d, carry %v: want the first alone and the second carried", len(b), carry != nil)
-	}
+		cfg = gatherConfig()
+		cfg.BatchBytes = 100
+		l = gatherLane(16)
+		big := newPending(60)
+		l.q <- big
+		if g := gather(l, cfg, newPending(60), nil); len(g.batch) != 1 || g.carry != big || g.took != 0 {
+			t.Fatalf("batch of %d, carry %v, after %v: want the first alone, at once, and the second carried", len(g.batch), g.carry != nil, g.took)
+		}
+	})
 }
