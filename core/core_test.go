@@ -486,3 +486,41 @@ func TestGracefulStopHandsPartitionsOver(t *testing.T) {
 	pp.p.publish(pp.p.batch(1))
 	pp.p.checkOrder(pp.store)
 }
+
+// TestAsyncOutcomesGoWithoutDocuments: the outcome of a command whose writer was answered
+// 202 (Async) comes back to its edge without the document, the others with theirs; what the
+// store recorded of each keeps the document.
+func TestAsyncOutcomesGoWithoutDocuments(t *testing.T) {
+	srv := natstest.Start(t)
+	cfg := testConfig()
+	store := openStore(t, cfg.Partitions)
+	p := newPublisher(t, srv.URL())
+	startCore(t, srv.URL(), store, cfg)
+	sub, err := natstest.Connect(t, srv.URL()).SubscribeSync(wire.OutcomeSubject("e1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := p.batch(2)
+	b.Edge = "e1"
+	b.Commands[1].Async = true
+	p.publish(b)
+	var got []wire.Outcome
+	for len(got) < 2 {
+		msg, err := sub.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("outcomes: %v", err)
+		}
+		var m wire.Outcomes
+		if err := wire.DecodeOutcomes(msg.Data, &m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.Outcomes...)
+	}
+	if got[0].WriteID != p.writeIDs[0] || got[0].Doc == nil || got[0].Doc.Version != 1 {
+		t.Errorf("the waited-for write's outcome: %+v, want its document at version 1", got[0])
+	}
+	if got[1].WriteID != p.writeIDs[1] || got[1].Doc != nil || got[1].Status != 200 || got[1].Problem != nil {
+		t.Errorf("the async write's outcome: %+v, want 200 without a document", got[1])
+	}
+	p.checkOrder(store) // and the store's record of each has its document
+}

@@ -465,7 +465,7 @@ func (l *lexer) batch(b *Batch) bool {
 
 var batchRefKeys = []string{"producer", "seq"}
 
-var commandKeys = []string{"write_id", "op", "collection", "id", "data", "if_match", "idem_key", "fingerprint", "user", "owner_only"}
+var commandKeys = []string{"write_id", "op", "collection", "id", "data", "if_match", "idem_key", "fingerprint", "user", "owner_only", "async"}
 
 func (l *lexer) command(c *Command) bool {
 	return l.object(commandKeys, func(k int) (ok bool) {
@@ -494,6 +494,8 @@ func (l *lexer) command(c *Command) bool {
 			c.User, ok = l.str()
 		case 9:
 			c.OwnerOnly, ok = l.bool()
+		case 10:
+			c.Async, ok = l.bool()
 		}
 		return ok
 	})
