@@ -61,14 +61,12 @@ func (e *entry) bytes() []byte {
 // owner is the user who created the entry's document; empty for none.
 func (e *entry) owner() string { return e.body[len(e.body)-int(e.ownerLen):] }
 
-// withOwner makes the body of an entry from a rendered answer and its document's owner, in
-// one allocation; it returns the body and the owner's length.
+// withOwner makes the body of an entry: a copy of a rendered answer, then its document's
+// owner, in one allocation of their size (an entry lives long: no spare capacity); it
+// returns the body and the owner's length.
 func withOwner(rendered []byte, owner string) (string, uint16) {
-	if owner == "" {
-		return unsafe.String(unsafe.SliceData(rendered), len(rendered)), 0
-	}
-	b := make([]byte, 0, len(rendered)+len(owner))
-	b = append(append(b, rendered...), owner...)
+	b := make([]byte, len(rendered)+len(owner))
+	copy(b[copy(b, rendered):], owner)
 	return unsafe.String(unsafe.SliceData(b), len(b)), uint16(len(owner))
 }
 
@@ -554,9 +552,21 @@ func documentEntry(d *wire.Document) *entry {
 	if d.Deleted {
 		return &entry{version: d.Version, status: 404, body: notFoundString}
 	}
-	body, n := withOwner(renderDocument(nil, d), d.Owner)
+	buf := renderBuffers.Get().(*[]byte)
+	rendered := renderDocument((*buf)[:0], d)
+	body, n := withOwner(rendered, d.Owner)
+	if cap(rendered) <= maxRenderBuffer {
+		*buf = rendered[:0]
+		renderBuffers.Put(buf)
+	}
 	return &entry{version: d.Version, status: 200, body: body, ownerLen: n}
 }
+
+// renderBuffers hold the renderings of documents on their way into entries (withOwner
+// copies them); one larger than maxRenderBuffer is left to the collector.
+var renderBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxRenderBuffer = 64 << 10
 
 // listEntry is the entry of a list page, rendered as body, which it keeps.
 func listEntry(body []byte) *entry {

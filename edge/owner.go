@@ -172,7 +172,7 @@ func answerEntry(version int64, status int, body []byte, owner string) *entry {
 	if status != fasthttp.StatusOK {
 		return &entry{version: version, status: fasthttp.StatusNotFound, body: notFoundString}
 	}
-	b, n := withOwner(bytes.Clone(body), owner)
+	b, n := withOwner(body, owner)
 	return &entry{version: version, status: fasthttp.StatusOK, body: b, ownerLen: n}
 }
 
