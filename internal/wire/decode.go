@@ -79,31 +79,10 @@ func DecodeEventHeads(data []byte) ([]EventHead, error) {
 		evs[0] = EventHead{}
 		return evs, json.Unmarshal(data, &evs[0])
 	}
-	var evs []EventHead
-	ok := l.expect('[')
-	if ok && !l.next(']') {
-		for {
-			evs = append(evs, EventHead{})
-			if !l.eventHead(&evs[len(evs)-1]) {
-				ok = false
-				break
-			}
-			if l.next(']') {
-				break
-			}
-			if !l.expect(',') {
-				ok = false
-				break
-			}
-		}
-	}
-	if ok && l.end() {
-		if evs == nil {
-			evs = []EventHead{} // json.Unmarshal makes [] an empty slice
-		}
+	if evs, ok := array(&l, l.eventHead); ok && l.end() {
 		return evs, nil
 	}
-	evs = nil
+	var evs []EventHead
 	return evs, json.Unmarshal(data, &evs)
 }
 
@@ -264,6 +243,30 @@ func (l *lexer) raw() ([]byte, bool) {
 	return nil, false
 }
 
+// array reads an array of values that elem reads; [] is an empty slice, not nil, as
+// json.Unmarshal makes it.
+func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
+	if !l.expect('[') {
+		return nil, false
+	}
+	vs := []T{}
+	if l.next(']') {
+		return vs, true
+	}
+	for {
+		vs = append(vs, *new(T))
+		if !elem(&vs[len(vs)-1]) {
+			return nil, false
+		}
+		if l.next(']') {
+			return vs, true
+		}
+		if !l.expect(',') {
+			return nil, false
+		}
+	}
+}
+
 // object reads an object whose every key is one of keys, each at most once, calling field
 // with the key's index to read its value.
 func (l *lexer) object(keys []string, field func(int) bool) bool {
@@ -358,25 +361,8 @@ func (l *lexer) outcomes(m *Outcomes) bool {
 			m.Batch, ok = l.str()
 			return ok
 		}
-		if !l.expect('[') {
-			return false
-		}
-		m.Outcomes = []Outcome{} // json.Unmarshal makes [] an empty slice
-		if l.next(']') {
-			return true
-		}
-		for {
-			m.Outcomes = append(m.Outcomes, Outcome{})
-			if !l.outcome(&m.Outcomes[len(m.Outcomes)-1]) {
-				return false
-			}
-			if l.next(']') {
-				return true
-			}
-			if !l.expect(',') {
-				return false
-			}
-		}
+		m.Outcomes, ok = array(l, l.outcome)
+		return ok
 	})
 }
 
@@ -439,25 +425,7 @@ func (l *lexer) batch(b *Batch) bool {
 				return ok
 			})
 		case 6:
-			if !l.expect('[') {
-				return false
-			}
-			b.Commands = []Command{} // json.Unmarshal makes [] an empty slice
-			if l.next(']') {
-				return true
-			}
-			for {
-				b.Commands = append(b.Commands, Command{})
-				if !l.command(&b.Commands[len(b.Commands)-1]) {
-					return false
-				}
-				if l.next(']') {
-					return true
-				}
-				if !l.expect(',') {
-					return false
-				}
-			}
+			b.Commands, ok = array(l, l.command)
 		}
 		return ok
 	})
