@@ -193,6 +193,12 @@ func (l *lexer) int() (int64, bool) {
 	return n, err == nil
 }
 
+// smallInt reads a number as int does, into an int.
+func (l *lexer) smallInt() (int, bool) {
+	n, ok := l.int()
+	return int(n), ok
+}
+
 // bool reads true or false.
 func (l *lexer) bool() (bool, bool) {
 	l.ws()
@@ -267,6 +273,12 @@ func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
 	}
 }
 
+// rawCopy is raw, copied out of the input, as json.RawMessage copies it.
+func (l *lexer) rawCopy() (json.RawMessage, bool) {
+	v, ok := l.raw()
+	return bytes.Clone(v), ok
+}
+
 // object reads an object whose every key is one of keys, each at most once, calling field
 // with the key's index to read its value.
 func (l *lexer) object(keys []string, field func(int) bool) bool {
@@ -320,9 +332,7 @@ func (l *lexer) document(d *Document) bool {
 		case 5:
 			d.Deleted, ok = l.bool()
 		case 6:
-			var raw []byte
-			raw, ok = l.raw()
-			d.Data = bytes.Clone(raw)
+			d.Data, ok = l.rawCopy()
 		case 7:
 			d.Owner, ok = l.str()
 		}
@@ -338,9 +348,7 @@ func (l *lexer) outcome(o *Outcome) bool {
 		case 0:
 			o.WriteID, ok = l.str()
 		case 1:
-			var n int64
-			n, ok = l.int()
-			o.Status = int(n)
+			o.Status, ok = l.smallInt()
 		case 2:
 			o.Doc = new(Document)
 			ok = l.document(o.Doc)
@@ -373,9 +381,7 @@ func (l *lexer) eventHead(h *EventHead) bool {
 	return l.object(eventKeys, func(k int) (ok bool) {
 		switch k {
 		case 0:
-			var n int64
-			n, ok = l.int()
-			ev.Partition = int(n)
+			ev.Partition, ok = l.smallInt()
 		case 1:
 			ev.Seq, ok = l.int()
 		case 2:
@@ -389,9 +395,7 @@ func (l *lexer) eventHead(h *EventHead) bool {
 		case 6:
 			ok = l.time(&ev.UpdatedAt)
 		case 7:
-			var raw []byte
-			raw, ok = l.raw()
-			h.RawDoc = bytes.Clone(raw)
+			h.RawDoc, ok = l.rawCopy()
 		}
 		return ok
 	})
@@ -405,9 +409,7 @@ func (l *lexer) batch(b *Batch) bool {
 		case 0:
 			b.ID, ok = l.str()
 		case 1:
-			var n int64
-			n, ok = l.int()
-			b.Partition = int(n)
+			b.Partition, ok = l.smallInt()
 		case 2:
 			b.Edge, ok = l.str()
 		case 3:
@@ -449,9 +451,7 @@ func (l *lexer) command(c *Command) bool {
 		case 3:
 			c.ID, ok = l.str()
 		case 4:
-			var raw []byte
-			raw, ok = l.raw()
-			c.Data = bytes.Clone(raw)
+			c.Data, ok = l.rawCopy()
 		case 5:
 			c.IfMatch, ok = l.int()
 		case 6:
