@@ -993,7 +993,7 @@ func (c *Core) publishOutcomes(ctx context.Context, b *wire.Batch, outcomes []wi
 	if b.Edge == "" || len(outcomes) == 0 {
 		return
 	}
-	msgs, err := encodeOutcomes(b.ID, withoutAsyncDocs(b, outcomes), int(c.nc.MaxPayload()))
+	msgs, err := encodeOutcomes(b.ID, outcomes, int(c.nc.MaxPayload()))
 	if err != nil {
 		c.log.Error("encoding outcomes", "batch", b.ID, "err", err)
 		return
@@ -1006,31 +1006,6 @@ func (c *Core) publishOutcomes(ctx context.Context, b *wire.Batch, outcomes []wi
 			c.log.Warn("publishing outcomes", "batch", b.ID, "err", err)
 		}
 	}
-}
-
-// withoutAsyncDocs returns the outcomes of b with those of its asynchronous commands
-// (wire.Command.Async) stripped of their document, which no writer waits for.
-func withoutAsyncDocs(b *wire.Batch, outcomes []wire.Outcome) []wire.Outcome {
-	var async map[string]bool
-	for i := range b.Commands {
-		if b.Commands[i].Async {
-			if async == nil {
-				async = make(map[string]bool)
-			}
-			async[b.Commands[i].WriteID] = true
-		}
-	}
-	if async == nil {
-		return outcomes
-	}
-	slim := make([]wire.Outcome, len(outcomes))
-	for i, out := range outcomes {
-		if async[out.WriteID] && out.Doc != nil {
-			out.Doc, out.Encoded = nil, nil
-		}
-		slim[i] = out
-	}
-	return slim
 }
 
 // encodeOutcomes encodes the wire.Outcomes of a batch, reusing the encoding the store made of

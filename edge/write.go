@@ -69,8 +69,6 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		return
 	}
 	defer e.shield.writes.leave()
-	async := preferAsync(ctx.Request.Header.Peek(hdrPrefer))
-	cmd.Async = async
 	rc := e.requestContext(ctx)
 	pd, busy, perr := e.writes.submit(rc, cmd)
 	if busy != nil {
@@ -82,7 +80,7 @@ func (e *Edge) write(ctx *fasthttp.RequestCtx, op wire.Op, p params, created boo
 		e.writeProblem(ctx, perr)
 		return
 	}
-	if async {
+	if preferAsync(ctx.Request.Header.Peek(hdrPrefer)) {
 		// The client asked for the receipt as soon as the write is durable (RFC 7240).
 		ctx.Response.Header.SetCanonical(hdrPreferenceApplied, valRespondAsync)
 		e.metrics.writes.WithLabelValues("queued").Inc()

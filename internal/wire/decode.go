@@ -435,7 +435,7 @@ func (l *lexer) batch(b *Batch) bool {
 
 var batchRefKeys = []string{"producer", "seq"}
 
-var commandKeys = []string{"write_id", "op", "collection", "id", "data", "if_match", "idem_key", "fingerprint", "user", "owner_only", "async"}
+var commandKeys = []string{"write_id", "op", "collection", "id", "data", "if_match", "idem_key", "fingerprint", "user", "owner_only"}
 
 func (l *lexer) command(c *Command) bool {
 	return l.object(commandKeys, func(k int) (ok bool) {
@@ -462,8 +462,6 @@ func (l *lexer) command(c *Command) bool {
 			c.User, ok = l.str()
 		case 9:
 			c.OwnerOnly, ok = l.bool()
-		case 10:
-			c.Async, ok = l.bool()
 		}
 		return ok
 	})

@@ -86,7 +86,7 @@ func decoderSeeds(t testing.TB) [][]byte {
 	add(two, err)
 	add(append(append(append(append([]byte("["), one...), ','), two...), ']'), nil)
 	cmds := []Command{{WriteID: "01KW1", Op: OpPut, Collection: "notes", ID: "n1", Data: json.RawMessage(`{"a":"é"}`), IfMatch: 3,
-		IdemKey: "0::k", Fingerprint: "f00d", User: "01HZUSER", OwnerOnly: true, Async: true}, {WriteID: "01KW2", Op: OpDelete, Collection: "notes", ID: "n2"}}
+		IdemKey: "0::k", Fingerprint: "f00d", User: "01HZUSER", OwnerOnly: true}, {WriteID: "01KW2", Op: OpDelete, Collection: "notes", ID: "n2"}}
 	add((&Batch{ID: "01KB", Partition: 3, Edge: "e1", Producer: "01KP", Seq: 9, After: &BatchRef{Producer: "01KQ", Seq: 4},
 		Commands: cmds}).AppendJSON(nil))
 	add((&Batch{ID: "01KB", Partition: 0, Edge: "e1", Commands: []Command{}}).AppendJSON(nil))

@@ -111,9 +111,6 @@ func (c *Command) AppendJSON(dst []byte) ([]byte, error) {
 	if c.OwnerOnly {
 		dst = append(dst, `,"owner_only":true`...)
 	}
-	if c.Async {
-		dst = append(dst, `,"async":true`...)
-	}
 	return append(dst, '}'), nil
 }
 

@@ -54,7 +54,7 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 	sameAsMarshal(t, "event without document", marker, marker.AppendJSON)
 
 	cmd := Command{WriteID: s1, Op: Op(s2), Collection: s1, ID: s2, Data: data, IfMatch: n, IdemKey: s2, Fingerprint: s1,
-		User: s2, OwnerOnly: flag, Async: !flag}
+		User: s2, OwnerOnly: flag}
 	b := &Batch{ID: s1, Partition: int(n), Edge: s2, Producer: s1, Seq: n, Force: flag,
 		Commands: []Command{cmd, {WriteID: s2, Op: OpDelete}}}
 	if flag {

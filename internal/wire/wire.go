@@ -112,11 +112,6 @@ type Command struct {
 	// live document only if it belongs to User (else it is rejected forbidden). The edge
 	// checks what it can see; the core decides, against the stored owner.
 	OwnerOnly bool `json:"owner_only,omitempty"`
-	// Async is set when the writer was answered 202 once the command was stored (Prefer:
-	// respond-async) and waits for no outcome: the outcome the core sends back to the edge
-	// then goes without its document, which the change event carries to the edge's cache
-	// anyway. What the core records of the write keeps it (GET /v1/writes/{id}).
-	Async bool `json:"async,omitempty"`
 	// Refused is set by the core, never sent: the database refused to store this command,
 	// which is then answered with this problem and recorded, without writing anything else.
 	Refused *problem.Problem `json:"-"`
