@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/perchhq/perch/internal/problem"
 	"github.com/perchhq/perch/internal/wire"
 )
 
@@ -205,4 +206,27 @@ func TestBatchEndsAtItsBounds(t *testing.T) {
 			t.Fatalf("batch of %d, carry %v, after %v: want the first alone, at once, and the second carried", len(g.batch), g.carry != nil, g.took)
 		}
 	})
+}
+
+// TestFullLaneRefusesAfterTheWriteTimeout: a command finds room on its lane at once, or
+// waits for it up to the write timeout, then is refused as overload (counted as a shed
+// write); once the edge stops, it is refused as unavailable.
+func TestFullLaneRefusesAfterTheWriteTimeout(t *testing.T) {
+	e := newTestEdge(t)
+	l := newLane(1) // a lane of one that nothing takes from
+	e.cfg.WriteTimeout = 10 * time.Millisecond
+	if p := e.writes.queue(l, newPending(10)); p != nil {
+		t.Fatalf("a lane with room refused: %v", p)
+	}
+	if p := e.writes.queue(l, newPending(10)); p == nil || p.Code != problem.Overloaded {
+		t.Fatalf("a full lane: %v, want overloaded", p)
+	}
+	if n := counterValue(t, e.shield.shedTotal[shedWrite]); n != 1 {
+		t.Fatalf("shed writes counted %v, want 1", n)
+	}
+	e.cfg.WriteTimeout = time.Hour
+	close(e.writes.stopc)
+	if p := e.writes.queue(l, newPending(10)); p == nil || p.Code != problem.Unavailable {
+		t.Fatalf("a full lane of a stopped edge: %v, want unavailable", p)
+	}
 }

@@ -453,19 +453,9 @@ func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.C
 	w.waiting[cmd.WriteID] = pd
 	w.mu.Unlock()
 
-	part := wire.WritePartition(w.e.cfg.ID, cmd.Collection, cmd.ID, w.e.cfg.WriteLanes, w.e.cfg.Partitions)
-	full := time.NewTimer(w.e.cfg.WriteTimeout)
-	defer full.Stop()
-	select {
-	case w.lanes[part].q <- pd:
-	case <-full.C:
-		// The lane stayed full for the whole write timeout: the stream cannot keep up.
+	if p := w.queue(w.lanes[wire.WritePartition(w.e.cfg.ID, cmd.Collection, cmd.ID, w.e.cfg.WriteLanes, w.e.cfg.Partitions)], pd); p != nil {
 		w.forget(cmd.WriteID)
-		w.e.shed(shedWrite, &w.e.shield.writes)
-		return nil, nil, problem.New(problem.Overloaded, "too many writes waiting to be stored; nothing was stored; retry after Retry-After")
-	case <-w.stopc:
-		w.forget(cmd.WriteID)
-		return nil, nil, problem.New(problem.Unavailable, "this edge is shutting down")
+		return nil, nil, p
 	}
 	select {
 	case err = <-pd.durable:
@@ -481,6 +471,28 @@ func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.C
 	// The stream has the data now; the wait for the outcome needs only the command's names.
 	pd.cmd.Data, pd.enc = nil, nil
 	return pd, nil, nil
+}
+
+// queue puts pd on lane l, waiting up to the write timeout for room (a timer only when the
+// lane is full), or returns why it could not.
+func (w *writer) queue(l *lane, pd *pending) *problem.Problem {
+	select {
+	case l.q <- pd:
+		return nil
+	default:
+	}
+	full := time.NewTimer(w.e.cfg.WriteTimeout)
+	defer full.Stop()
+	select {
+	case l.q <- pd:
+		return nil
+	case <-full.C:
+		// The lane stayed full for the whole write timeout: the stream cannot keep up.
+		w.e.shed(shedWrite, &w.e.shield.writes)
+		return problem.New(problem.Overloaded, "too many writes waiting to be stored; nothing was stored; retry after Retry-After")
+	case <-w.stopc:
+		return problem.New(problem.Unavailable, "this edge is shutting down")
+	}
 }
 
 // deliver hands an outcome to the request waiting for it, if any.
