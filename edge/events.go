@@ -174,7 +174,6 @@ func (e *Edge) forgetFills(key string) {
 	e.coreFills.Forget(key)
 }
 
-
 // seqOrder is where an event's sequence falls among those its partition has shown the edge.
 type seqOrder int
 

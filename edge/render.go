@@ -68,10 +68,6 @@ func apiDoc(d *wire.Document) docJSON {
 // (FuzzRenderDocument holds it to them), without reflection, since every write and every
 // cache fill renders one.
 func renderDocument(dst []byte, d *wire.Document) []byte {
-	if dst == nil {
-		// One allocation: the members but the data take under 160 bytes with short names.
-		dst = make([]byte, 0, 160+len(d.ID)+len(d.Collection)+len(d.Data))
-	}
 	b, err := appendAPIDoc(dst, d)
 	if err != nil {
 		// Data was validated as JSON on the way in; a store returning garbage is a bug
@@ -119,9 +115,15 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 		writeProblem(ctx, problem.New(problem.Internal, "could not encode the response"))
 		return
 	}
+	writeBody(ctx, status, b)
+}
+
+// writeBody answers status with the JSON body, which becomes the response's: fasthttp owns
+// it from here (it may be what ctx.Response.SwapBody gave back).
+func writeBody(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(ctJSON)
-	ctx.SetBody(b)
+	ctx.Response.SwapBody(body)
 }
 
 // writeProblem answers with p as an RFC 9457 problem. Every error response of the edge goes

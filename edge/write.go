@@ -286,9 +286,9 @@ func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome, r Rule
 	if out.Status == fasthttp.StatusCreated {
 		ctx.Response.Header.SetCanonical(hdrLocation, []byte("/v1/collections/"+d.Collection+"/docs/"+d.ID))
 	}
-	ctx.SetStatusCode(out.Status)
-	ctx.SetContentTypeBytes(ctJSON)
-	ctx.SetBody(renderDocument(nil, d))
+	// Rendered into the response's own buffer, which fasthttp keeps from request to request.
+	body := ctx.Response.SwapBody(nil)
+	writeBody(ctx, out.Status, renderDocument(body[:0], d))
 }
 
 // answerBusy answers a write whose Idempotency-Key another request through this edge still
@@ -324,10 +324,8 @@ func (e *Edge) answerQueued(ctx *fasthttp.RequestCtx, cmd *wire.Command, _ bool)
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
 	r := receiptJSON{WriteID: cmd.WriteID, Status: string(wire.WriteQueued), StatusURL: url,
 		Collection: cmd.Collection, ID: cmd.ID}
-	ctx.SetStatusCode(fasthttp.StatusAccepted)
-	ctx.SetContentTypeBytes(ctJSON)
-	var buf [256]byte
-	ctx.SetBody(r.appendJSON(buf[:0]))
+	body := ctx.Response.SwapBody(nil)
+	writeBody(ctx, fasthttp.StatusAccepted, r.appendJSON(body[:0]))
 }
 
 // appendJSON appends r as json.Marshal encodes it (FuzzRenderDocument checks it).
