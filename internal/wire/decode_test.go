@@ -179,39 +179,31 @@ func BenchmarkDecoders(b *testing.B) {
 		}
 	}
 	outs, evs = append(outs, "]}"...), append(evs, ']')
-	var unmarshal, decode time.Duration
-	for b.Loop() {
-		t0 := time.Now()
+	alternate(b, "unmarshal", func() error {
 		var m Outcomes
 		var hs []EventHead
-		if json.Unmarshal(outs, &m) != nil || json.Unmarshal(evs, &hs) != nil {
-			b.Fatal("json.Unmarshal failed")
+		if err := json.Unmarshal(outs, &m); err != nil {
+			return err
+		}
+		if err := json.Unmarshal(evs, &hs); err != nil {
+			return err
 		}
 		for i := range hs {
 			hs[i].Doc = new(Document)
-			if json.Unmarshal(hs[i].RawDoc, hs[i].Doc) != nil {
-				b.Fatal("json.Unmarshal failed")
+			if err := json.Unmarshal(hs[i].RawDoc, hs[i].Doc); err != nil {
+				return err
 			}
 		}
-		t1 := time.Now()
-		var m2 Outcomes
-		if DecodeOutcomes(outs, &m2) != nil {
-			b.Fatal("DecodeOutcomes failed")
+		return nil
+	}, "decode", func() error {
+		var m Outcomes
+		if err := DecodeOutcomes(outs, &m); err != nil {
+			return err
 		}
-		hs2, err := DecodeEventHeads(evs)
-		if err != nil {
-			b.Fatal(err)
+		hs, err := DecodeEventHeads(evs)
+		for i := 0; err == nil && i < len(hs); i++ {
+			err = hs[i].DecodeDoc()
 		}
-		for i := range hs2 {
-			if hs2[i].DecodeDoc() != nil {
-				b.Fatal("DecodeDoc failed")
-			}
-		}
-		t2 := time.Now()
-		unmarshal += t1.Sub(t0)
-		decode += t2.Sub(t1)
-	}
-	b.ReportMetric(float64(unmarshal.Nanoseconds())/float64(b.N), "unmarshal_ns")
-	b.ReportMetric(float64(decode.Nanoseconds())/float64(b.N), "decode_ns")
-	b.ReportMetric(float64(decode)/float64(unmarshal), "decode/unmarshal")
+		return err
+	})
 }

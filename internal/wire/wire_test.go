@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -202,23 +201,7 @@ func BenchmarkStorableJSON(b *testing.B) {
 	if !json.Valid(data) {
 		b.Fatalf("the benchmark's document is not JSON: %s", data)
 	}
-	var tokens, scan time.Duration
-	for b.Loop() {
-		t0 := time.Now()
-		if err := storableByTokens(data); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		if err := StorableJSON(data); err != nil {
-			b.Fatal(err)
-		}
-		t2 := time.Now()
-		tokens += t1.Sub(t0)
-		scan += t2.Sub(t1)
-	}
-	b.ReportMetric(float64(tokens.Nanoseconds())/float64(b.N), "tokens_ns")
-	b.ReportMetric(float64(scan.Nanoseconds())/float64(b.N), "scan_ns")
-	b.ReportMetric(float64(scan)/float64(tokens), "scan/tokens")
+	alternate(b, "tokens", func() error { return storableByTokens(data) }, "scan", func() error { return StorableJSON(data) })
 }
 
 func TestCommandStringsAreUTF8(t *testing.T) {
