@@ -8,41 +8,31 @@ import (
 	"unicode/utf8"
 )
 
-// Decoders of the messages of the write path: the batches a core reads, the outcomes,
-// change events and documents that come back to an edge. Each reads the JSON that this package's encoders write, without
-// reflection, and leaves anything else to json.Unmarshal: a key it does not expect, a null,
-// an escaped string, a number that is not a plain integer. So each decodes every input
-// exactly as json.Unmarshal does (FuzzDecoders checks it), and a message decodes once, not
-// twice over (validity, then values) as with encoding/json.
+// Decoders of the messages of the write path: the batches a core reads, the outcomes, change
+// events and documents that come back to an edge. Each reads the JSON that this package's
+// encoders write, without reflection, and leaves anything else to json.Unmarshal: a key it
+// does not expect, a null, an escaped string, a number that is not a plain integer. So each
+// decodes every input exactly as json.Unmarshal does (FuzzDecoders checks it), and a message
+// decodes once, not twice over (validity, then values) as with encoding/json.
 
 // DecodeBatch decodes b from data as json.Unmarshal(data, b) does into a zero Batch.
-func DecodeBatch(data []byte, b *Batch) error {
-	l := lexer{data: data}
-	if l.batch(b) && l.end() {
-		return nil
-	}
-	*b = Batch{}
-	return json.Unmarshal(data, b)
-}
+func DecodeBatch(data []byte, b *Batch) error { return decode(data, b, (*lexer).batch) }
 
 // DecodeDocument decodes d from data as json.Unmarshal(data, d) does into a zero Document.
-func DecodeDocument(data []byte, d *Document) error {
-	l := lexer{data: data}
-	if l.document(d) && l.end() {
-		return nil
-	}
-	*d = Document{}
-	return json.Unmarshal(data, d)
-}
+func DecodeDocument(data []byte, d *Document) error { return decode(data, d, (*lexer).document) }
 
 // DecodeOutcomes decodes m from data as json.Unmarshal(data, m) does into a zero Outcomes.
-func DecodeOutcomes(data []byte, m *Outcomes) error {
+func DecodeOutcomes(data []byte, m *Outcomes) error { return decode(data, m, (*lexer).outcomes) }
+
+// decode reads v from data with read, or, when read does not take all of data, with
+// json.Unmarshal into a zero v.
+func decode[T any](data []byte, v *T, read func(*lexer, *T) bool) error {
 	l := lexer{data: data}
-	if l.outcomes(m) && l.end() {
+	if read(&l, v) && l.end() {
 		return nil
 	}
-	*m = Outcomes{}
-	return json.Unmarshal(data, m)
+	*v = *new(T)
+	return json.Unmarshal(data, v)
 }
 
 // EventHead is a ChangeEvent whose document is left encoded, in RawDoc, for a reader that
@@ -73,11 +63,7 @@ func DecodeEventHeads(data []byte) ([]EventHead, error) {
 	l.ws()
 	if l.peek() == '{' {
 		evs := make([]EventHead, 1)
-		if l.eventHead(&evs[0]) && l.end() {
-			return evs, nil
-		}
-		evs[0] = EventHead{}
-		return evs, json.Unmarshal(data, &evs[0])
+		return evs, decode(data, &evs[0], (*lexer).eventHead)
 	}
 	if evs, ok := array(&l, l.eventHead); ok && l.end() {
 		return evs, nil
@@ -112,24 +98,14 @@ func (l *lexer) peek() byte {
 	return 0
 }
 
-// expect consumes c after any whitespace, or reports false.
-func (l *lexer) expect(c byte) bool {
+// take consumes c when it comes next after any whitespace, and reports whether it did.
+func (l *lexer) take(c byte) bool {
 	l.ws()
 	if l.peek() != c {
 		return false
 	}
 	l.i++
 	return true
-}
-
-// next consumes c after any whitespace when it comes next.
-func (l *lexer) next(c byte) bool {
-	l.ws()
-	if l.peek() == c {
-		l.i++
-		return true
-	}
-	return false
 }
 
 // end reports whether only whitespace is left.
@@ -146,7 +122,7 @@ func (l *lexer) str() (string, bool) {
 }
 
 func (l *lexer) strBytes() ([]byte, bool) {
-	if !l.expect('"') {
+	if !l.take('"') {
 		return nil, false
 	}
 	start := l.i
@@ -252,11 +228,11 @@ func (l *lexer) raw() ([]byte, bool) {
 // array reads an array of values that elem reads; [] is an empty slice, not nil, as
 // json.Unmarshal makes it.
 func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
-	if !l.expect('[') {
+	if !l.take('[') {
 		return nil, false
 	}
 	vs := []T{}
-	if l.next(']') {
+	if l.take(']') {
 		return vs, true
 	}
 	for {
@@ -264,10 +240,10 @@ func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
 		if !elem(&vs[len(vs)-1]) {
 			return nil, false
 		}
-		if l.next(']') {
+		if l.take(']') {
 			return vs, true
 		}
-		if !l.expect(',') {
+		if !l.take(',') {
 			return nil, false
 		}
 	}
@@ -282,16 +258,16 @@ func (l *lexer) rawCopy() (json.RawMessage, bool) {
 // object reads an object whose every key is one of keys, each at most once, calling field
 // with the key's index to read its value.
 func (l *lexer) object(keys []string, field func(int) bool) bool {
-	if !l.expect('{') {
+	if !l.take('{') {
 		return false
 	}
-	if l.next('}') {
+	if l.take('}') {
 		return true
 	}
 	var seen uint64
 	for {
 		k, ok := l.strBytes()
-		if !ok || !l.expect(':') {
+		if !ok || !l.take(':') {
 			return false
 		}
 		i := 0
@@ -305,10 +281,10 @@ func (l *lexer) object(keys []string, field func(int) bool) bool {
 		if !field(i) {
 			return false
 		}
-		if l.next('}') {
+		if l.take('}') {
 			return true
 		}
-		if !l.expect(',') {
+		if !l.take(',') {
 			return false
 		}
 	}
