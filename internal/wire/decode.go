@@ -65,7 +65,7 @@ func DecodeEventHeads(data []byte) ([]EventHead, error) {
 		evs := make([]EventHead, 1)
 		return evs, decode(data, &evs[0], (*lexer).eventHead)
 	}
-	if evs, ok := array(&l, l.eventHead); ok && l.end() {
+	if evs, ok := array(&l, (*lexer).eventHead); ok && l.end() {
 		return evs, nil
 	}
 	var evs []EventHead
@@ -227,7 +227,7 @@ func (l *lexer) raw() ([]byte, bool) {
 
 // array reads an array of values that elem reads; [] is an empty slice, not nil, as
 // json.Unmarshal makes it.
-func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
+func array[T any](l *lexer, elem func(*lexer, *T) bool) ([]T, bool) {
 	if !l.take('[') {
 		return nil, false
 	}
@@ -237,7 +237,7 @@ func array[T any](l *lexer, elem func(*T) bool) ([]T, bool) {
 	}
 	for {
 		vs = append(vs, *new(T))
-		if !elem(&vs[len(vs)-1]) {
+		if !elem(l, &vs[len(vs)-1]) {
 			return nil, false
 		}
 		if l.take(']') {
@@ -345,7 +345,7 @@ func (l *lexer) outcomes(m *Outcomes) bool {
 			m.Batch, ok = l.str()
 			return ok
 		}
-		m.Outcomes, ok = array(l, l.outcome)
+		m.Outcomes, ok = array(l, (*lexer).outcome)
 		return ok
 	})
 }
@@ -403,7 +403,7 @@ func (l *lexer) batch(b *Batch) bool {
 				return ok
 			})
 		case 6:
-			b.Commands, ok = array(l, l.command)
+			b.Commands, ok = array(l, (*lexer).command)
 		}
 		return ok
 	})
