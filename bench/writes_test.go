@@ -34,41 +34,58 @@ var clients = func() int {
 	return 16
 }()
 
+// rounds is how many alternating rounds of the whole path and the direct upserts each
+// whole-path benchmark runs: 4, or PERCH_BENCH_ROUNDS.
+var rounds = func() int {
+	if n, err := strconv.Atoi(os.Getenv("PERCH_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 4
+}()
+
 // BenchmarkWritePath measures acknowledged writes per second through the whole write path
 // (HTTP → edge → JetStream, fsync on every write → core → PostgreSQL) beside single-row
 // upserts straight into the same PostgreSQL, all with 16 concurrent clients
 // (PERCH_BENCH_CLIENTS=N for another number), in one run:
 //
-//	direct-upserts            the baseline
+//	direct-upserts            the baseline, alone
 //	edge-jetstream-core       each write waits for the core's outcome (200/201)
 //	edge-jetstream-core-async Prefer: respond-async: 202 once JetStream stored the write; the
 //	                          time until the core has applied every write is included
 //
-// Report each writes/s ÷ direct-upserts writes/s. Needs PERCH_TEST_POSTGRES (make
-// bench-writes starts one).
+// Each whole-path benchmark alternates its writes with as many direct upserts, in rounds
+// (PERCH_BENCH_ROUNDS, default 4; direct first in every other round), and reports x_direct:
+// its writes/s ÷ the direct upserts' writes/s over those rounds, so that a shared machine's
+// drift between the two weighs on both. Needs PERCH_TEST_POSTGRES (make bench-writes starts
+// one).
 func BenchmarkWritePath(b *testing.B) {
 	direct := pgtest.DSN(b)
 	path := pgtest.DSN(b)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d", direct, clients))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS direct_docs (
+		collection text NOT NULL, id text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL,
+		updated_at timestamptz NOT NULL, PRIMARY KEY (collection, id))`); err != nil {
+		b.Fatal(err)
+	}
+	upsert := func(i int) error {
+		_, err := pool.Exec(ctx, `INSERT INTO direct_docs (collection, id, version, data, updated_at)
+			VALUES ('bench', $1, 1, $2, now())
+			ON CONFLICT (collection, id) DO UPDATE SET version = direct_docs.version + 1, data = excluded.data, updated_at = excluded.updated_at`,
+			key(), fmt.Sprintf(`{"n":%d}`, i))
+		return err
+	}
 	b.Run("direct-upserts", func(b *testing.B) {
-		ctx := context.Background()
-		pool, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d", direct, clients))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pool.Close()
-		if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS direct_docs (
-			collection text NOT NULL, id text NOT NULL, version bigint NOT NULL, data jsonb NOT NULL,
-			updated_at timestamptz NOT NULL, PRIMARY KEY (collection, id))`); err != nil {
-			b.Fatal(err)
-		}
-		defer reportDBCPU(b, dbCPU())
-		run(b, func(i int) error {
-			_, err := pool.Exec(ctx, `INSERT INTO direct_docs (collection, id, version, data, updated_at)
-				VALUES ('bench', $1, 1, $2, now())
-				ON CONFLICT (collection, id) DO UPDATE SET version = direct_docs.version + 1, data = excluded.data, updated_at = excluded.updated_at`,
-				key(), fmt.Sprintf(`{"n":%d}`, i))
-			return err
-		}, nil)
+		cpu := dbCPU()
+		b.ResetTimer()
+		r := measure(b, b.N, upsert, nil)
+		b.StopTimer()
+		reportDBCPU(b, cpuSince(cpu), b.N)
+		r.report(b, "")
 	})
 	ecfg := edge.DefaultConfig()
 	if v := os.Getenv("PERCH_BENCH_LANES"); v != "" {
@@ -116,23 +133,65 @@ func BenchmarkWritePath(b *testing.B) {
 				}
 				return nil
 			}
-			before, cpu := pathStats(b, c), dbCPU()
-			run(b, write, func() { drained(b, c) })
-			reportDBCPU(b, cpu)
+			drained := drainer(b, c)
+			before := pathStats(b, c)
+			var whole, baseline result
+			var cpu time.Duration
+			b.ResetTimer()
+			for r, n := range split(b.N, rounds) {
+				pathRound := func() {
+					start := dbCPU()
+					whole.add(measure(b, n, write, drained))
+					if used := cpuSince(start); used < 0 || cpu < 0 {
+						cpu = -1
+					} else {
+						cpu += used
+					}
+				}
+				directRound := func() {
+					b.StopTimer()
+					baseline.add(measure(b, n, upsert, nil))
+					b.StartTimer()
+				}
+				if r%2 == 0 {
+					directRound()
+					pathRound()
+				} else {
+					pathRound()
+					directRound()
+				}
+			}
+			b.StopTimer()
+			reportDBCPU(b, cpu, b.N)
+			whole.report(b, "")
+			baseline.report(b, "direct_")
+			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
 			pathStats(b, c).since(before).report(b)
 		})
 	}
 }
 
-// drained waits until the core has applied every write in the stream: every partition's
-// consumer has delivered everything and had it all acknowledged (after commit).
-func drained(b *testing.B, c *clustertest.Cluster) {
-	nc := natstest.Connect(b, c.NATSURL())
-	js, err := jetstream.New(nc)
+// split divides n writes into k rounds (fewer when n < k), the rest in the last.
+func split(n, k int) []int {
+	k = max(1, min(k, n))
+	out := make([]int, k)
+	for i := range out {
+		out[i] = n / k
+	}
+	out[k-1] += n % k
+	return out
+}
+
+// drainer returns a function that waits until the core has applied every write in the
+// stream: every partition's consumer has delivered everything and had it all acknowledged
+// (after commit). It looks every millisecond, on one connection, so that the wait it adds
+// to a round is the core's and not the benchmark's.
+func drainer(b *testing.B, c *clustertest.Cluster) func() {
+	js, err := jetstream.New(natstest.Connect(b, c.NATSURL()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	clustertest.Eventually(b, time.Minute, func() error {
+	pending := func() error {
 		s, err := js.Stream(context.Background(), wire.WriteStream)
 		if err != nil {
 			return err
@@ -144,19 +203,71 @@ func drained(b *testing.B, c *clustertest.Cluster) {
 			}
 		}
 		return lister.Err()
-	})
+	}
+	return func() {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			err := pending()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("writes not applied after a minute: %v", err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 func key() string { return fmt.Sprintf("k%06d", rand.IntN(1_000_000)) }
 
-// run calls write b.N times from clients goroutines, then drain (when not nil), and reports
-// writes/s over the whole time and the latency percentiles of the writes.
-func run(b *testing.B, write func(i int) error, drain func()) {
+// result is what measure saw of some writes.
+type result struct {
+	writes  int
+	elapsed time.Duration
+	lat     []time.Duration
+	// drains and drained are how many times measure waited for the core after the last
+	// answer, and how long in all.
+	drains  int
+	drained time.Duration
+}
+
+func (r *result) add(o result) {
+	r.writes += o.writes
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	r.drains += o.drains
+	r.drained += o.drained
+}
+
+func (r *result) rate() float64 { return float64(r.writes) / r.elapsed.Seconds() }
+
+// report reports writes/s over the whole time, the latency percentiles of the writes and
+// the mean wait for the core after a round's last answer (drain_ms), each metric's unit
+// prefixed by prefix.
+func (r *result) report(b *testing.B, prefix string) {
+	if r.writes == 0 {
+		return
+	}
+	slices.Sort(r.lat)
+	pct := func(p float64) float64 {
+		return float64(r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(r.rate(), prefix+"writes/s")
+	b.ReportMetric(pct(.50), prefix+"p50_ms")
+	b.ReportMetric(pct(.99), prefix+"p99_ms")
+	if r.drains > 0 {
+		b.ReportMetric(float64(r.drained.Microseconds())/1000/float64(r.drains), prefix+"drain_ms")
+	}
+}
+
+// measure calls write n times from clients goroutines, then drain (when not nil), and
+// returns the time that took and the latency of each write.
+func measure(b *testing.B, n int, write func(i int) error, drain func()) result {
 	var next atomic.Int64
 	lat := make([][]time.Duration, clients)
 	var wg sync.WaitGroup
 	var failed atomic.Value
-	b.ResetTimer()
 	start := time.Now()
 	for w := range clients {
 		wg.Add(1)
@@ -164,7 +275,7 @@ func run(b *testing.B, write func(i int) error, drain func()) {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1))
-				if i > b.N {
+				if i > n {
 					return
 				}
 				t0 := time.Now()
@@ -177,22 +288,17 @@ func run(b *testing.B, write func(i int) error, drain func()) {
 		}()
 	}
 	wg.Wait()
+	r := result{writes: n, lat: slices.Concat(lat...)}
 	if drain != nil {
+		answered := time.Now()
 		drain()
+		r.drains, r.drained = 1, time.Since(answered)
 	}
-	elapsed := time.Since(start)
-	b.StopTimer()
+	r.elapsed = time.Since(start)
 	if err, _ := failed.Load().(error); err != nil {
 		b.Fatal(err)
 	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
-	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "writes/s")
-	b.ReportMetric(pct(.50), "p50_ms")
-	b.ReportMetric(pct(.99), "p99_ms")
+	return r
 }
 
 // stats are the sums of the histograms that explain a write-path figure.
@@ -278,11 +384,21 @@ func dbCPU() time.Duration {
 	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
 
-// reportDBCPU reports the database's CPU time per write since start (a dbCPU reading).
-func reportDBCPU(b *testing.B, start time.Duration) {
+// cpuSince returns the database's CPU time since start, a dbCPU reading; -1 when dbCPU
+// sees no database.
+func cpuSince(start time.Duration) time.Duration {
 	end := dbCPU()
 	if start < 0 || end < 0 {
+		return -1
+	}
+	return end - start
+}
+
+// reportDBCPU reports the database's CPU time per write: used (from cpuSince) over writes.
+// Nothing when it is -1.
+func reportDBCPU(b *testing.B, used time.Duration, writes int) {
+	if used < 0 || writes == 0 {
 		return
 	}
-	b.ReportMetric(float64((end-start).Microseconds())/float64(b.N), "db_cpu_µs/write")
+	b.ReportMetric(float64(used.Microseconds())/float64(writes), "db_cpu_µs/write")
 }
