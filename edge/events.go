@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -242,5 +241,5 @@ func validEvent(ev *wire.ChangeEvent) bool {
 
 func validDoc(d *wire.Document) bool {
 	return wire.ValidCollection(d.Collection) && wire.ValidName(d.ID) && d.Version >= 1 &&
-		(d.Deleted || len(d.Data) == 0 || json.Valid(d.Data))
+		(d.Deleted || len(d.Data) == 0 || wire.Valid(d.Data))
 }

@@ -152,7 +152,7 @@ func decodePeerFill(h nats.Header, body []byte) (*entry, error) {
 	if err != nil || v < 0 || v == 0 && st == fasthttp.StatusOK {
 		return nil, fmt.Errorf("peer fill: bad version %q", version)
 	}
-	if st == fasthttp.StatusOK && !json.Valid(body) {
+	if st == fasthttp.StatusOK && !wire.Valid(body) {
 		return nil, errors.New("peer fill: the document is not JSON")
 	}
 	owner := h.Get(hdrPeerOwner)

@@ -222,7 +222,7 @@ func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem
 	if len(body) == 0 {
 		return nil, problem.New(problem.BadJSON, "the body is empty; send a JSON object")
 	}
-	if !json.Valid(body) {
+	if !wire.Valid(body) {
 		return nil, problem.New(problem.BadJSON, "the body is not valid JSON")
 	}
 	if body[0] != '{' {

@@ -212,7 +212,7 @@ func (l *lexer) raw() ([]byte, bool) {
 			if depth--; depth == 0 {
 				l.i++
 				v := l.data[start:l.i]
-				return v, json.Valid(v)
+				return v, Valid(v)
 			}
 		case '"':
 			for l.i++; l.i < len(l.data) && l.data[l.i] != '"'; l.i++ {

@@ -235,7 +235,7 @@ func AppendTime(dst []byte, t time.Time) ([]byte, error) {
 // U+2028 and U+2029 escaped in its strings. JSON that needs neither, the common case of data
 // that the core compacted already, is copied after a check of its validity.
 func AppendRaw(dst, raw []byte) ([]byte, error) {
-	if !plainJSON(raw) || !json.Valid(raw) {
+	if !plainJSON(raw) || !Valid(raw) {
 		enc, err := json.Marshal(json.RawMessage(raw))
 		if err != nil {
 			return nil, err

@@ -215,7 +215,7 @@ func (c *Command) Validate() error {
 	if c.Op == OpDelete {
 		return nil
 	}
-	if len(c.Data) == 0 || c.Data[0] != '{' || !json.Valid(c.Data) {
+	if len(c.Data) == 0 || c.Data[0] != '{' || !Valid(c.Data) {
 		return errors.New("data is not a JSON object")
 	}
 	return StorableJSON(c.Data)
@@ -263,7 +263,7 @@ func (c *Command) ValidateFields() error {
 // with more digits after the decimal point than PostgreSQL's numeric keeps
 // (MaxFractionDigits; 1e-400000 has 400000 of them).
 //
-// data should be valid JSON (json.Valid): the check is one pass over its bytes, which knows a
+// data should be valid JSON (Valid): the check is one pass over its bytes, which knows a
 // string by its quotes and a number by its first byte, and allocates nothing for the strings
 // and numbers of everyday documents.
 func StorableJSON(data []byte) error {
