@@ -1236,7 +1236,7 @@ func (c *Core) serveReads() (*readService, error) {
 func (c *Core) serveRead(m *nats.Msg) {
 	var req wire.ReadRequest
 	var resp wire.ReadResponse
-	if err := json.Unmarshal(m.Data, &req); err != nil {
+	if err := wire.DecodeReadRequest(m.Data, &req); err != nil {
 		resp.Problem = problem.New(problem.BadRequest, "malformed read request")
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -1266,7 +1266,11 @@ func (c *Core) serveRead(m *nats.Msg) {
 		c.m.reads.WithLabelValues(kind, result).Inc()
 		c.m.readSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	}
-	data, err := json.Marshal(&resp)
+	size := 512
+	if resp.Doc != nil {
+		size += len(resp.Doc.Data)
+	}
+	data, err := resp.AppendJSON(make([]byte, 0, size))
 	if err != nil {
 		c.log.Error("encoding read response", "kind", req.Kind, "err", err)
 		return

@@ -265,7 +265,7 @@ func (e *Edge) read(rc context.Context, req *wire.ReadRequest) (*wire.ReadRespon
 		return nil, problemReadsShed
 	}
 	defer e.shield.reads.leave()
-	data, err := json.Marshal(req)
+	data, err := req.AppendJSON(make([]byte, 0, 128))
 	if err != nil {
 		return nil, problem.New(problem.Internal, "could not encode the read")
 	}
@@ -288,7 +288,7 @@ func (e *Edge) read(rc context.Context, req *wire.ReadRequest) (*wire.ReadRespon
 		return nil, problem.New(problem.Unavailable, "the core did not answer in time")
 	}
 	var resp wire.ReadResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+	if err := wire.DecodeReadResponse(msg.Data, &resp); err != nil {
 		e.log.ErrorContext(rc, "malformed read response from core", "kind", req.Kind, "err", err)
 		return nil, problem.New(problem.Internal, "malformed answer from the core")
 	}

@@ -6,10 +6,13 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/perchhq/perch/internal/problem"
 )
 
-// Decoders of the messages of the write path: the batches a core reads, the outcomes, change
-// events and documents that come back to an edge. Each reads the JSON that this package's
+// Decoders of the messages of the write path (the batches a core reads, the outcomes, change
+// events and documents that come back to an edge) and of the reads that fill an edge's
+// cache (a request for one document or a write's status, its answer). Each reads the JSON that this package's
 // encoders write, without reflection, and leaves anything else to json.Unmarshal: a key it
 // does not expect, a null, an escaped string, a number that is not a plain integer. So each
 // decodes every input exactly as json.Unmarshal does (FuzzDecoders checks it), and a message
@@ -23,6 +26,18 @@ func DecodeDocument(data []byte, d *Document) error { return decode(data, d, (*l
 
 // DecodeOutcomes decodes m from data as json.Unmarshal(data, m) does into a zero Outcomes.
 func DecodeOutcomes(data []byte, m *Outcomes) error { return decode(data, m, (*lexer).outcomes) }
+
+// DecodeReadRequest decodes r from data as json.Unmarshal(data, r) does into a zero
+// ReadRequest.
+func DecodeReadRequest(data []byte, r *ReadRequest) error {
+	return decode(data, r, (*lexer).readRequest)
+}
+
+// DecodeReadResponse decodes r from data as json.Unmarshal(data, r) does into a zero
+// ReadResponse.
+func DecodeReadResponse(data []byte, r *ReadResponse) error {
+	return decode(data, r, (*lexer).readResponse)
+}
 
 // decode reads v from data with read, or, when read does not take all of data, with
 // json.Unmarshal into a zero v.
@@ -316,7 +331,7 @@ func (l *lexer) document(d *Document) bool {
 	})
 }
 
-var outcomeKeys = []string{"write_id", "status", "doc", "collection", "replayed"}
+var outcomeKeys = []string{"write_id", "status", "doc", "collection", "replayed", "problem"}
 
 func (l *lexer) outcome(o *Outcome) bool {
 	return l.object(outcomeKeys, func(k int) (ok bool) {
@@ -332,6 +347,9 @@ func (l *lexer) outcome(o *Outcome) bool {
 			o.Collection, ok = l.str()
 		case 4:
 			o.Replayed, ok = l.bool()
+		case 5:
+			o.Problem = new(problem.Problem)
+			ok = l.problem(o.Problem)
 		}
 		return ok
 	})
@@ -438,6 +456,70 @@ func (l *lexer) command(c *Command) bool {
 			c.User, ok = l.str()
 		case 9:
 			c.OwnerOnly, ok = l.bool()
+		}
+		return ok
+	})
+}
+
+var readRequestKeys = []string{"kind", "collection", "id", "write_id"}
+
+// readRequest reads a request for a document or a write's status; the queries of the other
+// reads are left to json.Unmarshal.
+func (l *lexer) readRequest(r *ReadRequest) bool {
+	return l.object(readRequestKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			var kind string
+			kind, ok = l.str()
+			r.Kind = ReadKind(kind)
+		case 1:
+			r.Collection, ok = l.str()
+		case 2:
+			r.ID, ok = l.str()
+		case 3:
+			r.WriteID, ok = l.str()
+		}
+		return ok
+	})
+}
+
+var readResponseKeys = []string{"problem", "doc", "write"}
+
+// readResponse reads an answer of a problem, a document or a write's outcome; pages are left
+// to json.Unmarshal.
+func (l *lexer) readResponse(r *ReadResponse) bool {
+	return l.object(readResponseKeys, func(k int) bool {
+		switch k {
+		case 0:
+			r.Problem = new(problem.Problem)
+			return l.problem(r.Problem)
+		case 1:
+			r.Doc = new(Document)
+			return l.document(r.Doc)
+		default:
+			r.Write = new(Outcome)
+			return l.outcome(r.Write)
+		}
+	})
+}
+
+var problemKeys = []string{"type", "title", "status", "detail", "code"}
+
+func (l *lexer) problem(p *problem.Problem) bool {
+	return l.object(problemKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			p.Type, ok = l.str()
+		case 1:
+			p.Title, ok = l.str()
+		case 2:
+			p.Status, ok = l.smallInt()
+		case 3:
+			p.Detail, ok = l.str()
+		case 4:
+			var code string
+			code, ok = l.str()
+			p.Code = problem.Code(code)
 		}
 		return ok
 	})

@@ -9,12 +9,12 @@ import (
 	"github.com/perchhq/perch/internal/problem"
 )
 
-// Encoders of the messages on the write path, each appending to a buffer exactly the bytes
-// that json.Marshal produces for the same value (FuzzEncoders checks it against
-// encoding/json), without reflection: a write is encoded three times on its way (the edge's
-// batch, the core's write record and change event), and json.Marshal was a quarter of the
-// core's CPU per command. They fail where json.Marshal fails: data that is not valid JSON, a
-// time that RFC 3339 cannot hold.
+// Encoders of the messages on the write path and of the reads that fill an edge's cache,
+// each appending to a buffer exactly the bytes that json.Marshal produces for the same value
+// (FuzzEncoders checks it against encoding/json), without reflection: a write is encoded
+// three times on its way (the edge's batch, the core's write record and change event), and
+// json.Marshal was a quarter of the core's CPU per command. They fail where json.Marshal
+// fails: data that is not valid JSON, a time that RFC 3339 cannot hold.
 
 // AppendJSON appends the JSON encoding of b, as json.Marshal makes it.
 func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
@@ -205,6 +205,74 @@ func (ev *ChangeEvent) AppendJSON(dst []byte) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
+// AppendJSON appends the JSON encoding of r, as json.Marshal makes it. A read of one
+// document or of a write's status is encoded here; the queries of lists, sync and an owner's
+// documents, rarer and larger, are left to json.Marshal.
+func (r *ReadRequest) AppendJSON(dst []byte) ([]byte, error) {
+	if r.List != nil || r.Sync != nil || r.Owned != nil {
+		return appendMarshal(dst, r)
+	}
+	dst = append(dst, `{"kind":`...)
+	dst = AppendString(dst, string(r.Kind))
+	if r.Collection != "" {
+		dst = append(dst, `,"collection":`...)
+		dst = AppendString(dst, r.Collection)
+	}
+	if r.ID != "" {
+		dst = append(dst, `,"id":`...)
+		dst = AppendString(dst, r.ID)
+	}
+	if r.WriteID != "" {
+		dst = append(dst, `,"write_id":`...)
+		dst = AppendString(dst, r.WriteID)
+	}
+	return append(dst, '}'), nil
+}
+
+// AppendJSON appends the JSON encoding of r, as json.Marshal makes it. An answer of a
+// problem, a document or a write's outcome, a cache fill's, is encoded here; pages of lists
+// and sync are left to json.Marshal.
+func (r *ReadResponse) AppendJSON(dst []byte) ([]byte, error) {
+	if r.Page != nil || r.Sync != nil {
+		return appendMarshal(dst, r)
+	}
+	dst = append(dst, '{')
+	open := len(dst)
+	if r.Problem != nil {
+		dst = append(dst, `"problem":`...)
+		dst = appendProblem(dst, r.Problem)
+	}
+	var err error
+	if r.Doc != nil {
+		if len(dst) > open {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"doc":`...)
+		if dst, err = r.Doc.AppendJSON(dst); err != nil {
+			return nil, err
+		}
+	}
+	if r.Write != nil {
+		if len(dst) > open {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"write":`...)
+		if dst, err = r.Write.AppendJSON(dst); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendMarshal appends json.Marshal's encoding of v.
+func appendMarshal(dst []byte, v any) ([]byte, error) {
+	enc, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, enc...), nil
+}
+
 func appendProblem(dst []byte, p *problem.Problem) []byte {
 	dst = append(dst, `{"type":`...)
 	dst = AppendString(dst, p.Type)
@@ -236,11 +304,7 @@ func AppendTime(dst []byte, t time.Time) ([]byte, error) {
 // that the core compacted already, is copied after a check of its validity.
 func AppendRaw(dst, raw []byte) ([]byte, error) {
 	if !plainJSON(raw) || !Valid(raw) {
-		enc, err := json.Marshal(json.RawMessage(raw))
-		if err != nil {
-			return nil, err
-		}
-		return append(dst, enc...), nil
+		return appendMarshal(dst, json.RawMessage(raw))
 	}
 	return append(dst, raw...), nil
 }

@@ -71,6 +71,15 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 	}
 	sameAsMarshal(t, "batch of encoded commands", b, func(dst []byte) ([]byte, error) { return b.AppendJSONEncoded(dst, encs), nil })
 	sameAsMarshal(t, "empty batch", &Batch{}, (&Batch{}).AppendJSON)
+
+	for _, r := range []*ReadRequest{{Kind: ReadKind(s1), Collection: s1, ID: s2}, {Kind: ReadWrite, WriteID: s2}, {},
+		{Kind: ReadList, List: &ListQuery{Collection: s1, Limit: int(n), IDPrefix: s2}}} {
+		sameAsMarshal(t, "read request", r, r.AppendJSON)
+	}
+	for _, r := range []*ReadResponse{{Doc: doc}, {Problem: problem.New(problem.NotFound, s1)}, {Write: rej}, {},
+		{Problem: odd.Problem, Doc: doc, Write: out}, {Doc: doc, Page: &ListPage{Items: []Document{*doc}, More: flag}}} {
+		sameAsMarshal(t, "read response", r, r.AppendJSON)
+	}
 	sameAsMarshal(t, "batch without commands", &Batch{Commands: []Command{}}, (&Batch{Commands: []Command{}}).AppendJSON)
 }
 
@@ -128,6 +137,12 @@ func TestEncodersCoverEveryField(t *testing.T) {
 	ev := &ChangeEvent{UpdatedAt: at, Doc: doc}
 	fill(ev)
 	sameAsMarshal(t, "event", ev, ev.AppendJSON)
+	req := &ReadRequest{}
+	fill(req)
+	sameAsMarshal(t, "read request", req, req.AppendJSON)
+	// Every field a pointer: each set, but Page and Sync, which json.Marshal encodes.
+	resp := &ReadResponse{Problem: problem.New(problem.NotFound, "x"), Doc: doc, Write: out}
+	sameAsMarshal(t, "read response", resp, resp.AppendJSON)
 }
 
 func TestEncodersMatchMarshal(t *testing.T) {
