@@ -18,6 +18,7 @@ import (
 
 	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/clustertest"
+	"github.com/perchhq/perch/internal/wire"
 )
 
 type problemBody struct {
@@ -431,7 +432,8 @@ func TestRespondAsync(t *testing.T) {
 
 func TestUnstorableBodies(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Regions: []string{"test"}})
-	for _, body := range []string{`{"a":"\u0000"}`, `{"a":"\ud800"}`, `{"n":1e400000}`} {
+	deep := `{"a":` + strings.Repeat("[", wire.MaxNesting) + strings.Repeat("]", wire.MaxNesting) + `}`
+	for _, body := range []string{`{"a":"\u0000"}`, `{"a":"\ud800"}`, `{"n":1e400000}`, deep} {
 		r := clustertest.Do(t, "PUT", c.Edge(0)+"/v1/collections/u/docs/x", nil, []byte(body))
 		expectProblem(t, r, 400, "bad_json")
 	}

@@ -92,6 +92,9 @@ func DecodeEventHeads(data []byte) ([]EventHead, error) {
 type lexer struct {
 	data []byte
 	i    int
+	// depth is how many arrays and objects the lexer is inside: a raw value counts them
+	// toward the nesting limit, as json.Unmarshal counts over the whole message.
+	depth int
 }
 
 func (l *lexer) ws() {
@@ -211,33 +214,19 @@ func (l *lexer) time(t *time.Time) bool {
 }
 
 // raw reads any valid JSON object or array and returns its bytes, as json.RawMessage keeps
-// them.
+// them. It reads them as Valid does, inside the lexer's depth.
 func (l *lexer) raw() ([]byte, bool) {
 	l.ws()
-	start := l.i
 	if c := l.peek(); c != '{' && c != '[' {
 		return nil, false
 	}
-	depth := 0
-	for ; l.i < len(l.data); l.i++ {
-		switch l.data[l.i] {
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth--; depth == 0 {
-				l.i++
-				v := l.data[start:l.i]
-				return v, Valid(v)
-			}
-		case '"':
-			for l.i++; l.i < len(l.data) && l.data[l.i] != '"'; l.i++ {
-				if l.data[l.i] == '\\' {
-					l.i++
-				}
-			}
-		}
+	v := validator{data: l.data, i: l.i}
+	if !v.value(l.depth) {
+		return nil, false
 	}
-	return nil, false
+	start := l.i
+	l.i = v.i
+	return l.data[start:l.i], true
 }
 
 // array reads an array of values that elem reads; [] is an empty slice, not nil, as
@@ -246,6 +235,8 @@ func array[T any](l *lexer, elem func(*lexer, *T) bool) ([]T, bool) {
 	if !l.take('[') {
 		return nil, false
 	}
+	l.depth++
+	defer func() { l.depth-- }()
 	vs := []T{}
 	if l.take(']') {
 		return vs, true
@@ -276,6 +267,8 @@ func (l *lexer) object(keys []string, field func(int) bool) bool {
 	if !l.take('{') {
 		return false
 	}
+	l.depth++
+	defer func() { l.depth-- }()
 	if l.take('}') {
 		return true
 	}

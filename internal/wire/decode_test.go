@@ -122,6 +122,17 @@ func TestDecodersAgreeWithUnmarshal(t *testing.T) {
 	}
 }
 
+// TestDecodersCountNestingOverTheMessage: the data of a document counts toward
+// json.Unmarshal's nesting limit with the message around it (four levels here), not from
+// its own start.
+func TestDecodersCountNestingOverTheMessage(t *testing.T) {
+	for n := maxNesting - 6; n <= maxNesting-2; n++ {
+		msg := `{"batch":"b","outcomes":[{"write_id":"w","status":200,"doc":{"collection":"c","id":"i","version":1,"data":` +
+			strings.Repeat("[", n) + strings.Repeat("]", n) + `}}]}`
+		checkDecoders(t, []byte(msg))
+	}
+}
+
 // TestDecodersReadWhatTheEncodersWrite: the messages edges and cores send take the decoders' own
 // reading, not json.Unmarshal's.
 func TestDecodersReadWhatTheEncodersWrite(t *testing.T) {

@@ -256,12 +256,19 @@ func (c *Command) ValidateFields() error {
 	return nil
 }
 
+// MaxNesting is how deep the arrays and objects of a document may nest: far beyond what
+// apps keep, and far enough below encoding/json's limit for a whole message (10000) that a
+// document keeps inside every message that carries it, a batch's command, an outcome, a
+// change event, a read's answer.
+const MaxNesting = 1000
+
 // StorableJSON reports why valid JSON could not be stored by every Perch store, or nil: it
 // must be UTF-8 (encoding/json takes other bytes inside strings, PostgreSQL refuses them),
 // and must not hold the NUL character (\u0000), an escaped UTF-16 surrogate that does not
 // pair (PostgreSQL's jsonb refuses both), a number outside the range of a float64, or one
 // with more digits after the decimal point than PostgreSQL's numeric keeps
-// (MaxFractionDigits; 1e-400000 has 400000 of them).
+// (MaxFractionDigits; 1e-400000 has 400000 of them). Its arrays and objects may nest
+// MaxNesting deep.
 //
 // data should be valid JSON (Valid): the check is one pass over its bytes, which knows a
 // string by its quotes and a number by its first byte, and allocates nothing for the strings
@@ -270,8 +277,15 @@ func StorableJSON(data []byte) error {
 	if !utf8.Valid(data) {
 		return errors.New("the JSON is not UTF-8")
 	}
+	depth := 0
 	for i := 0; i < len(data); i++ {
 		switch c := data[i]; {
+		case c == '{' || c == '[':
+			if depth++; depth > MaxNesting {
+				return fmt.Errorf("the JSON nests arrays and objects deeper than %d levels", MaxNesting)
+			}
+		case c == '}' || c == ']':
+			depth--
 		case c == '"':
 			end, err := storableString(data, i+1)
 			if err != nil {

@@ -106,14 +106,16 @@ func FuzzBatch(f *testing.F) {
 
 func TestStorableJSON(t *testing.T) {
 	for _, ok := range []string{`{}`, `{"a":"\u00e9\n"}`, `{"s":"\ud83d\ude00"}`, `{"n":1e300,"m":-0.5}`, `{"k":"\\u0000"}`,
-		"{\"é\":\"ü\"}", `{"n":1e-16383,"m":1.5e3,"x":1E-5,"z":0e1073741822}`, `{"n":0.` + strings.Repeat("1", MaxFractionDigits) + `}`} {
+		"{\"é\":\"ü\"}", `{"n":1e-16383,"m":1.5e3,"x":1E-5,"z":0e1073741822}`, `{"n":0.` + strings.Repeat("1", MaxFractionDigits) + `}`,
+		`{"a":` + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + `,"s":"[[[[{{{"}`} {
 		if err := StorableJSON([]byte(ok)); err != nil {
 			t.Errorf("%s refused: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{`{"a":"\u0000"}`, `{"a":"x\ud800"}`, `{"a":"\udc00"}`, `{"a":"\ud800\u0041"}`, `{"n":1e400000}`,
 		"{\"a\":\"\xff\"}", "{\"\xc3\":1}", `{"n":1e-400000}`, `{"n":1e-16384}`, `{"n":0.` + strings.Repeat("1", MaxFractionDigits+1) + `}`,
-		`{"n":1e-99999999999999999999}`, `{"n":0e99999999999999999999}`, `{"n":0e1073741823}`, `{"n":-0e5000000000}`} {
+		`{"n":1e-99999999999999999999}`, `{"n":0e99999999999999999999}`, `{"n":0e1073741823}`, `{"n":-0e5000000000}`,
+		`{"a":` + strings.Repeat("[", MaxNesting) + strings.Repeat("]", MaxNesting) + `}`} {
 		if err := StorableJSON([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
@@ -128,6 +130,7 @@ func storableByTokens(data []byte) error {
 	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
+	depth := 0
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
@@ -137,6 +140,14 @@ func storableByTokens(data []byte) error {
 			return err
 		}
 		switch tok := tok.(type) {
+		case json.Delim:
+			if tok == '{' || tok == '[' {
+				if depth++; depth > MaxNesting {
+					return errors.New("too deep")
+				}
+			} else {
+				depth--
+			}
 		case json.Number:
 			if _, err := strconv.ParseFloat(string(tok), 64); err != nil {
 				return err
