@@ -1266,11 +1266,7 @@ func (c *Core) serveRead(m *nats.Msg) {
 		c.m.reads.WithLabelValues(kind, result).Inc()
 		c.m.readSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	}
-	size := 512
-	if resp.Doc != nil {
-		size += len(resp.Doc.Data)
-	}
-	data, err := resp.AppendJSON(make([]byte, 0, size))
+	data, err := resp.AppendJSON(make([]byte, 0, answerSize(&resp)))
 	if err != nil {
 		c.log.Error("encoding read response", "kind", req.Kind, "err", err)
 		return
@@ -1278,6 +1274,27 @@ func (c *Core) serveRead(m *nats.Msg) {
 	if err := m.Respond(data); err != nil {
 		c.log.Debug("answering read", "kind", req.Kind, "err", err)
 	}
+}
+
+// answerSize is about the length of resp's encoding: a document's data and some 200 bytes
+// of its fields, for each document it holds.
+func answerSize(resp *wire.ReadResponse) int {
+	const fields = 256
+	size := fields
+	if resp.Doc != nil {
+		size += fields + len(resp.Doc.Data)
+	}
+	if resp.Page != nil {
+		for i := range resp.Page.Items {
+			size += fields + len(resp.Page.Items[i].Data)
+		}
+	}
+	if resp.Sync != nil {
+		for i := range resp.Sync.Changes {
+			size += fields + len(resp.Sync.Changes[i].Doc.Data)
+		}
+	}
+	return size
 }
 
 // Read answers one read request from the store.

@@ -12,11 +12,12 @@ import (
 
 // Decoders of the messages of the write path (the batches a core reads, the outcomes, change
 // events and documents that come back to an edge) and of the reads that fill an edge's
-// cache (a request for one document or a write's status, its answer). Each reads the JSON that this package's
-// encoders write, without reflection, and leaves anything else to json.Unmarshal: a key it
-// does not expect, a null, an escaped string, a number that is not a plain integer. So each
-// decodes every input exactly as json.Unmarshal does (FuzzDecoders checks it), and a message
-// decodes once, not twice over (validity, then values) as with encoding/json.
+// cache (a request for one document or a write's status, and every answer to a read). Each
+// reads the JSON that this package's encoders write, without reflection, and leaves
+// anything else to json.Unmarshal: a key it does not expect, a null, an escaped string, a
+// number that is not a plain integer. So each decodes every input exactly as json.Unmarshal
+// does (FuzzDecoders checks it), and a message decodes once, not twice over (validity, then
+// values) as with encoding/json.
 
 // DecodeBatch decodes b from data as json.Unmarshal(data, b) does into a zero Batch.
 func DecodeBatch(data []byte, b *Batch) error { return decode(data, b, (*lexer).batch) }
@@ -456,8 +457,8 @@ func (l *lexer) command(c *Command) bool {
 
 var readRequestKeys = []string{"kind", "collection", "id", "write_id"}
 
-// readRequest reads a request for a document or a write's status; the queries of the other
-// reads are left to json.Unmarshal.
+// readRequest reads a request for a document or a write's status; the queries of lists,
+// sync and an owner's documents are left to json.Unmarshal.
 func (l *lexer) readRequest(r *ReadRequest) bool {
 	return l.object(readRequestKeys, func(k int) (ok bool) {
 		switch k {
@@ -476,10 +477,8 @@ func (l *lexer) readRequest(r *ReadRequest) bool {
 	})
 }
 
-var readResponseKeys = []string{"problem", "doc", "write"}
+var readResponseKeys = []string{"problem", "doc", "page", "sync", "write"}
 
-// readResponse reads an answer of a problem, a document or a write's outcome; pages are left
-// to json.Unmarshal.
 func (l *lexer) readResponse(r *ReadResponse) bool {
 	return l.object(readResponseKeys, func(k int) bool {
 		switch k {
@@ -489,10 +488,64 @@ func (l *lexer) readResponse(r *ReadResponse) bool {
 		case 1:
 			r.Doc = new(Document)
 			return l.document(r.Doc)
+		case 2:
+			r.Page = new(ListPage)
+			return l.listPage(r.Page)
+		case 3:
+			r.Sync = new(SyncPage)
+			return l.syncPage(r.Sync)
 		default:
 			r.Write = new(Outcome)
 			return l.outcome(r.Write)
 		}
+	})
+}
+
+var listPageKeys = []string{"items", "more"}
+
+func (l *lexer) listPage(p *ListPage) bool {
+	return l.object(listPageKeys, func(k int) (ok bool) {
+		if k == 0 {
+			p.Items, ok = array(l, (*lexer).document)
+		} else {
+			p.More, ok = l.bool()
+		}
+		return ok
+	})
+}
+
+var syncPageKeys = []string{"changes", "next", "more"}
+
+func (l *lexer) syncPage(p *SyncPage) bool {
+	return l.object(syncPageKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			p.Changes, ok = array(l, (*lexer).change)
+		case 1:
+			p.Next, ok = array(l, func(l *lexer, n *int64) (ok bool) {
+				*n, ok = l.int()
+				return ok
+			})
+		case 2:
+			p.More, ok = l.bool()
+		}
+		return ok
+	})
+}
+
+var changeKeys = []string{"partition", "seq", "doc"}
+
+func (l *lexer) change(c *Change) bool {
+	return l.object(changeKeys, func(k int) (ok bool) {
+		switch k {
+		case 0:
+			c.Partition, ok = l.smallInt()
+		case 1:
+			c.Seq, ok = l.int()
+		case 2:
+			ok = l.document(&c.Doc)
+		}
+		return ok
 	})
 }
 

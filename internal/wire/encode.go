@@ -18,21 +18,11 @@ import (
 
 // AppendJSON appends the JSON encoding of b, as json.Marshal makes it.
 func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
-	dst = b.appendHead(dst)
-	if b.Commands == nil {
-		return append(dst, "null}"...), nil
+	dst, err := appendArray(b.appendHead(dst), b.Commands, func(dst []byte, c *Command) ([]byte, error) { return c.AppendJSON(dst) })
+	if err != nil {
+		return nil, err
 	}
-	dst = append(dst, '[')
-	for i := range b.Commands {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		var err error
-		if dst, err = b.Commands[i].AppendJSON(dst); err != nil {
-			return nil, err
-		}
-	}
-	return append(dst, "]}"...), nil
+	return append(dst, '}'), nil
 }
 
 // appendHead appends the members of b before its commands, up to `"commands":`.
@@ -229,39 +219,100 @@ func (r *ReadRequest) AppendJSON(dst []byte) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// AppendJSON appends the JSON encoding of r, as json.Marshal makes it. An answer of a
-// problem, a document or a write's outcome, a cache fill's, is encoded here; pages of lists
-// and sync are left to json.Marshal.
+// AppendJSON appends the JSON encoding of r, as json.Marshal makes it: every answer of the
+// core to a read, a cache fill's document, a list's page or a page of changes.
 func (r *ReadResponse) AppendJSON(dst []byte) ([]byte, error) {
-	if r.Page != nil || r.Sync != nil {
-		return appendMarshal(dst, r)
-	}
 	dst = append(dst, '{')
 	open := len(dst)
-	if r.Problem != nil {
-		dst = append(dst, `"problem":`...)
-		dst = appendProblem(dst, r.Problem)
-	}
-	var err error
-	if r.Doc != nil {
+	member := func(name string) {
 		if len(dst) > open {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, `"doc":`...)
+		dst = append(dst, name...)
+	}
+	var err error
+	if r.Problem != nil {
+		member(`"problem":`)
+		dst = appendProblem(dst, r.Problem)
+	}
+	if r.Doc != nil {
+		member(`"doc":`)
 		if dst, err = r.Doc.AppendJSON(dst); err != nil {
 			return nil, err
 		}
 	}
-	if r.Write != nil {
-		if len(dst) > open {
-			dst = append(dst, ',')
+	if r.Page != nil {
+		member(`"page":`)
+		if dst, err = r.Page.AppendJSON(dst); err != nil {
+			return nil, err
 		}
-		dst = append(dst, `"write":`...)
+	}
+	if r.Sync != nil {
+		member(`"sync":`)
+		if dst, err = r.Sync.AppendJSON(dst); err != nil {
+			return nil, err
+		}
+	}
+	if r.Write != nil {
+		member(`"write":`)
 		if dst, err = r.Write.AppendJSON(dst); err != nil {
 			return nil, err
 		}
 	}
 	return append(dst, '}'), nil
+}
+
+// AppendJSON appends the JSON encoding of p, as json.Marshal makes it.
+func (p *ListPage) AppendJSON(dst []byte) ([]byte, error) {
+	dst = append(dst, `{"items":`...)
+	dst, err := appendArray(dst, p.Items, func(dst []byte, d *Document) ([]byte, error) { return d.AppendJSON(dst) })
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, `,"more":`...)
+	dst = strconv.AppendBool(dst, p.More)
+	return append(dst, '}'), nil
+}
+
+// AppendJSON appends the JSON encoding of p, as json.Marshal makes it.
+func (p *SyncPage) AppendJSON(dst []byte) ([]byte, error) {
+	dst = append(dst, `{"changes":`...)
+	dst, err := appendArray(dst, p.Changes, func(dst []byte, c *Change) ([]byte, error) {
+		dst = append(dst, `{"partition":`...)
+		dst = strconv.AppendInt(dst, int64(c.Partition), 10)
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendInt(dst, c.Seq, 10)
+		dst = append(dst, `,"doc":`...)
+		dst, err := c.Doc.AppendJSON(dst)
+		return append(dst, '}'), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, `,"next":`...)
+	dst, _ = appendArray(dst, p.Next, func(dst []byte, n *int64) ([]byte, error) { return strconv.AppendInt(dst, *n, 10), nil })
+	dst = append(dst, `,"more":`...)
+	dst = strconv.AppendBool(dst, p.More)
+	return append(dst, '}'), nil
+}
+
+// appendArray appends vs as a JSON array of what elem appends of each, or null for a nil
+// slice, as json.Marshal encodes a slice.
+func appendArray[T any](dst []byte, vs []T, elem func([]byte, *T) ([]byte, error)) ([]byte, error) {
+	if vs == nil {
+		return append(dst, "null"...), nil
+	}
+	dst = append(dst, '[')
+	for i := range vs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = elem(dst, &vs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, ']'), nil
 }
 
 // appendMarshal appends json.Marshal's encoding of v.

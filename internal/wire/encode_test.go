@@ -77,7 +77,9 @@ func checkEncoders(t *testing.T, s1, s2 string, data []byte, n int64, flag bool,
 		sameAsMarshal(t, "read request", r, r.AppendJSON)
 	}
 	for _, r := range []*ReadResponse{{Doc: doc}, {Problem: problem.New(problem.NotFound, s1)}, {Write: rej}, {},
-		{Problem: odd.Problem, Doc: doc, Write: out}, {Doc: doc, Page: &ListPage{Items: []Document{*doc}, More: flag}}} {
+		{Problem: odd.Problem, Doc: doc, Write: out}, {Page: &ListPage{Items: []Document{*doc, {}}, More: flag}},
+		{Page: &ListPage{}}, {Page: &ListPage{Items: []Document{}}}, {Sync: &SyncPage{}}, {Sync: &SyncPage{Changes: []Change{}, Next: []int64{}}},
+		{Sync: &SyncPage{Changes: []Change{{Partition: int(n), Seq: -n, Doc: *doc}, {}}, Next: []int64{n, 0, -n}, More: flag}}} {
 		sameAsMarshal(t, "read response", r, r.AppendJSON)
 	}
 	sameAsMarshal(t, "batch without commands", &Batch{Commands: []Command{}}, (&Batch{Commands: []Command{}}).AppendJSON)
@@ -140,8 +142,11 @@ func TestEncodersCoverEveryField(t *testing.T) {
 	req := &ReadRequest{}
 	fill(req)
 	sameAsMarshal(t, "read request", req, req.AppendJSON)
-	// Every field a pointer: each set, but Page and Sync, which json.Marshal encodes.
-	resp := &ReadResponse{Problem: problem.New(problem.NotFound, "x"), Doc: doc, Write: out}
+	page, sync := &ListPage{Items: []Document{*doc}}, &SyncPage{Changes: []Change{{Doc: *doc}}, Next: []int64{1}}
+	fill(page)
+	fill(sync)
+	fill(&sync.Changes[0])
+	resp := &ReadResponse{Problem: problem.New(problem.NotFound, "x"), Doc: doc, Page: page, Sync: sync, Write: out}
 	sameAsMarshal(t, "read response", resp, resp.AppendJSON)
 }
 
