@@ -80,11 +80,16 @@ func BenchmarkWritePath(b *testing.B) {
 		return err
 	}
 	b.Run("direct-upserts", func(b *testing.B) {
-		cpu := dbCPU()
+		var r result
+		var db dbMeter
 		b.ResetTimer()
-		r := measure(b, b.N, upsert, nil)
 		b.StopTimer()
-		reportDBCPU(b, cpuSince(cpu), b.N)
+		db.around(func() {
+			b.StartTimer()
+			r = measure(b, b.N, upsert, nil)
+			b.StopTimer()
+		})
+		db.report(b, b.N, "")
 		r.report(b, "")
 	})
 	ecfg := edge.DefaultConfig()
@@ -136,23 +141,19 @@ func BenchmarkWritePath(b *testing.B) {
 			drained := drainer(b, c)
 			before := pathStats(b, c)
 			var whole, baseline result
-			var cpu time.Duration
+			var wholeDB, baselineDB dbMeter
 			b.ResetTimer()
+			b.StopTimer()
 			for r, n := range split(b.N, rounds) {
+				// The timer counts the whole path's rounds alone.
 				pathRound := func() {
-					start := dbCPU()
-					whole.add(measure(b, n, write, drained))
-					if used := cpuSince(start); used < 0 || cpu < 0 {
-						cpu = -1
-					} else {
-						cpu += used
-					}
+					wholeDB.around(func() {
+						b.StartTimer()
+						whole.add(measure(b, n, write, drained))
+						b.StopTimer()
+					})
 				}
-				directRound := func() {
-					b.StopTimer()
-					baseline.add(measure(b, n, upsert, nil))
-					b.StartTimer()
-				}
+				directRound := func() { baselineDB.around(func() { baseline.add(measure(b, n, upsert, nil)) }) }
 				if r%2 == 0 {
 					directRound()
 					pathRound()
@@ -161,8 +162,8 @@ func BenchmarkWritePath(b *testing.B) {
 					directRound()
 				}
 			}
-			b.StopTimer()
-			reportDBCPU(b, cpu, b.N)
+			wholeDB.report(b, b.N, "")
+			baselineDB.report(b, baseline.writes, "direct_")
 			whole.report(b, "")
 			baseline.report(b, "direct_")
 			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
@@ -384,21 +385,29 @@ func dbCPU() time.Duration {
 	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
 
-// cpuSince returns the database's CPU time since start, a dbCPU reading; -1 when dbCPU
-// sees no database.
-func cpuSince(start time.Duration) time.Duration {
-	end := dbCPU()
-	if start < 0 || end < 0 {
-		return -1
-	}
-	return end - start
+// dbMeter adds up the database's CPU time (dbCPU) over the runs it measures.
+type dbMeter struct {
+	used time.Duration
+	// blind is set when dbCPU saw no PostgreSQL process: there is no figure.
+	blind bool
 }
 
-// reportDBCPU reports the database's CPU time per write: used (from cpuSince) over writes.
-// Nothing when it is -1.
-func reportDBCPU(b *testing.B, used time.Duration, writes int) {
-	if used < 0 || writes == 0 {
+// around runs f and adds the database's CPU time over it.
+func (m *dbMeter) around(f func()) {
+	start := dbCPU()
+	f()
+	end := dbCPU()
+	if start < 0 || end < 0 {
+		m.blind = true
 		return
 	}
-	b.ReportMetric(float64(used.Microseconds())/float64(writes), "db_cpu_µs/write")
+	m.used += end - start
+}
+
+// report reports the database's CPU time per write over writes, prefixed by prefix.
+func (m *dbMeter) report(b *testing.B, writes int, prefix string) {
+	if m.blind || writes == 0 {
+		return
+	}
+	b.ReportMetric(float64(m.used.Microseconds())/float64(writes), prefix+"db_cpu_µs/write")
 }

@@ -151,6 +151,10 @@ func TestDecodersReadWhatTheEncodersWrite(t *testing.T) {
 	if l := (lexer{data: seeds[2]}); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 2 {
 		t.Errorf("outcomes %s left to json.Unmarshal", seeds[2])
 	}
+	// json.Marshal's form of outcomes, one of them rejected with a problem.
+	if l := (lexer{data: seeds[3]}); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 3 || m.Outcomes[2].Problem == nil {
+		t.Errorf("outcomes %s left to json.Unmarshal", seeds[3])
+	}
 	for _, s := range seeds[7:9] {
 		var b Batch
 		if l := (lexer{data: s}); !l.batch(&b) || !l.end() {
