@@ -270,3 +270,29 @@ func secretAndMissing(t *testing.T) (*Edge, func(id string) (int, string)) {
 		return ctx.Response.StatusCode(), string(ctx.Response.Header.Peek("Cache-Status"))
 	}
 }
+
+// TestFillAfterAFillTakesItsEntry: a miss that found no entry just before another fill of
+// the key stored one starts its own fill once that one has ended (singleflight joins only
+// fills that overlap). It takes the stored entry instead of reading again: this edge has no
+// core to read from, so a read would fail.
+func TestFillAfterAFillTakesItsEntry(t *testing.T) {
+	e := newTestEdge(t)
+	stored := documentEntry(docVersion("d", 2))
+	e.cache.fill("notes/d", stored, e.cache.epoch.Load())
+	ent, _, p := e.fillDocument(t.Context(), "notes/d", "notes", "d", nil)
+	if p != nil || ent != stored {
+		t.Fatalf("fill after a fill: %v %+v, want the stored entry", p, ent)
+	}
+	ent, p = e.fillFromCore(t.Context(), "notes/d", "notes", "d", 2)
+	if p != nil || ent != stored {
+		t.Fatalf("core fill after a fill: %v %+v, want the stored entry", p, ent)
+	}
+	// An entry older than the fill's bound, or one no longer trusted, is read again.
+	if _, p = e.fillFromCore(t.Context(), "notes/d", "notes", "d", 3); p == nil {
+		t.Fatal("a core fill bound to version 3 took version 2")
+	}
+	e.cache.distrust()
+	if _, _, p = e.fillDocument(t.Context(), "notes/d", "notes", "d", stored); p == nil {
+		t.Fatal("a fill took a distrusted entry")
+	}
+}

@@ -191,6 +191,9 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 	if prior != nil {
 		least = max(least, prior.version)
 	}
+	if ent, ok := e.cache.current(key); ok && ent.version >= least {
+		return ent, nil
+	}
 	if owner, ok := e.remoteOwner(key); ok {
 		epoch := e.cache.epoch.Load()
 		ent, err := e.fillFromPeer(rc, owner, key)
@@ -226,6 +229,9 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, least int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
+			if ent, ok := e.cache.current(key); ok && ent.version >= least {
+				return ent, nil
+			}
 			e.metrics.fills(fillCore).Inc()
 			epoch := e.cache.epoch.Load()
 			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
@@ -375,6 +381,9 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	e.metrics.miss()
 	rc := e.requestContext(ctx)
 	v, err, _ := e.fills.Do(key, func() (any, error) {
+		if ent, ok := e.cache.current(key); ok {
+			return ent, nil
+		}
 		e.metrics.fills(fillCore).Inc()
 		epoch := e.cache.epoch.Load()
 		resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadList, Collection: collection, List: &q})
