@@ -158,11 +158,30 @@ func FuzzRenderDocument(f *testing.F) {
 		if got := renderDocument([]byte("x"), d); !bytes.Equal(got, append([]byte("x"), want...)) {
 			t.Fatalf("renderDocument after a prefix gives %s", got)
 		}
+		for _, cursor := range []string{"", collection} {
+			items := []wire.Document{*d, {Collection: id, ID: collection, Version: -version, CreatedAt: at, UpdatedAt: at}}
+			page := listJSON{Items: []docJSON{apiDoc(&items[0]), apiDoc(&items[1])}, NextCursor: cursor}
+			want, werr := json.Marshal(page)
+			got, gerr := renderList([]byte("x"), items, cursor)
+			if (werr == nil) != (gerr == nil) || werr == nil && !bytes.Equal(got, append([]byte("x"), want...)) {
+				t.Fatalf("renderList gives %s (%v), json.Marshal %s (%v)", got, gerr, want, werr)
+			}
+		}
+		if got, _ := renderList(nil, []wire.Document{}, ""); string(got) != `{"items":[]}` {
+			t.Fatalf("an empty page renders as %s", got)
+		}
 		r := receiptJSON{WriteID: id, Status: "queued", StatusURL: "/v1/writes/" + id, Collection: collection, ID: string(data)}
 		if want, _ := json.Marshal(r); !bytes.Equal(r.appendJSON(nil), want) {
 			t.Fatalf("the receipt encodes as %s, json.Marshal %s", r.appendJSON(nil), want)
 		}
 	})
+}
+
+// listJSON is a list's page as the API shows it, encoded by encoding/json: what renderList
+// is held to.
+type listJSON struct {
+	Items      []docJSON `json:"items"`
+	NextCursor string    `json:"next_cursor,omitempty"`
 }
 
 // FuzzAcceptEncoding drives the Accept-Encoding parser of the hit path against a plain

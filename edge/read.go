@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -304,11 +305,6 @@ func (e *Edge) read(rc context.Context, req *wire.ReadRequest) (*wire.ReadRespon
 	return &resp, nil
 }
 
-type listJSON struct {
-	Items      []docJSON `json:"items"`
-	NextCursor string    `json:"next_cursor,omitempty"`
-}
-
 // listDocuments serves GET /v1/collections/{c}/docs. Query parameters:
 //
 //	limit      1..1000, default 50
@@ -393,18 +389,20 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 		if resp.Page == nil {
 			return nil, problem.New(problem.Internal, "the core answered without a page")
 		}
-		out := listJSON{Items: make([]docJSON, 0, len(resp.Page.Items))}
-		for i := range resp.Page.Items {
-			out.Items = append(out.Items, apiDoc(&resp.Page.Items[i]))
+		var cursor string
+		if items := resp.Page.Items; resp.Page.More && len(items) > 0 {
+			cursor = encodeListCursor(&q, &items[len(items)-1])
 		}
-		if resp.Page.More && len(resp.Page.Items) > 0 {
-			out.NextCursor = encodeListCursor(&q, &resp.Page.Items[len(resp.Page.Items)-1])
-		}
-		body, err := json.Marshal(out)
+		buf := renderBuffers.Get().(*[]byte)
+		rendered, err := renderList((*buf)[:0], resp.Page.Items, cursor)
 		if err != nil {
 			return nil, problem.New(problem.Internal, "could not encode the page")
 		}
-		ent := listEntry(body)
+		ent := listEntry(bytes.Clone(rendered)) // the entry keeps it: no spare capacity
+		if cap(rendered) <= maxRenderBuffer {
+			*buf = rendered[:0]
+			renderBuffers.Put(buf)
+		}
 		e.cache.fill(key, ent, epoch)
 		return ent, nil
 	})

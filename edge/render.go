@@ -77,6 +77,28 @@ func renderDocument(dst []byte, d *wire.Document) []byte {
 	return b
 }
 
+// renderList appends the API form of a page of a list to dst, with cursor as its
+// next_cursor (none when empty): the bytes json.Marshal makes of the page as a listJSON
+// (FuzzRenderDocument holds it to them).
+func renderList(dst []byte, items []wire.Document, cursor string) ([]byte, error) {
+	dst = append(dst, `{"items":[`...)
+	for i := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendAPIDoc(dst, &items[i]); err != nil {
+			return nil, err
+		}
+	}
+	dst = append(dst, ']')
+	if cursor != "" {
+		dst = append(dst, `,"next_cursor":`...)
+		dst = wire.AppendString(dst, cursor)
+	}
+	return append(dst, '}'), nil
+}
+
 func appendAPIDoc(dst []byte, d *wire.Document) ([]byte, error) {
 	dst = append(dst, `{"id":`...)
 	dst = wire.AppendString(dst, d.ID)
