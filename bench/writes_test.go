@@ -385,7 +385,9 @@ func dbCPU() time.Duration {
 	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
 }
 
-// dbMeter adds up the database's CPU time (dbCPU) over the runs it measures.
+// dbMeter adds up the database's CPU time (dbCPU) over the runs it measures. A backend that
+// exits between two readings takes its ticks with it, so the figure can fall short by them;
+// the benchmark's connections stay open throughout.
 type dbMeter struct {
 	used time.Duration
 	// blind is set when dbCPU saw no PostgreSQL process: there is no figure.

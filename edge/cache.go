@@ -500,12 +500,8 @@ func (dc *docCache) fill(key string, e *entry, epoch uint32) {
 	dc.setIn(key, e, epoch)
 }
 
-// holds reports whether the cache holds e under key: whether a fill's entry was stored (the
-// cache may refuse one, too costly for its bound or for its admission policy).
 // current returns the entry of key when the cache holds one it trusts, one a hit would
-// serve. A fill looks here first, inside its singleflight: that only joins fills that
-// overlap, so a miss that found no entry just before the last fill of the key stored one
-// would otherwise fill again once that fill has ended (groupcache looks again likewise).
+// serve. A fill looks here first, inside its singleflight (Edge.cached).
 func (dc *docCache) current(key string) (*entry, bool) {
 	e, ok := dc.c.Get(key)
 	if ok && dc.valid(e) {
@@ -514,6 +510,8 @@ func (dc *docCache) current(key string) (*entry, bool) {
 	return nil, false
 }
 
+// holds reports whether the cache holds e under key: whether a fill's entry was stored (the
+// cache may refuse one, too costly for its bound or for its admission policy).
 func (dc *docCache) holds(key string, e *entry) bool {
 	cur, ok := dc.c.Get(key)
 	return ok && cur == e

@@ -184,6 +184,19 @@ func (e *Edge) fillDocument(rc context.Context, key, collection, id string, prio
 	return ent, e.cache.holds(key, ent), nil
 }
 
+// cached returns the entry of key that a fill, in its singleflight, takes instead of
+// reading: one a hit would serve, while the edge hears of changes. A singleflight joins only
+// the fills that overlap, so a miss that found no entry just before the last fill of the key
+// stored one would otherwise fill again once that one has ended (groupcache looks again
+// likewise). While NATS is lost a hit is answered as possibly stale, and a fill another edge
+// asks for reads the core (answerPeerFill): a fill does not pass the entry off as fresh.
+func (e *Edge) cached(key string) (*entry, bool) {
+	if e.disconnected.Load() {
+		return nil, false
+	}
+	return e.cache.current(key)
+}
+
 // fill is one fill of a document key, run under the key's singleflight (fills).
 func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry) (any, error) {
 	// A fill that raced one of this edge's writes may read the version before it; the
@@ -192,7 +205,7 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 	if prior != nil {
 		least = max(least, prior.version)
 	}
-	if ent, ok := e.cache.current(key); ok && ent.version >= least {
+	if ent, ok := e.cached(key); ok && ent.version >= least {
 		return ent, nil
 	}
 	if owner, ok := e.remoteOwner(key); ok {
@@ -230,7 +243,7 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, least int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
-			if ent, ok := e.cache.current(key); ok && ent.version >= least {
+			if ent, ok := e.cached(key); ok && ent.version >= least {
 				return ent, nil
 			}
 			e.metrics.fills(fillCore).Inc()
@@ -377,7 +390,7 @@ func (e *Edge) listDocuments(ctx *fasthttp.RequestCtx, p params) {
 	e.metrics.miss()
 	rc := e.requestContext(ctx)
 	v, err, _ := e.fills.Do(key, func() (any, error) {
-		if ent, ok := e.cache.current(key); ok {
+		if ent, ok := e.cached(key); ok {
 			return ent, nil
 		}
 		e.metrics.fills(fillCore).Inc()

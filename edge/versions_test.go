@@ -169,3 +169,30 @@ func testCounter(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestDisconnectedOwnerReadsTheCore: an owner that has lost NATS cannot hear of changes, so
+// a fill another edge asks of it reads the core rather than pass off what it cached before
+// the outage as current.
+func TestDisconnectedOwnerReadsTheCore(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, nil)
+	// The core: it has version 5. (No core runs on this NATS server; this answers for it.)
+	core := natstest.Connect(t, ns.URL())
+	if _, err := core.Subscribe(wire.ReadSubject, func(m *nats.Msg) {
+		var req wire.ReadRequest
+		_ = json.Unmarshal(m.Data, &req)
+		data, _ := json.Marshal(wire.ReadResponse{Doc: docVersion(req.ID, 5)})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.cache.putDocument(docVersion(id, 3)) // from before the outage
+	b.cache.flush()
+	b.disconnected.Store(true)
+	if st, tag, _ := served(a, id); st != 200 || tag != `"5"` {
+		t.Fatalf("%d %s, want version 5: the disconnected owner read the core", st, tag)
+	}
+}
