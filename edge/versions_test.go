@@ -104,20 +104,21 @@ func ownerPair(t *testing.T, ns *natsembed.Server, configure func(*Config)) (a, 
 	return a, b, id
 }
 
-// TestOwnerOlderThanKnownReadsTheCore: an owner that has not yet heard of a version this
-// edge knows exists (its change event is late there) answers with an older one; the edge
-// does not serve it but reads the core.
-func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
-	ns := natstest.Start(t)
-	a, b, id := ownerPair(t, ns, nil)
-	// The core: it has version 3. (No core runs on this NATS server; this answers for it.)
+// answerAsCore answers the document reads of the edges on ns as a core holding version v of
+// every document would (no core runs on these tests' NATS server), and returns the ids read,
+// in a channel of room for ten.
+func answerAsCore(t *testing.T, ns *natsembed.Server, v int64) <-chan string {
+	t.Helper()
 	core := natstest.Connect(t, ns.URL())
 	reads := make(chan string, 10)
 	if _, err := core.Subscribe(wire.ReadSubject, func(m *nats.Msg) {
 		var req wire.ReadRequest
 		_ = json.Unmarshal(m.Data, &req)
-		reads <- req.ID
-		data, _ := json.Marshal(wire.ReadResponse{Doc: docVersion(req.ID, 3)})
+		select {
+		case reads <- req.ID:
+		default:
+		}
+		data, _ := json.Marshal(wire.ReadResponse{Doc: docVersion(req.ID, v)})
 		_ = m.Respond(data)
 	}); err != nil {
 		t.Fatal(err)
@@ -125,6 +126,16 @@ func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
 	if err := core.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return reads
+}
+
+// TestOwnerOlderThanKnownReadsTheCore: an owner that has not yet heard of a version this
+// edge knows exists (its change event is late there) answers with an older one; the edge
+// does not serve it but reads the core.
+func TestOwnerOlderThanKnownReadsTheCore(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, nil)
+	reads := answerAsCore(t, ns, 3)
 	// The owner holds version 2; this edge has heard that 3 exists.
 	b.cache.putDocument(docVersion(id, 2))
 	b.cache.flush()
@@ -176,19 +187,7 @@ func testCounter(t *testing.T, c prometheus.Counter) float64 {
 func TestDisconnectedOwnerReadsTheCore(t *testing.T) {
 	ns := natstest.Start(t)
 	a, b, id := ownerPair(t, ns, nil)
-	// The core: it has version 5. (No core runs on this NATS server; this answers for it.)
-	core := natstest.Connect(t, ns.URL())
-	if _, err := core.Subscribe(wire.ReadSubject, func(m *nats.Msg) {
-		var req wire.ReadRequest
-		_ = json.Unmarshal(m.Data, &req)
-		data, _ := json.Marshal(wire.ReadResponse{Doc: docVersion(req.ID, 5)})
-		_ = m.Respond(data)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := core.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answerAsCore(t, ns, 5)
 	b.cache.putDocument(docVersion(id, 3)) // from before the outage
 	b.cache.flush()
 	b.disconnected.Store(true)

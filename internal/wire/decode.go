@@ -43,7 +43,7 @@ func DecodeReadResponse(data []byte, r *ReadResponse) error {
 // decode reads v from data with read, or, when read does not take all of data, with
 // json.Unmarshal into a zero v.
 func decode[T any](data []byte, v *T, read func(*lexer, *T) bool) error {
-	l := lexer{data: data}
+	l := newLexer(data)
 	if read(&l, v) && l.end() {
 		return nil
 	}
@@ -75,7 +75,7 @@ var jsonNull = []byte("null")
 // DecodeEventHeads decodes a message of change events, a JSON array of events or one event,
 // as json.Unmarshal does into a []EventHead (or one EventHead).
 func DecodeEventHeads(data []byte) ([]EventHead, error) {
-	l := lexer{data: data}
+	l := newLexer(data)
 	l.ws()
 	if l.peek() == '{' {
 		evs := make([]EventHead, 1)
@@ -91,23 +91,13 @@ func DecodeEventHeads(data []byte) ([]EventHead, error) {
 // lexer reads JSON values of the forms the encoders write. Each method reports false for
 // anything else, and the caller then leaves the whole input to json.Unmarshal.
 type lexer struct {
-	data []byte
-	i    int
+	validator // the input and the position, its whitespace and its end
 	// depth is how many arrays and objects the lexer is inside: a raw value counts them
 	// toward the nesting limit, as json.Unmarshal counts over the whole message.
 	depth int
 }
 
-func (l *lexer) ws() {
-	for l.i < len(l.data) {
-		switch l.data[l.i] {
-		case ' ', '\t', '\n', '\r':
-			l.i++
-		default:
-			return
-		}
-	}
-}
+func newLexer(data []byte) lexer { return lexer{validator: validator{data: data}} }
 
 // peek is the next byte, or 0 at the end.
 func (l *lexer) peek() byte {
@@ -125,12 +115,6 @@ func (l *lexer) take(c byte) bool {
 	}
 	l.i++
 	return true
-}
-
-// end reports whether only whitespace is left.
-func (l *lexer) end() bool {
-	l.ws()
-	return l.i == len(l.data)
 }
 
 // str reads a string without escapes or control characters, in valid UTF-8: what
@@ -221,7 +205,7 @@ func (l *lexer) raw() ([]byte, bool) {
 	if c := l.peek(); c != '{' && c != '[' {
 		return nil, false
 	}
-	v := validator{data: l.data, i: l.i}
+	v := l.validator
 	if !v.value(l.depth) {
 		return nil, false
 	}

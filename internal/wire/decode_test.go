@@ -17,27 +17,14 @@ import (
 // (elsewhere the decoder is json.Unmarshal).
 func checkDecoders(t *testing.T, data []byte) {
 	t.Helper()
-	var d, wantD Document
-	err, wantErr := DecodeDocument(data, &d), json.Unmarshal(data, &wantD)
-	sameDecoding(t, "document", data, err, wantErr, d, wantD)
-
-	var m, wantM Outcomes
-	err, wantErr = DecodeOutcomes(data, &m), json.Unmarshal(data, &wantM)
-	sameDecoding(t, "outcomes", data, err, wantErr, m, wantM)
-
-	var b, wantB Batch
-	err, wantErr = DecodeBatch(data, &b), json.Unmarshal(data, &wantB)
-	sameDecoding(t, "batch", data, err, wantErr, b, wantB)
-
-	var rq, wantRq ReadRequest
-	err, wantErr = DecodeReadRequest(data, &rq), json.Unmarshal(data, &wantRq)
-	sameDecoding(t, "read request", data, err, wantErr, rq, wantRq)
-
-	var rs, wantRs ReadResponse
-	err, wantErr = DecodeReadResponse(data, &rs), json.Unmarshal(data, &wantRs)
-	sameDecoding(t, "read response", data, err, wantErr, rs, wantRs)
+	agree(t, "document", data, DecodeDocument)
+	agree(t, "outcomes", data, DecodeOutcomes)
+	agree(t, "batch", data, DecodeBatch)
+	agree(t, "read request", data, DecodeReadRequest)
+	agree(t, "read response", data, DecodeReadResponse)
 
 	evs, err := DecodeEventHeads(data)
+	var wantErr error
 	var wantEvs []EventHead
 	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
 		wantEvs = make([]EventHead, 1)
@@ -46,6 +33,14 @@ func checkDecoders(t *testing.T, data []byte) {
 		wantErr = json.Unmarshal(data, &wantEvs)
 	}
 	sameDecoding(t, "events", data, err, wantErr, evs, wantEvs)
+}
+
+// agree holds decode to json.Unmarshal on data, both into a zero T.
+func agree[T any](t *testing.T, what string, data []byte, decode func([]byte, *T) error) {
+	t.Helper()
+	var got, want T
+	err, wantErr := decode(data, &got), json.Unmarshal(data, &want)
+	sameDecoding(t, what, data, err, wantErr, got, want)
 }
 
 func sameDecoding[T any](t *testing.T, what string, data []byte, err, wantErr error, got, want T) {
@@ -143,38 +138,38 @@ func TestDecodersReadWhatTheEncodersWrite(t *testing.T) {
 	seeds := decoderSeeds(t)
 	var d Document
 	for _, s := range seeds[:2] {
-		if l := (lexer{data: s}); !l.document(&d) || !l.end() {
+		if l := newLexer(s); !l.document(&d) || !l.end() {
 			t.Errorf("document %s left to json.Unmarshal", s)
 		}
 	}
 	var m Outcomes
-	if l := (lexer{data: seeds[2]}); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 2 {
+	if l := newLexer(seeds[2]); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 2 {
 		t.Errorf("outcomes %s left to json.Unmarshal", seeds[2])
 	}
 	// json.Marshal's form of outcomes, one of them rejected with a problem.
-	if l := (lexer{data: seeds[3]}); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 3 || m.Outcomes[2].Problem == nil {
+	if l := newLexer(seeds[3]); !l.outcomes(&m) || !l.end() || len(m.Outcomes) != 3 || m.Outcomes[2].Problem == nil {
 		t.Errorf("outcomes %s left to json.Unmarshal", seeds[3])
 	}
 	for _, s := range seeds[7:9] {
 		var b Batch
-		if l := (lexer{data: s}); !l.batch(&b) || !l.end() {
+		if l := newLexer(s); !l.batch(&b) || !l.end() {
 			t.Errorf("batch %s left to json.Unmarshal", s)
 		}
 	}
 	for _, s := range seeds[9:11] {
 		var r ReadRequest
-		if l := (lexer{data: s}); !l.readRequest(&r) || !l.end() {
+		if l := newLexer(s); !l.readRequest(&r) || !l.end() {
 			t.Errorf("read request %s left to json.Unmarshal", s)
 		}
 	}
 	for _, s := range append(seeds[11:14:14], seeds[15:17]...) {
 		var r ReadResponse
-		if l := (lexer{data: s}); !l.readResponse(&r) || !l.end() {
+		if l := newLexer(s); !l.readResponse(&r) || !l.end() {
 			t.Errorf("read response %s left to json.Unmarshal", s)
 		}
 	}
 	for _, s := range seeds[4:7] {
-		l := lexer{data: s}
+		l := newLexer(s)
 		var h EventHead
 		if s[0] == '[' {
 			l.i++
