@@ -1276,8 +1276,8 @@ func (c *Core) serveRead(m *nats.Msg) {
 	}
 }
 
-// answerSize is about the length of resp's encoding: a document's data and some 200 bytes
-// of its fields, for each document it holds.
+// answerSize is about the length of resp's encoding, to size its buffer once: each
+// document's data and an allowance for its other fields.
 func answerSize(resp *wire.ReadResponse) int {
 	const fields = 256
 	size := fields
