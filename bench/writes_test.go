@@ -90,7 +90,7 @@ func BenchmarkWritePath(b *testing.B) {
 			b.StopTimer()
 		})
 		db.report(b, b.N, "")
-		r.report(b, "")
+		r.report(b, "", "writes/s")
 	})
 	ecfg := edge.DefaultConfig()
 	if v := os.Getenv("PERCH_BENCH_LANES"); v != "" {
@@ -164,8 +164,8 @@ func BenchmarkWritePath(b *testing.B) {
 			}
 			wholeDB.report(b, b.N, "")
 			baselineDB.report(b, baseline.writes, "direct_")
-			whole.report(b, "")
-			baseline.report(b, "direct_")
+			whole.report(b, "", "writes/s")
+			baseline.report(b, "direct_", "writes/s")
 			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
 			pathStats(b, c).since(before).report(b)
 		})
@@ -243,10 +243,10 @@ func (r *result) add(o result) {
 
 func (r *result) rate() float64 { return float64(r.writes) / r.elapsed.Seconds() }
 
-// report reports writes/s over the whole time, the latency percentiles of the writes and
-// the mean wait for the core after a round's last answer (drain_ms), each metric's unit
-// prefixed by prefix.
-func (r *result) report(b *testing.B, prefix string) {
+// report reports the rate over the whole time (in unit, writes/s or reads/s), the latency
+// percentiles and the mean wait for the core after a round's last answer (drain_ms), each
+// metric's unit prefixed by prefix.
+func (r *result) report(b *testing.B, prefix, unit string) {
 	if r.writes == 0 {
 		return
 	}
@@ -254,7 +254,7 @@ func (r *result) report(b *testing.B, prefix string) {
 	pct := func(p float64) float64 {
 		return float64(r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))].Microseconds()) / 1000
 	}
-	b.ReportMetric(r.rate(), prefix+"writes/s")
+	b.ReportMetric(r.rate(), prefix+unit)
 	b.ReportMetric(pct(.50), prefix+"p50_ms")
 	b.ReportMetric(pct(.99), prefix+"p99_ms")
 	if r.drains > 0 {
