@@ -69,21 +69,11 @@ func BenchmarkGetMiss(b *testing.B) {
 	var path, direct result
 	b.ResetTimer()
 	b.StopTimer()
-	for r, n := range split(b.N, rounds) {
-		pathRound := func() {
-			b.StartTimer()
-			path.add(measure(b, n, miss, nil))
-			b.StopTimer()
-		}
-		directRound := func() { direct.add(measure(b, n, get, nil)) }
-		if r%2 == 0 {
-			directRound()
-			pathRound()
-		} else {
-			pathRound()
-			directRound()
-		}
-	}
+	inRounds(b.N, func(n int) {
+		b.StartTimer()
+		path.add(measure(b, n, miss, nil))
+		b.StopTimer()
+	}, func(n int) { direct.add(measure(b, n, get, nil)) })
 	fills := c.Metric("perch_edge_cache_fills_total", "source")["core"] - before
 	path.report(b, "", "reads/s")
 	direct.report(b, "direct_", "reads/s")

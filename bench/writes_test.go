@@ -144,24 +144,14 @@ func BenchmarkWritePath(b *testing.B) {
 			var wholeDB, baselineDB dbMeter
 			b.ResetTimer()
 			b.StopTimer()
-			for r, n := range split(b.N, rounds) {
+			inRounds(b.N, func(n int) {
 				// The timer counts the whole path's rounds alone.
-				pathRound := func() {
-					wholeDB.around(func() {
-						b.StartTimer()
-						whole.add(measure(b, n, write, drained))
-						b.StopTimer()
-					})
-				}
-				directRound := func() { baselineDB.around(func() { baseline.add(measure(b, n, upsert, nil)) }) }
-				if r%2 == 0 {
-					directRound()
-					pathRound()
-				} else {
-					pathRound()
-					directRound()
-				}
-			}
+				wholeDB.around(func() {
+					b.StartTimer()
+					whole.add(measure(b, n, write, drained))
+					b.StopTimer()
+				})
+			}, func(n int) { baselineDB.around(func() { baseline.add(measure(b, n, upsert, nil)) }) })
 			wholeDB.report(b, b.N, "")
 			baselineDB.report(b, baseline.writes, "direct_")
 			whole.report(b, "", "writes/s")
@@ -169,6 +159,20 @@ func BenchmarkWritePath(b *testing.B) {
 			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
 			pathStats(b, c).since(before).report(b)
 		})
+	}
+}
+
+// inRounds runs n operations in rounds (PERCH_BENCH_ROUNDS), each of path and then
+// direct, or direct and then path in every other round, each given its round's share.
+func inRounds(n int, path, direct func(n int)) {
+	for r, k := range split(n, rounds) {
+		if r%2 == 0 {
+			direct(k)
+			path(k)
+		} else {
+			path(k)
+			direct(k)
+		}
 	}
 }
 
