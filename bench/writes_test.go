@@ -162,8 +162,9 @@ func BenchmarkWritePath(b *testing.B) {
 	}
 }
 
-// inRounds runs n operations in rounds (PERCH_BENCH_ROUNDS), each of path and then
-// direct, or direct and then path in every other round, each given its round's share.
+// inRounds splits n operations into rounds (PERCH_BENCH_ROUNDS) and runs each round's share
+// on both sides: direct and then path in the first round and every other one after it, path
+// and then direct in the others.
 func inRounds(n int, path, direct func(n int)) {
 	for r, k := range split(n, rounds) {
 		if r%2 == 0 {
