@@ -231,6 +231,9 @@ func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem
 	if err := wire.StorableJSON(body); err != nil {
 		return nil, problem.New(problem.BadJSON, "the body cannot be stored: "+err.Error())
 	}
+	if err := wire.CheckNesting(body); err != nil {
+		return nil, problem.New(problem.BadJSON, "the body cannot be stored: "+err.Error())
+	}
 	return bytes.Clone(body), nil
 }
 

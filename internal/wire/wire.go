@@ -256,19 +256,50 @@ func (c *Command) ValidateFields() error {
 	return nil
 }
 
-// MaxNesting is how deep the arrays and objects of a document may nest: far beyond what
-// apps keep, and far enough below encoding/json's limit for a whole message (10000) that a
-// document keeps inside every message that carries it, a batch's command, an outcome, a
-// change event, a read's answer.
+// MaxNesting is how deep the arrays and objects of a document may nest, as an edge takes it
+// (CheckNesting): far beyond what apps keep, and far enough below encoding/json's limit for
+// a whole message (10000) that a document keeps inside every message that carries it, a
+// batch's command, an outcome, a change event, a read's answer.
 const MaxNesting = 1000
+
+// CheckNesting reports an error when the arrays and objects of data, valid JSON, nest deeper
+// than MaxNesting. An edge checks each body with it; a core does not (Command.Validate), so
+// that a write an edge of an older release took, before the bound, is not refused after its
+// 202.
+func CheckNesting(data []byte) error {
+	if nesting(data) > MaxNesting {
+		return fmt.Errorf("the JSON nests arrays and objects deeper than %d levels", MaxNesting)
+	}
+	return nil
+}
+
+// nesting is how deep the arrays and objects of valid JSON data nest.
+func nesting(data []byte) int {
+	depth, deepest := 0, 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '[':
+			depth++
+			deepest = max(deepest, depth)
+		case '}', ']':
+			depth--
+		}
+	}
+	return deepest
+}
 
 // StorableJSON reports why valid JSON could not be stored by every Perch store, or nil: it
 // must be UTF-8 (encoding/json takes other bytes inside strings, PostgreSQL refuses them),
 // and must not hold the NUL character (\u0000), an escaped UTF-16 surrogate that does not
 // pair (PostgreSQL's jsonb refuses both), a number outside the range of a float64, or one
 // with more digits after the decimal point than PostgreSQL's numeric keeps
-// (MaxFractionDigits; 1e-400000 has 400000 of them). Its arrays and objects may nest
-// MaxNesting deep.
+// (MaxFractionDigits; 1e-400000 has 400000 of them).
 //
 // data should be valid JSON (Valid): the check is one pass over its bytes, which knows a
 // string by its quotes and a number by its first byte, and allocates nothing for the strings
@@ -277,15 +308,8 @@ func StorableJSON(data []byte) error {
 	if !utf8.Valid(data) {
 		return errors.New("the JSON is not UTF-8")
 	}
-	depth := 0
 	for i := 0; i < len(data); i++ {
 		switch c := data[i]; {
-		case c == '{' || c == '[':
-			if depth++; depth > MaxNesting {
-				return fmt.Errorf("the JSON nests arrays and objects deeper than %d levels", MaxNesting)
-			}
-		case c == '}' || c == ']':
-			depth--
 		case c == '"':
 			end, err := storableString(data, i+1)
 			if err != nil {

@@ -107,15 +107,14 @@ func FuzzBatch(f *testing.F) {
 func TestStorableJSON(t *testing.T) {
 	for _, ok := range []string{`{}`, `{"a":"\u00e9\n"}`, `{"s":"\ud83d\ude00"}`, `{"n":1e300,"m":-0.5}`, `{"k":"\\u0000"}`,
 		"{\"é\":\"ü\"}", `{"n":1e-16383,"m":1.5e3,"x":1E-5,"z":0e1073741822}`, `{"n":0.` + strings.Repeat("1", MaxFractionDigits) + `}`,
-		`{"a":` + strings.Repeat("[", MaxNesting-1) + strings.Repeat("]", MaxNesting-1) + `,"s":"[[[[{{{"}`} {
+		`{"a":` + strings.Repeat("[", MaxNesting) + strings.Repeat("]", MaxNesting) + `}`} {
 		if err := StorableJSON([]byte(ok)); err != nil {
 			t.Errorf("%s refused: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{`{"a":"\u0000"}`, `{"a":"x\ud800"}`, `{"a":"\udc00"}`, `{"a":"\ud800\u0041"}`, `{"n":1e400000}`,
 		"{\"a\":\"\xff\"}", "{\"\xc3\":1}", `{"n":1e-400000}`, `{"n":1e-16384}`, `{"n":0.` + strings.Repeat("1", MaxFractionDigits+1) + `}`,
-		`{"n":1e-99999999999999999999}`, `{"n":0e99999999999999999999}`, `{"n":0e1073741823}`, `{"n":-0e5000000000}`,
-		`{"a":` + strings.Repeat("[", MaxNesting) + strings.Repeat("]", MaxNesting) + `}`} {
+		`{"n":1e-99999999999999999999}`, `{"n":0e99999999999999999999}`, `{"n":0e1073741823}`, `{"n":-0e5000000000}`} {
 		if err := StorableJSON([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
@@ -130,7 +129,6 @@ func storableByTokens(data []byte) error {
 	}
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.UseNumber()
-	depth := 0
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
@@ -140,14 +138,6 @@ func storableByTokens(data []byte) error {
 			return err
 		}
 		switch tok := tok.(type) {
-		case json.Delim:
-			if tok == '{' || tok == '[' {
-				if depth++; depth > MaxNesting {
-					return errors.New("too deep")
-				}
-			} else {
-				depth--
-			}
 		case json.Number:
 			if _, err := strconv.ParseFloat(string(tok), 64); err != nil {
 				return err
@@ -239,4 +229,59 @@ func TestCommandUser(t *testing.T) {
 			t.Errorf("user %q accepted", bad)
 		}
 	}
+}
+
+// nestingByTokens is how deep the arrays and objects of valid JSON nest, as encoding/json's
+// tokenizer sees them: the reference FuzzCheckNesting holds nesting, CheckNesting's count, to.
+func nestingByTokens(data []byte) int {
+	d := json.NewDecoder(bytes.NewReader(data))
+	depth, deepest := 0, 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return deepest
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			deepest = max(deepest, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+}
+
+func TestCheckNesting(t *testing.T) {
+	nest := func(n int, inner string) string { return strings.Repeat("[", n) + inner + strings.Repeat("]", n) }
+	for _, ok := range []string{`{}`, `"[[["`, nest(MaxNesting, `"]]]\"[{"`), `{"a":` + nest(MaxNesting-2, `{}`) + `}`} {
+		if err := CheckNesting([]byte(ok)); err != nil {
+			t.Errorf("%.40s… refused: %v", ok, err)
+		}
+	}
+	for _, deep := range []string{nest(MaxNesting+1, ""), `{"a":` + nest(MaxNesting-1, `{}`) + `}`} {
+		if err := CheckNesting([]byte(deep)); err == nil {
+			t.Errorf("%.40s… accepted", deep)
+		}
+	}
+	// A core takes what an edge of an older release took: the bound is the edge's alone.
+	cmd := Command{WriteID: "w", Op: OpPut, Collection: "notes", ID: "n", Data: []byte(`{"a":` + nest(5*MaxNesting, "") + `}`)}
+	if err := cmd.Validate(); err != nil {
+		t.Errorf("a command nested %d deep refused: %v", 5*MaxNesting, err)
+	}
+}
+
+// FuzzCheckNesting holds CheckNesting's count of depth to encoding/json's tokenizer on
+// valid JSON.
+func FuzzCheckNesting(f *testing.F) {
+	for _, s := range []string{`{}`, `[[],[[]]]`, `{"a":"[\"{"}`, `[[[1]]]`, `"\\"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		if got, want := nesting(data), nestingByTokens(data); got != want {
+			t.Fatalf("%q: nesting %d, the tokenizer's depth %d", data, got, want)
+		}
+	})
 }
