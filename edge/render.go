@@ -81,17 +81,13 @@ func renderDocument(dst []byte, d *wire.Document) []byte {
 // next_cursor (none when empty): the bytes json.Marshal makes of the page as a listJSON
 // (FuzzRenderDocument holds it to them).
 func renderList(dst []byte, items []wire.Document, cursor string) ([]byte, error) {
-	dst = append(dst, `{"items":[`...)
-	for i := range items {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		var err error
-		if dst, err = appendAPIDoc(dst, &items[i]); err != nil {
-			return nil, err
-		}
+	if items == nil {
+		items = []wire.Document{} // an empty page is [], never null
 	}
-	dst = append(dst, ']')
+	dst, err := wire.AppendArray(append(dst, `{"items":`...), items, appendAPIDoc)
+	if err != nil {
+		return nil, err
+	}
 	if cursor != "" {
 		dst = append(dst, `,"next_cursor":`...)
 		dst = wire.AppendString(dst, cursor)
@@ -140,8 +136,15 @@ func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	writeBody(ctx, status, b)
 }
 
+// responseBuffer takes the response's own body buffer, emptied, to render a body into and
+// hand to writeBody: fasthttp keeps that buffer from request to request, so a body rendered
+// there allocates nothing once it has grown.
+func responseBuffer(ctx *fasthttp.RequestCtx) []byte {
+	return ctx.Response.SwapBody(nil)[:0]
+}
+
 // writeBody answers status with the JSON body, which becomes the response's: fasthttp owns
-// it from here (it may be what ctx.Response.SwapBody gave back).
+// it from here (it may be what responseBuffer gave).
 func writeBody(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(ctJSON)

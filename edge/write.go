@@ -228,10 +228,11 @@ func jsonObject(ctx *fasthttp.RequestCtx, op wire.Op) (json.RawMessage, *problem
 	if body[0] != '{' {
 		return nil, problem.New(problem.NotObject, "the body must be a JSON object")
 	}
-	if err := wire.StorableJSON(body); err != nil {
-		return nil, problem.New(problem.BadJSON, "the body cannot be stored: "+err.Error())
+	err := wire.StorableJSON(body)
+	if err == nil {
+		err = wire.CheckNesting(body)
 	}
-	if err := wire.CheckNesting(body); err != nil {
+	if err != nil {
 		return nil, problem.New(problem.BadJSON, "the body cannot be stored: "+err.Error())
 	}
 	return bytes.Clone(body), nil
@@ -289,9 +290,7 @@ func (e *Edge) answerOutcome(ctx *fasthttp.RequestCtx, out *wire.Outcome, r Rule
 	if out.Status == fasthttp.StatusCreated {
 		ctx.Response.Header.SetCanonical(hdrLocation, []byte("/v1/collections/"+d.Collection+"/docs/"+d.ID))
 	}
-	// Rendered into the response's own buffer, which fasthttp keeps from request to request.
-	body := ctx.Response.SwapBody(nil)
-	writeBody(ctx, out.Status, renderDocument(body[:0], d))
+	writeBody(ctx, out.Status, renderDocument(responseBuffer(ctx), d))
 }
 
 // answerBusy answers a write whose Idempotency-Key another request through this edge still
@@ -327,8 +326,7 @@ func (e *Edge) answerQueued(ctx *fasthttp.RequestCtx, cmd *wire.Command, _ bool)
 	ctx.Response.Header.SetCanonical(hdrCacheControl, valNoStore)
 	r := receiptJSON{WriteID: cmd.WriteID, Status: string(wire.WriteQueued), StatusURL: url,
 		Collection: cmd.Collection, ID: cmd.ID}
-	body := ctx.Response.SwapBody(nil)
-	writeBody(ctx, fasthttp.StatusAccepted, r.appendJSON(body[:0]))
+	writeBody(ctx, fasthttp.StatusAccepted, r.appendJSON(responseBuffer(ctx)))
 }
 
 // appendJSON appends r as json.Marshal encodes it (FuzzRenderDocument checks it).

@@ -18,7 +18,7 @@ import (
 
 // AppendJSON appends the JSON encoding of b, as json.Marshal makes it.
 func (b *Batch) AppendJSON(dst []byte) ([]byte, error) {
-	dst, err := appendArray(b.appendHead(dst), b.Commands, func(dst []byte, c *Command) ([]byte, error) { return c.AppendJSON(dst) })
+	dst, err := AppendArray(b.appendHead(dst), b.Commands, func(dst []byte, c *Command) ([]byte, error) { return c.AppendJSON(dst) })
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +265,7 @@ func (r *ReadResponse) AppendJSON(dst []byte) ([]byte, error) {
 // AppendJSON appends the JSON encoding of p, as json.Marshal makes it.
 func (p *ListPage) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"items":`...)
-	dst, err := appendArray(dst, p.Items, func(dst []byte, d *Document) ([]byte, error) { return d.AppendJSON(dst) })
+	dst, err := AppendArray(dst, p.Items, func(dst []byte, d *Document) ([]byte, error) { return d.AppendJSON(dst) })
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +277,7 @@ func (p *ListPage) AppendJSON(dst []byte) ([]byte, error) {
 // AppendJSON appends the JSON encoding of p, as json.Marshal makes it.
 func (p *SyncPage) AppendJSON(dst []byte) ([]byte, error) {
 	dst = append(dst, `{"changes":`...)
-	dst, err := appendArray(dst, p.Changes, func(dst []byte, c *Change) ([]byte, error) {
+	dst, err := AppendArray(dst, p.Changes, func(dst []byte, c *Change) ([]byte, error) {
 		dst = append(dst, `{"partition":`...)
 		dst = strconv.AppendInt(dst, int64(c.Partition), 10)
 		dst = append(dst, `,"seq":`...)
@@ -290,15 +290,15 @@ func (p *SyncPage) AppendJSON(dst []byte) ([]byte, error) {
 		return nil, err
 	}
 	dst = append(dst, `,"next":`...)
-	dst, _ = appendArray(dst, p.Next, func(dst []byte, n *int64) ([]byte, error) { return strconv.AppendInt(dst, *n, 10), nil })
+	dst, _ = AppendArray(dst, p.Next, func(dst []byte, n *int64) ([]byte, error) { return strconv.AppendInt(dst, *n, 10), nil })
 	dst = append(dst, `,"more":`...)
 	dst = strconv.AppendBool(dst, p.More)
 	return append(dst, '}'), nil
 }
 
-// appendArray appends vs as a JSON array of what elem appends of each, or null for a nil
+// AppendArray appends vs as a JSON array of what elem appends of each, or null for a nil
 // slice, as json.Marshal encodes a slice.
-func appendArray[T any](dst []byte, vs []T, elem func([]byte, *T) ([]byte, error)) ([]byte, error) {
+func AppendArray[T any](dst []byte, vs []T, elem func([]byte, *T) ([]byte, error)) ([]byte, error) {
 	if vs == nil {
 		return append(dst, "null"...), nil
 	}
