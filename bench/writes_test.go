@@ -249,8 +249,8 @@ func (r *result) add(o result) {
 func (r *result) rate() float64 { return float64(r.writes) / r.elapsed.Seconds() }
 
 // report reports the rate over the whole time (in unit, writes/s or reads/s), the latency
-// percentiles and the mean wait for the core after a round's last answer (drain_ms), each
-// metric's unit prefixed by prefix.
+// percentiles and mean, and the mean wait for the core after a round's last answer
+// (drain_ms), each metric's unit prefixed by prefix.
 func (r *result) report(b *testing.B, prefix, unit string) {
 	if r.writes == 0 {
 		return
@@ -262,6 +262,13 @@ func (r *result) report(b *testing.B, prefix, unit string) {
 	b.ReportMetric(r.rate(), prefix+unit)
 	b.ReportMetric(pct(.50), prefix+"p50_ms")
 	b.ReportMetric(pct(.99), prefix+"p99_ms")
+	// The mean is what ties latency to the rate: each client has one write in flight, so
+	// the rate is about clients ÷ the mean.
+	var sum time.Duration
+	for _, l := range r.lat {
+		sum += l
+	}
+	b.ReportMetric(float64(sum.Microseconds())/1000/float64(len(r.lat)), prefix+"mean_ms")
 	if r.drains > 0 {
 		b.ReportMetric(float64(r.drained.Microseconds())/1000/float64(r.drains), prefix+"drain_ms")
 	}
