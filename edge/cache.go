@@ -207,6 +207,9 @@ func newDocCache(cfg *Config, m *metrics) (*docCache, error) {
 	if items <= 0 {
 		items = cfg.CacheBytes / avgEntryCost
 	}
+	// No entry costs less than its struct (cost), so no more can fit: counters beyond that
+	// would be memory for nothing.
+	items = min(items, cfg.CacheBytes/int64(unsafe.Sizeof(entry{})))
 	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
 		NumCounters: max(items*countersPerItem, 1e4),
 		MaxCost:     cfg.CacheBytes,

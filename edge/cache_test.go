@@ -71,6 +71,27 @@ func TestExpiry(t *testing.T) {
 	}
 }
 
+// TestCacheItemsBoundedByBytes: counters are sized for no more entries than fit in
+// CacheBytes (none costs less than its 48-byte struct), however many CacheItems asks for, so
+// a mistyped --cache-items cannot allocate terabytes of counters.
+func TestCacheItemsBoundedByBytes(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.CacheBytes, cfg.CacheItems = 1<<20, 1<<40
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	dc, err := newDocCache(&cfg, newMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	dc.close()
+	// 1 MiB / 48 bytes is 21,845 entries: 218,450 counters, under 1 MB. 64 MiB leaves room
+	// for whatever else the process allocated meanwhile.
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Fatalf("a 1 MiB cache allocated %d bytes of counters", n)
+	}
+}
+
 // TestCacheClock: the cache's clock follows the time since the cache was made, to the
 // second, and stops with the cache.
 func TestCacheClock(t *testing.T) {

@@ -63,7 +63,8 @@ type Config struct {
 	// holds make admission and eviction choose worse once it is full (a lower hit ratio,
 	// never a wrong answer); more cost memory for nothing. Default CacheBytes / 4 KiB, for
 	// documents of one to a few KiB charged for their compressed forms, and list pages:
-	// 64Ki entries and 3 MiB of counters for 256 MiB. Set it for a cache of smaller entries.
+	// 64Ki entries and 3 MiB of counters for 256 MiB. Set it for a cache of smaller entries
+	// (perch edge --cache-items). At most CacheBytes / 48 count, the most entries that fit.
 	CacheItems int64
 	// CompressMinBytes is the least body size, in bytes, of a cached JSON answer (a document
 	// or a list page) that is sent compressed to a client that accepts it (gzip or br, by

@@ -26,7 +26,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	secretKey := secretKeyFlag(fs)
 	oidc := oidcFlags(fs)
 	cacheControl := cacheControlFlag(fs)
-	cacheBytes := cacheBytesFlag(fs)
+	cache := newCacheFlags(fs)
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
@@ -59,7 +59,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	ecfg := edge.DefaultConfig()
 	ecfg.TraceSampleRatio = traces.ratio()
 	ecfg.CacheControl = cacheControl.m
-	ecfg.CacheBytes = int64(*cacheBytes)
+	cache.apply(&ecfg)
 	ecfg.Rules = rules
 	ecfg.APIKeys = *apiKeys
 	shields.apply(&ecfg)

@@ -110,7 +110,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	drain := fs.Duration("drain-delay", 5*time.Second, "on SIGTERM, serve on this long with /readyz failing before closing")
 	adminAddr := fs.String("admin", "", "admin listener address (/metrics, /debug/pprof), e.g. :9090; empty: none")
 	cacheControl := cacheControlFlag(fs)
-	cacheBytes := cacheBytesFlag(fs)
+	cache := newCacheFlags(fs)
 	shields := shieldFlags(fs)
 	limits := rateLimitFlags(fs)
 	rulesFile := rulesFlag(fs)
@@ -158,7 +158,7 @@ func runEdge(ctx context.Context, args []string, getenv func(string) string, std
 	cfg.Stream.Replicas = *replicas
 	cfg.DrainDelay = *drain
 	cfg.CacheControl = cacheControl.m
-	cfg.CacheBytes = int64(*cacheBytes)
+	cache.apply(&cfg)
 	cfg.Rules = rules
 	cfg.APIKeys = *apiKeys
 	shields.apply(&cfg)

@@ -235,9 +235,36 @@ func (b *bytesFlag) Set(v string) error {
 	return nil
 }
 
-// cacheBytesFlag adds --cache-bytes to fs.
-func cacheBytesFlag(fs *flag.FlagSet) *bytesFlag {
-	b := bytesFlag(edge.DefaultConfig().CacheBytes)
-	fs.Var(&b, "cache-bytes", "memory bound of an edge's cache (rendered responses and their bookkeeping), e.g. 1GiB")
-	return &b
+// cacheFlags are the flags that size an edge's cache: --cache-bytes and --cache-items.
+type cacheFlags struct {
+	bytes bytesFlag
+	items countFlag
+}
+
+// newCacheFlags adds --cache-bytes and --cache-items to fs.
+func newCacheFlags(fs *flag.FlagSet) *cacheFlags {
+	f := &cacheFlags{bytes: bytesFlag(edge.DefaultConfig().CacheBytes)}
+	fs.Var(&f.bytes, "cache-bytes", "memory bound of an edge's cache (rendered responses and their bookkeeping), e.g. 1GiB")
+	fs.Var(&f.items, "cache-items", "entries an edge's cache is expected to hold when full, which sizes its admission counters (default --cache-bytes / 4KiB); set it for small documents")
+	return f
+}
+
+// apply sets the cache's bounds of cfg.
+func (f *cacheFlags) apply(cfg *edge.Config) {
+	cfg.CacheBytes = int64(f.bytes)
+	cfg.CacheItems = int64(f.items)
+}
+
+// countFlag is a count of at least 1; 0 when not given.
+type countFlag int64
+
+func (c *countFlag) String() string { return strconv.FormatInt(int64(*c), 10) }
+
+func (c *countFlag) Set(v string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a count such as 100000", v)
+	}
+	*c = countFlag(n)
+	return nil
 }

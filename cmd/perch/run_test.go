@@ -44,6 +44,7 @@ func TestRunUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"bogus"}, {"core"}, {"edge", "--nats", "nats://127.0.0.1:1"}, {"dev", "--port-base", "0"}, {"dev", "--nope"},
 		{"edge", "--region", "r", "--cache-control", "notes=max-age=soon"}, {"dev", "--cache-control", "no-equals"},
 		{"edge", "--region", "r", "--cache-bytes", "lots"}, {"dev", "--cache-bytes", "0"},
+		{"edge", "--region", "r", "--cache-items", "0"}, {"dev", "--cache-items", "many"},
 		{"edge", "--region", "r", "--api-keys", "maybe"}, {"dev", "--api-keys", "on"}} {
 		err := run(t.Context(), args, noEnv, &out, &errOut)
 		if !errors.Is(err, errUsage) || exitCode(err) != 2 {
