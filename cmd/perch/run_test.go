@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perchhq/perch/edge"
 	"github.com/perchhq/perch/internal/clustertest"
 )
 
@@ -152,6 +153,37 @@ func TestCacheControlFlag(t *testing.T) {
 	}
 	if got := f.String(); got != "*=private, no-cache;feed=max-age=5, stale-while-revalidate=30;notes=public, max-age=60" {
 		t.Fatalf("String() = %q", got)
+	}
+}
+
+// TestCacheFlags: --cache-bytes and --cache-items, from the command line or from
+// PERCH_CACHE_BYTES and PERCH_CACHE_ITEMS, land in the edge's Config; left out, the
+// edge's defaults stand (CacheItems 0: derived from the bytes by the cache).
+func TestCacheFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		args         []string
+		env          map[string]string
+		bytes, items int64
+	}{
+		{"defaults", nil, nil, edge.DefaultConfig().CacheBytes, 0},
+		{"flags", []string{"--cache-bytes", "64MiB", "--cache-items", "200000"}, nil, 64 << 20, 200000},
+		{"environment", nil, map[string]string{"PERCH_CACHE_BYTES": "1GiB", "PERCH_CACHE_ITEMS": "5000"}, 1 << 30, 5000},
+		{"flag over environment", []string{"--cache-items", "7"}, map[string]string{"PERCH_CACHE_ITEMS": "5000"}, edge.DefaultConfig().CacheBytes, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			f := newCacheFlags(fs)
+			if err := parseFlags(fs, tc.args, func(k string) string { return tc.env[k] }); err != nil {
+				t.Fatal(err)
+			}
+			cfg := edge.DefaultConfig()
+			cfg.CacheItems = -1 // apply must set it, to 0 as well
+			f.apply(&cfg)
+			if cfg.CacheBytes != tc.bytes || cfg.CacheItems != tc.items {
+				t.Fatalf("CacheBytes %d, CacheItems %d; want %d, %d", cfg.CacheBytes, cfg.CacheItems, tc.bytes, tc.items)
+			}
+		})
 	}
 }
 
