@@ -158,7 +158,9 @@ func TestCacheControlFlag(t *testing.T) {
 
 // TestCacheFlags: --cache-bytes and --cache-items, from the command line or from
 // PERCH_CACHE_BYTES and PERCH_CACHE_ITEMS, land in the edge's Config; left out, the
-// edge's defaults stand (CacheItems 0: derived from the bytes by the cache).
+// edge's defaults stand (CacheItems 0: derived from the bytes by the cache). That the
+// command line wins over the environment is parseFlags' own, tested with --oidc and
+// --rate-limit.
 func TestCacheFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
@@ -169,7 +171,6 @@ func TestCacheFlags(t *testing.T) {
 		{"defaults", nil, nil, edge.DefaultConfig().CacheBytes, 0},
 		{"flags", []string{"--cache-bytes", "64MiB", "--cache-items", "200000"}, nil, 64 << 20, 200000},
 		{"environment", nil, map[string]string{"PERCH_CACHE_BYTES": "1GiB", "PERCH_CACHE_ITEMS": "5000"}, 1 << 30, 5000},
-		{"flag over environment", []string{"--cache-items", "7"}, map[string]string{"PERCH_CACHE_ITEMS": "5000"}, edge.DefaultConfig().CacheBytes, 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := flag.NewFlagSet("t", flag.ContinueOnError)
