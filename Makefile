@@ -43,7 +43,7 @@ bench-go: ## Run the Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench 'GetHit' -benchmem -count 1 ./edge ./bench
 
 .PHONY: bench-writes
-bench-writes: ## The write path (edge → JetStream → core → PostgreSQL) beside direct upserts, 16 clients
+bench-writes: ## The write path (edge → JetStream → core → PostgreSQL) beside direct upserts, 16 clients, on shared CPUs and on two tiers
 	PERCH_TEST_POSTGRES="$${PERCH_TEST_POSTGRES:-$$(.ci/postgres start)}" \
 	  $(GO) test -run '^$$' -bench BenchmarkWritePath -benchtime $${WRITES:-20000}x -count 1 ./bench
 

@@ -42,16 +42,7 @@ import (
 // the rounds. It runs once whatever b.N is (make bench-pinned). It skips without two CPUs,
 // wrk or taskset; without nginx it measures the edge and the ceiling only.
 func BenchmarkGetHitPinned(b *testing.B) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		b.Fatal(err)
-	}
-	var cpus []int
-	for i := range 1024 {
-		if set.IsSet(i) {
-			cpus = append(cpus, i)
-		}
-	}
+	cpus := allowedCPUs(b, 0)
 	if len(cpus) < 2 {
 		b.Skip("needs two CPUs: one for the server, the others for the load")
 	}
@@ -266,6 +257,22 @@ func busy(before, after map[int]cpuTime, cpu int) float64 {
 }
 
 // cpuList formats CPUs as taskset takes them: "0,2,3".
+// allowedCPUs returns the CPUs process (or thread) pid may run on; 0 for the caller.
+func allowedCPUs(b *testing.B, pid int) []int {
+	b.Helper()
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		b.Fatalf("CPU affinity of %d: %v", pid, err)
+	}
+	var cpus []int
+	for i := range 1024 {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	return cpus
+}
+
 func cpuList(cpus []int) string {
 	s := make([]string, len(cpus))
 	for i, c := range cpus {

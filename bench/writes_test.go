@@ -58,9 +58,16 @@ var rounds = func() int {
 // its writes/s ÷ the direct upserts' writes/s over those rounds, so that a shared machine's
 // drift between the two weighs on both. Needs PERCH_TEST_POSTGRES (make bench-writes starts
 // one).
-func BenchmarkWritePath(b *testing.B) {
+func BenchmarkWritePath(b *testing.B) { writePath(b, nil) }
+
+// writePath runs BenchmarkWritePath's three benchmarks; on the two tiers of t when t is set
+// (BenchmarkWritePathTiers).
+func writePath(b *testing.B, t *tiers) {
 	direct := pgtest.DSN(b)
 	path := pgtest.DSN(b)
+	if t != nil {
+		t.pin(b, direct)
+	}
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, fmt.Sprintf("%s&pool_max_conns=%d", direct, clients))
 	if err != nil {
@@ -81,7 +88,7 @@ func BenchmarkWritePath(b *testing.B) {
 	}
 	b.Run("direct-upserts", func(b *testing.B) {
 		var r result
-		var db dbMeter
+		var db cpuMeter
 		b.ResetTimer()
 		b.StopTimer()
 		db.around(func() {
@@ -89,7 +96,7 @@ func BenchmarkWritePath(b *testing.B) {
 			r = measure(b, b.N, upsert, nil)
 			b.StopTimer()
 		})
-		db.report(b, b.N, "")
+		db.report(b, b.N, "db_cpu_µs/write")
 		r.report(b, "", "writes/s")
 	})
 	ecfg := edge.DefaultConfig()
@@ -110,6 +117,9 @@ func BenchmarkWritePath(b *testing.B) {
 		ecfg.BatchWindow = d
 	}
 	c := clustertest.Start(b, clustertest.Options{Regions: []string{"bench"}, DB: path, Edge: &ecfg})
+	if t != nil {
+		t.moveCore(b, c, path)
+	}
 	for _, async := range []bool{false, true} {
 		name := "edge-jetstream-core"
 		if async {
@@ -141,19 +151,27 @@ func BenchmarkWritePath(b *testing.B) {
 			drained := drainer(b, c)
 			before := pathStats(b, c)
 			var whole, baseline result
-			var wholeDB, baselineDB dbMeter
+			var wholeDB, baselineDB cpuMeter
+			// The core's CPU, when it is a process of its own (tiers).
+			coreCPU := cpuMeter{read: func() time.Duration { return -1 }}
+			if t != nil {
+				coreCPU.read = t.coreCPU
+			}
 			b.ResetTimer()
 			b.StopTimer()
 			inRounds(b.N, func(n int) {
 				// The timer counts the whole path's rounds alone.
-				wholeDB.around(func() {
-					b.StartTimer()
-					whole.add(measure(b, n, write, drained))
-					b.StopTimer()
+				coreCPU.around(func() {
+					wholeDB.around(func() {
+						b.StartTimer()
+						whole.add(measure(b, n, write, drained))
+						b.StopTimer()
+					})
 				})
 			}, func(n int) { baselineDB.around(func() { baseline.add(measure(b, n, upsert, nil)) }) })
-			wholeDB.report(b, b.N, "")
-			baselineDB.report(b, baseline.writes, "direct_")
+			wholeDB.report(b, b.N, "db_cpu_µs/write")
+			coreCPU.report(b, b.N, "core_cpu_µs/write")
+			baselineDB.report(b, baseline.writes, "direct_db_cpu_µs/write")
 			whole.report(b, "", "writes/s")
 			baseline.report(b, "direct_", "writes/s")
 			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
@@ -370,47 +388,70 @@ func (s stats) report(b *testing.B) {
 // machine it shares.
 func dbCPU() time.Duration {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var ticks int64
+	var sum time.Duration
 	found := false
 	for _, f := range stats {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
+		if st, ok := readStat(f); ok && st.comm == "postgres" {
+			sum += st.cpu
+			found = true
 		}
-		open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
-		if open < 0 || end < open || string(data[open+1:end]) != "postgres" {
-			continue
-		}
-		fields := bytes.Fields(data[end+1:])
-		if len(fields) < 13 {
-			continue
-		}
-		// After the command: state is field 3 of stat(5); utime and stime are 14 and 15.
-		u, _ := strconv.ParseInt(string(fields[11]), 10, 64)
-		st, _ := strconv.ParseInt(string(fields[12]), 10, 64)
-		ticks += u + st
-		found = true
 	}
 	if !found {
 		return -1
 	}
-	return time.Duration(ticks) * (time.Second / 100) // USER_HZ is 100 on Linux
+	return sum
 }
 
-// dbMeter adds up the database's CPU time (dbCPU) over the runs it measures. A backend that
-// exits between two readings takes its ticks with it, so the figure can fall short by them;
-// the benchmark's connections stay open throughout.
-type dbMeter struct {
+// procStat is what the benchmarks read of /proc/<pid>/stat.
+type procStat struct {
+	comm string
+	ppid int
+	cpu  time.Duration // user and system time
+}
+
+// readStat reads a /proc/<pid>/stat file (proc(5)); false when the process is gone.
+func readStat(file string) (procStat, bool) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return procStat{}, false
+	}
+	open, end := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
+	if open < 0 || end < open {
+		return procStat{}, false
+	}
+	fields := bytes.Fields(data[end+1:])
+	if len(fields) < 13 {
+		return procStat{}, false
+	}
+	// After the command: state and ppid are fields 3 and 4 of stat(5); utime and stime 14
+	// and 15.
+	ppid, _ := strconv.Atoi(string(fields[1]))
+	u, _ := strconv.ParseInt(string(fields[11]), 10, 64)
+	st, _ := strconv.ParseInt(string(fields[12]), 10, 64)
+	return procStat{comm: string(data[open+1 : end]), ppid: ppid,
+		cpu: time.Duration(u+st) * (time.Second / 100)}, true // USER_HZ is 100 on Linux
+}
+
+// cpuMeter adds up the CPU time of some processes over the runs it measures: by default the
+// database's (dbCPU). A backend that exits between two readings takes its ticks with it, so
+// the figure can fall short by them; the benchmark's connections stay open throughout.
+type cpuMeter struct {
+	// read returns the CPU time used so far, or -1 when it cannot be seen. Default dbCPU.
+	read func() time.Duration
 	used time.Duration
-	// blind is set when dbCPU saw no PostgreSQL process: there is no figure.
+	// blind is set when read saw nothing: there is no figure.
 	blind bool
 }
 
-// around runs f and adds the database's CPU time over it.
-func (m *dbMeter) around(f func()) {
-	start := dbCPU()
+// around runs f and adds the CPU time over it.
+func (m *cpuMeter) around(f func()) {
+	read := m.read
+	if read == nil {
+		read = dbCPU
+	}
+	start := read()
 	f()
-	end := dbCPU()
+	end := read()
 	if start < 0 || end < 0 {
 		m.blind = true
 		return
@@ -418,10 +459,10 @@ func (m *dbMeter) around(f func()) {
 	m.used += end - start
 }
 
-// report reports the database's CPU time per write over writes, prefixed by prefix.
-func (m *dbMeter) report(b *testing.B, writes int, prefix string) {
+// report reports the CPU time per write over writes, as metric.
+func (m *cpuMeter) report(b *testing.B, writes int, metric string) {
 	if m.blind || writes == 0 {
 		return
 	}
-	b.ReportMetric(float64(m.used.Microseconds())/float64(writes), prefix+"db_cpu_µs/write")
+	b.ReportMetric(float64(m.used.Microseconds())/float64(writes), metric)
 }
