@@ -42,7 +42,7 @@ import (
 // the rounds. It runs once whatever b.N is (make bench-pinned). It skips without two CPUs,
 // wrk or taskset; without nginx it measures the edge and the ceiling only.
 func BenchmarkGetHitPinned(b *testing.B) {
-	cpus := allowedCPUs(b, 0)
+	cpus := allowedCPUs(b)
 	if len(cpus) < 2 {
 		b.Skip("needs two CPUs: one for the server, the others for the load")
 	}
@@ -50,10 +50,7 @@ func BenchmarkGetHitPinned(b *testing.B) {
 	if err != nil {
 		b.Skip("no wrk on PATH: apt-get install wrk")
 	}
-	taskset, err := exec.LookPath("taskset")
-	if err != nil {
-		b.Skip("no taskset on PATH: apt-get install util-linux")
-	}
+	taskset := tasksetPath(b)
 	round := 5 * time.Second
 	if v := os.Getenv("PERCH_BENCH_ROUND"); v != "" {
 		if round, err = time.ParseDuration(v); err != nil || round < time.Second {
@@ -256,13 +253,22 @@ func busy(before, after map[int]cpuTime, cpu int) float64 {
 	return b / (b + i)
 }
 
-// cpuList formats CPUs as taskset takes them: "0,2,3".
-// allowedCPUs returns the CPUs process (or thread) pid may run on; 0 for the caller.
-func allowedCPUs(b *testing.B, pid int) []int {
+// tasksetPath returns where taskset is, or skips the benchmark.
+func tasksetPath(b *testing.B) string {
+	b.Helper()
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		b.Skip("no taskset on PATH: apt-get install util-linux")
+	}
+	return taskset
+}
+
+// allowedCPUs returns the CPUs this process may run on.
+func allowedCPUs(b *testing.B) []int {
 	b.Helper()
 	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(pid, &set); err != nil {
-		b.Fatalf("CPU affinity of %d: %v", pid, err)
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		b.Fatalf("CPU affinity: %v", err)
 	}
 	var cpus []int
 	for i := range 1024 {
@@ -273,6 +279,7 @@ func allowedCPUs(b *testing.B, pid int) []int {
 	return cpus
 }
 
+// cpuList formats CPUs as taskset takes them: "0,2,3".
 func cpuList(cpus []int) string {
 	s := make([]string, len(cpus))
 	for i, c := range cpus {

@@ -88,7 +88,7 @@ func writePath(b *testing.B, t *tiers) {
 	}
 	b.Run("direct-upserts", func(b *testing.B) {
 		var r result
-		var db cpuMeter
+		db := cpuMeter{read: dbCPU}
 		b.ResetTimer()
 		b.StopTimer()
 		db.around(func() {
@@ -149,11 +149,10 @@ func writePath(b *testing.B, t *tiers) {
 				return nil
 			}
 			drained := drainer(b, c)
-			before := pathStats(b, c)
+			before := pathStats(b, c, t)
 			var whole, baseline result
-			var wholeDB, baselineDB cpuMeter
-			// The core's CPU, when it is a process of its own (tiers).
-			coreCPU := cpuMeter{read: func() time.Duration { return -1 }}
+			wholeDB, baselineDB := cpuMeter{read: dbCPU}, cpuMeter{read: dbCPU}
+			var coreCPU cpuMeter // the core's CPU, when it is a process of its own (tiers)
 			if t != nil {
 				coreCPU.read = t.coreCPU
 			}
@@ -175,7 +174,7 @@ func writePath(b *testing.B, t *tiers) {
 			whole.report(b, "", "writes/s")
 			baseline.report(b, "direct_", "writes/s")
 			b.ReportMetric(whole.rate()/baseline.rate(), "x_direct")
-			pathStats(b, c).since(before).report(b)
+			pathStats(b, c, t).since(before).report(b)
 		})
 	}
 }
@@ -335,12 +334,19 @@ func measure(b *testing.B, n int, write func(i int) error, drain func()) result 
 // stats are the sums of the histograms that explain a write-path figure.
 type stats struct{ publishes, commands, publishSeconds, txns, batches, txnSeconds float64 }
 
-func pathStats(b *testing.B, c *clustertest.Cluster) stats {
+// pathStats reads the stats from the cluster's metrics, and the core's from `perch core`'s
+// on two tiers.
+func pathStats(b *testing.B, c *clustertest.Cluster, t *tiers) stats {
 	fams, err := c.Metrics().Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
 	var s stats
+	if t != nil {
+		m := scrape(b, t.coreMetrics)
+		s.txns, s.batches = m["perch_core_transaction_batches_count"], m["perch_core_transaction_batches_sum"]
+		s.txnSeconds = m["perch_core_apply_seconds_sum"]
+	}
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
 			h := m.GetHistogram()
@@ -432,11 +438,12 @@ func readStat(file string) (procStat, bool) {
 		cpu: time.Duration(u+st) * (time.Second / 100)}, true // USER_HZ is 100 on Linux
 }
 
-// cpuMeter adds up the CPU time of some processes over the runs it measures: by default the
+// cpuMeter adds up the CPU time of some processes over the runs it measures, such as the
 // database's (dbCPU). A backend that exits between two readings takes its ticks with it, so
 // the figure can fall short by them; the benchmark's connections stay open throughout.
 type cpuMeter struct {
-	// read returns the CPU time used so far, or -1 when it cannot be seen. Default dbCPU.
+	// read returns the CPU time used so far, or -1 when it cannot be seen; nil for nothing
+	// to measure.
 	read func() time.Duration
 	used time.Duration
 	// blind is set when read saw nothing: there is no figure.
@@ -445,13 +452,14 @@ type cpuMeter struct {
 
 // around runs f and adds the CPU time over it.
 func (m *cpuMeter) around(f func()) {
-	read := m.read
-	if read == nil {
-		read = dbCPU
+	if m.read == nil {
+		m.blind = true
+		f()
+		return
 	}
-	start := read()
+	start := m.read()
 	f()
-	end := read()
+	end := m.read()
 	if start < 0 || end < 0 {
 		m.blind = true
 		return
