@@ -234,6 +234,12 @@ func (c *Core) Run(ctx context.Context) error {
 		reads.stop()
 		return err
 	}
+	// Ready promises answers: the server must have the subscriptions before it is closed.
+	if err := c.nc.FlushTimeout(10 * time.Second); err != nil {
+		auths.stop()
+		reads.stop()
+		return fmt.Errorf("core: subscribe reads and account requests: %w", err)
+	}
 	c.log.Info("core started", "partitions", c.cfg.Partitions)
 	close(c.ready)
 
