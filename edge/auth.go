@@ -225,11 +225,22 @@ func (e *Edge) principal(ctx *fasthttp.RequestCtx) (user, *problem.Problem) {
 	}
 	now := ctx.Time()
 	claims, err := e.tokens.cache.VerifyBytes(token, now)
-	if errors.Is(err, auth.ErrUnknownKey) && e.mayFetchKeys(now) {
-		// A key newer than this edge's set (or a forged kid: the spacing bounds what those
-		// cost). Fetch the set once, then verify once more.
-		if ferr := e.fetchKeys(); ferr == nil {
-			claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
+	if errors.Is(err, auth.ErrUnknownKey) {
+		// Before its first key set (just started: the fetch of catchUpAuth is in flight, or
+		// failed) the edge cannot tell a good token from a bad one: it fetches, or joins the
+		// fetch in flight, whatever the spacing, and cannot refuse the token for its own
+		// want of keys. After that, an unknown kid is a key newer than the edge's set, or a
+		// forged kid, whose fetches the spacing bounds.
+		first := e.tokens.jwks.Load() == nil
+		if first || e.mayFetchKeys(now) {
+			ferr := e.fetchKeys()
+			switch {
+			case ferr == nil:
+				claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
+			case first:
+				e.metrics.tokens.WithLabelValues("no_keys").Inc()
+				return "", problemNoSigningKeys
+			}
 		}
 	}
 	if err != nil {
@@ -280,16 +291,21 @@ func tokenResult(err error) string {
 var (
 	problemBadAuthorization = problem.New(problem.InvalidToken, "the Authorization header must be: Bearer <access token>")
 	problemInvalidToken     = problem.New(problem.InvalidToken, "the access token is invalid, expired or revoked; refresh it or log in again")
+	problemNoSigningKeys    = problem.New(problem.Unavailable, "this edge does not have the keys that verify access tokens yet; retry")
 	problemNeedsToken       = problem.New(problem.Unauthorized, "this needs an access token: Authorization: Bearer <token>")
 )
 
-// refuseAuth answers 401 with the WWW-Authenticate challenge of RFC 6750.
+// refuseAuth answers a request whose credentials could not be accepted: a 401 with the
+// WWW-Authenticate challenge of RFC 6750, or the edge's own problem (503 while it has no
+// keys).
 func (e *Edge) refuseAuth(ctx *fasthttp.RequestCtx, p *problem.Problem) {
-	challenge := valBearerRealm
-	if p.Code == problem.InvalidToken {
-		challenge = valBearerInvalid
+	if p.Status == fasthttp.StatusUnauthorized {
+		challenge := valBearerRealm
+		if p.Code == problem.InvalidToken {
+			challenge = valBearerInvalid
+		}
+		ctx.Response.Header.SetCanonical(hdrWWWAuthenticate, challenge)
 	}
-	ctx.Response.Header.SetCanonical(hdrWWWAuthenticate, challenge)
 	ctx.Response.Header.SetCanonical(hdrCacheStatus, csBypass)
 	e.writeProblem(ctx, p)
 }
