@@ -234,11 +234,13 @@ func (c *Core) Run(ctx context.Context) error {
 		reads.stop()
 		return err
 	}
-	// Ready promises answers: the server must have the subscriptions before it is closed.
-	if err := c.nc.FlushTimeout(10 * time.Second); err != nil {
+	// Ready promises answers: the server the core is connected to must have the
+	// subscriptions before it is closed (servers clustered with it learn of them a moment
+	// later).
+	if err := c.confirmSubscriptions(ctx); err != nil {
 		auths.stop()
 		reads.stop()
-		return fmt.Errorf("core: subscribe reads and account requests: %w", err)
+		return err
 	}
 	c.log.Info("core started", "partitions", c.cfg.Partitions)
 	close(c.ready)
@@ -261,6 +263,28 @@ func (c *Core) Run(ctx context.Context) error {
 	reads.stop()
 	c.log.Info("core stopped")
 	return err
+}
+
+// confirmSubscriptions waits until the NATS server has the subscriptions made so far: a
+// flush, tried again while the connection is down (nats.go makes them again on reconnection)
+// until ctx ends or the connection is closed for good.
+func (c *Core) confirmSubscriptions(ctx context.Context) error {
+	for {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.nc.FlushWithContext(fctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil || c.nc.IsClosed():
+			return fmt.Errorf("core: confirm the subscriptions of reads and account requests: %w", err)
+		}
+		c.log.Warn("NATS has not confirmed the core's subscriptions yet; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // consumerConfig is the durable consumer of partition p, shared by every core. Many batches
