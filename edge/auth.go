@@ -40,9 +40,11 @@ type tokens struct {
 	// jwks is the key set as the core published it, served as is.
 	jwks atomic.Pointer[[]byte]
 	// fetches runs one fetch of the key set at a time; lastFetch (unix nanoseconds) spaces
-	// the fetches that unknown kids cause.
-	fetches   singleflight.Group
-	lastFetch atomic.Int64
+	// the fetches that unknown kids cause, and lastFailure, when the last fetch failed,
+	// those made while the edge has no set (mayRetryFirstFetch).
+	fetches     singleflight.Group
+	lastFetch   atomic.Int64
+	lastFailure atomic.Int64
 }
 
 func newTokens(cfg *Config) (*tokens, error) {
@@ -119,12 +121,15 @@ func (e *Edge) catchUpAuth() {
 func (e *Edge) fetchKeys() error {
 	_, err, _ := e.tokens.fetches.Do("keys", func() (any, error) {
 		e.tokens.lastFetch.Store(time.Now().UnixNano())
-		resp, err := e.askAuth(&wire.AuthRequest{Op: wire.AuthKeys}, e.cfg.ReadTimeout)
-		if err != nil {
-			return nil, err
+		resp, p := e.askAuth(&wire.AuthRequest{Op: wire.AuthKeys}, e.cfg.ReadTimeout)
+		if p != nil {
+			return nil, p
 		}
 		return nil, e.setKeys(resp.JWKS, "fetched")
 	})
+	if err != nil {
+		e.tokens.lastFailure.Store(time.Now().UnixNano())
+	}
 	return err
 }
 
@@ -224,22 +229,34 @@ func (e *Edge) principal(ctx *fasthttp.RequestCtx) (user, *problem.Problem) {
 		return "", problemBadAuthorization
 	}
 	now := ctx.Time()
+	// Read before verifying: setKeys installs the keys and then the set, so a set that
+	// arrives meanwhile shows as a change.
+	set := e.tokens.jwks.Load()
 	claims, err := e.tokens.cache.VerifyBytes(token, now)
 	if errors.Is(err, auth.ErrUnknownKey) {
-		// Before its first key set (just started: the fetch of catchUpAuth is in flight, or
-		// failed) the edge cannot tell a good token from a bad one: it fetches, or joins the
-		// fetch in flight, whatever the spacing, and cannot refuse the token for its own
-		// want of keys. After that, an unknown kid is a key newer than the edge's set, or a
-		// forged kid, whose fetches the spacing bounds.
-		first := e.tokens.jwks.Load() == nil
-		if first || e.mayFetchKeys(now) {
-			ferr := e.fetchKeys()
-			switch {
-			case ferr == nil:
-				claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
-			case first:
-				e.metrics.tokens.WithLabelValues("no_keys").Inc()
+		if have := e.tokens.jwks.Load(); have != set {
+			// The token was checked against the set before the one just installed.
+			set = have
+			claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
+		}
+	}
+	if errors.Is(err, auth.ErrUnknownKey) {
+		switch {
+		case set == nil:
+			// Before its first set (just started: the fetch of catchUpAuth is in flight, or
+			// no core has answered) the edge cannot tell a good token from a bad one, and
+			// must not refuse it for its own want of keys. It joins the fetch in flight or
+			// starts one, whatever the spacing, but not within firstFetchFloor of one that
+			// failed; without a set it answers 503.
+			if !e.mayRetryFirstFetch() || e.fetchKeys() != nil {
 				return "", problemNoSigningKeys
+			}
+			claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
+		case e.mayFetchKeys(now):
+			// A key newer than this edge's set (or a forged kid: the spacing bounds what
+			// those cost). Fetch the set once, then verify once more.
+			if e.fetchKeys() == nil {
+				claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
 			}
 		}
 	}
@@ -269,6 +286,16 @@ func bearerToken(h []byte) ([]byte, bool) {
 func (e *Edge) mayFetchKeys(now time.Time) bool {
 	last := e.tokens.lastFetch.Load()
 	return now.UnixNano()-last >= int64(time.Second)
+}
+
+// firstFetchFloor is how long after a failed fetch of the key set a request, while the edge
+// has none, answers 503 without asking again: it bounds what the requests cost the core
+// and NATS then (they come before the rate limits) to about ten fetches a second.
+const firstFetchFloor = 100 * time.Millisecond
+
+// mayRetryFirstFetch reports whether a request may fetch the key set while the edge has none.
+func (e *Edge) mayRetryFirstFetch() bool {
+	return time.Now().UnixNano()-e.tokens.lastFailure.Load() >= int64(firstFetchFloor)
 }
 
 // tokenResult is the metrics label of a refused token.

@@ -20,7 +20,8 @@ import (
 // TestTokenBeforeKeySet: an edge that has no key set yet (it just started: its first fetch
 // is in flight, or no core has answered it) neither refuses a good token as invalid nor
 // waits out the fetch spacing. With no core to ask it answers 503 with Retry-After and no
-// Bearer challenge; once a core answers, the same request fetches the set and is served,
+// Bearer challenge, and within firstFetchFloor of that failed fetch it answers so without
+// asking again; once a core answers, the same request fetches the set and is served,
 // although a fetch was made a moment before. With a set in hand, a token of a kid it does
 // not know is refused 401 within the spacing.
 func TestTokenBeforeKeySet(t *testing.T) {
@@ -43,6 +44,10 @@ func TestTokenBeforeKeySet(t *testing.T) {
 			ctx.Response.StatusCode(), ctx.Response.Header.Peek("Retry-After"),
 			ctx.Response.Header.Peek("WWW-Authenticate"), ctx.Response.Body())
 	}
+	fetched := e.tokens.lastFetch.Load()
+	if ctx := get(foreign); ctx.Response.StatusCode() != 503 || e.tokens.lastFetch.Load() != fetched {
+		t.Fatalf("right after a failed fetch: %d, fetched again: %v", ctx.Response.StatusCode(), e.tokens.lastFetch.Load() != fetched)
+	}
 
 	// A core starts; a user signs up through it. The edge is not subscribed to the keys the
 	// core publishes (it is not serving), so it has no set until it fetches one.
@@ -50,7 +55,9 @@ func TestTokenBeforeKeySet(t *testing.T) {
 	if e.tokens.jwks.Load() != nil {
 		t.Fatal("the edge has a key set before it fetched one")
 	}
+	// A fetch was made a moment ago, and the last failure is past the floor.
 	e.tokens.lastFetch.Store(time.Now().UnixNano())
+	e.tokens.lastFailure.Store(time.Now().Add(-firstFetchFloor).UnixNano())
 	if ctx := get(token); ctx.Response.StatusCode() != 200 {
 		t.Fatalf("a good token before the key set, a core up: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}

@@ -155,7 +155,7 @@ func newMetrics() *metrics {
 			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), invalid.",
 		}, []string{"result"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_edge_tokens_refused_total", Help: "Requests whose access token was refused (401 invalid_token), by reason: malformed, expired, not_yet_valid, revoked, unknown_key, bad_signature, bad_algorithm, wrong_issuer, wrong_audience; no_keys: not verified, answered 503, as the edge had no key set yet.",
+			Name: "perch_edge_tokens_refused_total", Help: "Requests whose access token was refused (401 invalid_token), by reason: malformed, expired, not_yet_valid, revoked, unknown_key, bad_signature, bad_algorithm, wrong_issuer, wrong_audience.",
 		}, []string{"reason"}),
 		apiKeysRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_api_keys_refused_total", Help: "Requests refused 401 invalid_api_key, by reason: missing (where a key is required), malformed, unknown (never made, or revoked).",
