@@ -248,7 +248,7 @@ func (e *Edge) principal(ctx *fasthttp.RequestCtx) (user, *problem.Problem) {
 			// must not refuse it for its own want of keys. It joins the fetch in flight or
 			// starts one, whatever the spacing, but not within firstFetchFloor of one that
 			// failed; without a set it answers 503.
-			if !e.mayRetryFirstFetch() || e.fetchKeys() != nil {
+			if !e.mayRetryFirstFetch(now) || e.fetchKeys() != nil {
 				return "", problemNoSigningKeys
 			}
 			claims, err = e.tokens.cache.VerifyBytes(token, time.Now())
@@ -293,9 +293,10 @@ func (e *Edge) mayFetchKeys(now time.Time) bool {
 // and NATS then (they come before the rate limits) to about ten fetches a second.
 const firstFetchFloor = 100 * time.Millisecond
 
-// mayRetryFirstFetch reports whether a request may fetch the key set while the edge has none.
-func (e *Edge) mayRetryFirstFetch() bool {
-	return time.Now().UnixNano()-e.tokens.lastFailure.Load() >= int64(firstFetchFloor)
+// mayRetryFirstFetch reports whether a request may fetch the key set while the edge has none:
+// not within firstFetchFloor of a fetch that failed.
+func (e *Edge) mayRetryFirstFetch(now time.Time) bool {
+	return now.UnixNano()-e.tokens.lastFailure.Load() >= int64(firstFetchFloor)
 }
 
 // tokenResult is the metrics label of a refused token.

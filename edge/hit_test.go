@@ -434,16 +434,8 @@ func bearerRequest(tb testing.TB, e *Edge, path string) *fasthttp.RequestCtx {
 		tb.Fatal(err)
 	}
 	e.tokens.verifier.SetKeys(ks)
-	s, err := auth.NewSigner(key, e.cfg.Tokens)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tok, err := s.Sign(s.NewClaims("user-1", time.Now()))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	ctx := limitedRequest(path)
-	ctx.Request.Header.Set("Authorization", "Bearer "+tok)
+	ctx.Request.Header.Set("Authorization", "Bearer "+signedToken(tb, e.cfg.Tokens, key))
 	return ctx
 }
 

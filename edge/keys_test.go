@@ -71,15 +71,15 @@ func TestTokenBeforeKeySet(t *testing.T) {
 }
 
 // signedToken is an access token of key for user-1, valid now.
-func signedToken(t *testing.T, cfg auth.Config, key auth.Key) string {
-	t.Helper()
+func signedToken(tb testing.TB, cfg auth.Config, key auth.Key) string {
+	tb.Helper()
 	s, err := auth.NewSigner(key, cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	tok, err := s.Sign(s.NewClaims("user-1", time.Now()))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return tok
 }
