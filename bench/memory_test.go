@@ -49,6 +49,11 @@ const memoryConns = 32
 //	idle_rss_bytes  VmRSS of the edge before its first read
 //	payload_bytes   the bytes of the cached response bodies
 //	hwm/payload     peak_rss_bytes ÷ payload_bytes: the figure to hold to ≤ 1.5
+//	(hwm-idle)/payload
+//	                what the cached documents added to the peak, ÷ payload_bytes: the cost
+//	                of a cached byte, without what the process holds before its first read
+//	                (the binary's pages, the runtime, the empty cache). With the idle RSS it
+//	                sizes an edge: peak ≈ idle_rss_bytes + this × the bytes cached.
 //
 // and heap_inuse_bytes (the Go runtime's view at the end), live_heap_bytes (the heap left
 // after a forced collection: what the cache and the rest of the edge really hold; the rest
@@ -124,6 +129,7 @@ func BenchmarkEdgeMemory(b *testing.B) {
 	b.ReportMetric(float64(mem["VmHWM"]-mem["RssFile"])/float64(payload), "(hwm-file)/payload")
 	b.ReportMetric(float64(idle), "idle_rss_bytes")
 	b.ReportMetric(float64(mem["VmHWM"])/float64(payload), "hwm/payload")
+	b.ReportMetric(float64(mem["VmHWM"]-idle)/float64(payload), "(hwm-idle)/payload")
 	b.ReportMetric(m["go_memstats_heap_inuse_bytes"], "heap_inuse_bytes")
 	b.ReportMetric(live, "live_heap_bytes")
 	b.ReportMetric(float64(edge.DefaultConfig().CacheBytes), "cache_bytes")
