@@ -160,6 +160,10 @@ type docCache struct {
 	floors    map[string]int64
 	oldFloors map[string]int64
 	rotated   time.Time
+	// pending holds, for each key with fills in flight, the highest version the edge has
+	// heard of since the first of them began (pendingFill), under pendingMu.
+	pendingMu sync.Mutex
+	pending   map[string]*pendingFill
 	// settles hands the settler the runs of sets of change events that did not land at once
 	// (settleAsync), so that the change subscription never waits for ristretto's buffer;
 	// settled is closed when the settler has stopped.
@@ -237,6 +241,7 @@ func newDocCache(cfg *Config, m *metrics) (*docCache, error) {
 	ttl := min((cfg.CacheTTL+time.Second-1)/time.Second, math.MaxUint32/2)
 	dc := &docCache{c: c, ttl: uint32(max(ttl, 1)), start: time.Now(), stop: make(chan struct{}), done: make(chan struct{}),
 		compressMin: max(cfg.CompressMinBytes, 0), floors: map[string]int64{}, oldFloors: map[string]int64{}, rotated: time.Now(),
+		pending: map[string]*pendingFill{},
 		settles: make(chan settleReq, 1024), settled: make(chan struct{})}
 	go dc.tick()
 	go dc.settler()
@@ -282,11 +287,27 @@ func (dc *docCache) staleUsable(e *entry) bool {
 }
 
 // distrust retires every entry at once: the edge may have missed change events.
-func (dc *docCache) distrust() {
+func (dc *docCache) distrust() { dc.distrustSince(dc.now.Load()) }
+
+// distrustSince is distrust of what the edge may have missed since at, a second of the
+// cache's clock no later than now: the entries count as stale from then (staleFor).
+func (dc *docCache) distrustSince(at uint32) {
 	dc.distrustMu.Lock()
 	defer dc.distrustMu.Unlock()
 	ep := dc.epoch.Add(1)
-	dc.distrusts[ep%uint32(len(dc.distrusts))] = distrustAt{epoch: ep, at: dc.now.Load()}
+	dc.distrusts[ep%uint32(len(dc.distrusts))] = distrustAt{epoch: ep, at: min(at, dc.now.Load())}
+}
+
+// sinceDistrust returns how many seconds ago the cache was last distrusted; false if never.
+func (dc *docCache) sinceDistrust() (uint32, bool) {
+	dc.distrustMu.Lock()
+	ep := dc.epoch.Load()
+	d := dc.distrusts[ep%uint32(len(dc.distrusts))]
+	dc.distrustMu.Unlock()
+	if ep == 0 || d.epoch != ep {
+		return 0, false
+	}
+	return dc.now.Load() - d.at, true
 }
 
 // distrustAt records when the cache entered an epoch, in seconds of its clock.
@@ -376,17 +397,32 @@ func (dc *docCache) set(key string, e *entry) {
 // setIn is set of an entry made from what was read in epoch: a fill stamps its entry with
 // the epoch it started in, so that a distrust while it read leaves the entry distrusted too.
 func (dc *docCache) setIn(key string, e *entry, epoch uint32) {
-	if !dc.trySet(key, e, epoch) {
+	dc.stamp(e, epoch, 0)
+	if !dc.trySet(key, e) {
 		dc.settle(&landing{keys: []string{key}, ents: []*entry{e}})
 	}
 }
 
-// trySet stamps and stores e as setIn does, without waiting: it reports whether e landed at
-// once (or lost, rightly, to an entry at least as new); if not, settle must follow.
-func (dc *docCache) trySet(key string, e *entry, epoch uint32) bool {
+// stamp gives e the cache's epoch epoch, its expiry and whether it is compressible. age is
+// how many seconds old what e holds already is (a copy of another edge's entry): it is
+// served for what is left of the TTL, so that a copy of a copy is no fresher than the read
+// from the core it came from.
+func (dc *docCache) stamp(e *entry, epoch, age uint32) {
 	e.epoch = epoch
-	e.expires = dc.now.Load() + dc.ttl
+	e.expires = dc.now.Load() + dc.ttl - min(age, dc.ttl)
 	e.compressible = dc.compressMin > 0 && e.status == 200 && len(e.body)-int(e.ownerLen) >= dc.compressMin
+}
+
+// age returns how many seconds old the content of e is: since it was read from the core or
+// came with a change event, by the cache's clock (see stamp).
+func (dc *docCache) age(e *entry) uint32 {
+	stored := int64(e.expires) - int64(dc.ttl)
+	return uint32(max(int64(dc.now.Load())-stored, 0))
+}
+
+// trySet stores e, stamped, as setIn does, without waiting: it reports whether e landed at
+// once (or lost, rightly, to an entry at least as new); if not, settle must follow.
+func (dc *docCache) trySet(key string, e *entry) bool {
 	dc.closing.RLock()
 	defer dc.closing.RUnlock()
 	if dc.closed {
@@ -413,7 +449,8 @@ type landing struct {
 
 // setLater is set for a run of sets: an entry that did not land at once joins l, for settle.
 func (dc *docCache) setLater(key string, e *entry, l *landing) {
-	if !dc.trySet(key, e, dc.epoch.Load()) {
+	dc.stamp(e, dc.epoch.Load(), 0)
+	if !dc.trySet(key, e) {
 		l.keys, l.ents = append(l.keys, key), append(l.ents, e)
 	}
 }
@@ -501,6 +538,73 @@ func (dc *docCache) settle(l *landing) {
 // before a distrust is not trusted after it.
 func (dc *docCache) fill(key string, e *entry, epoch uint32) {
 	dc.setIn(key, e, epoch)
+}
+
+// pendingFill is what the cache hears of a key while fills of it are in flight. A fill may
+// read the version before a change that the edge hears of meanwhile (an event, or the
+// outcome of its own write), and the change's own entry may not stay in the cache to
+// outrank it: ristretto may refuse a new key, or evict it. So the fill checks what was heard
+// before it stores (fillDocument).
+type pendingFill struct {
+	// refs counts the fills in flight that began it; least is the highest version heard of.
+	refs  int
+	least int64
+}
+
+// beginFill registers a fill of key before it reads; endFill must follow. Fills of one key
+// that overlap share the record: a version heard of while any of them runs exists, and
+// bounds them all.
+func (dc *docCache) beginFill(key string) *pendingFill {
+	dc.pendingMu.Lock()
+	defer dc.pendingMu.Unlock()
+	p := dc.pending[key]
+	if p == nil {
+		p = &pendingFill{}
+		dc.pending[key] = p
+	}
+	p.refs++
+	return p
+}
+
+// endFill ends what beginFill began.
+func (dc *docCache) endFill(key string, p *pendingFill) {
+	dc.pendingMu.Lock()
+	defer dc.pendingMu.Unlock()
+	if p.refs--; p.refs == 0 {
+		delete(dc.pending, key)
+	}
+}
+
+// heard records that version of key exists, for the fills of key in flight. It must come
+// before the change's own entry is set, so that a fill either sees it or stores first and is
+// then outranked by that entry.
+func (dc *docCache) heard(key string, version int64) {
+	dc.pendingMu.Lock()
+	if p := dc.pending[key]; p != nil {
+		p.least = max(p.least, version)
+	}
+	dc.pendingMu.Unlock()
+}
+
+// fillDocument stores the entry of a document fill registered as p, as fill does, unless it
+// is older than a version heard of since the fill began, or than a write's floor: it then
+// returns that version, for the fill to read again, and stores nothing. age is as stamp's.
+func (dc *docCache) fillDocument(key string, e *entry, epoch, age uint32, p *pendingFill) (least int64, stored bool) {
+	floor := dc.floor(key, time.Now())
+	dc.stamp(e, epoch, age)
+	dc.pendingMu.Lock()
+	least = max(p.least, floor)
+	if e.version < least {
+		dc.pendingMu.Unlock()
+		return least, false
+	}
+	// Set under the lock: a change heard of from now on is set after this, and outranks it.
+	landed := dc.trySet(key, e)
+	dc.pendingMu.Unlock()
+	if !landed {
+		dc.settle(&landing{keys: []string{key}, ents: []*entry{e}})
+	}
+	return least, true
 }
 
 // current returns the entry of key when the cache holds one it trusts, one a hit would

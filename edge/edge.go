@@ -78,6 +78,8 @@ type Edge struct {
 	draining atomic.Bool
 	// disconnected is set while the edge has lost NATS: hits are then answered marked stale.
 	disconnected atomic.Bool
+	// disconnectedAt is when NATS was last lost, in seconds of the cache's clock.
+	disconnectedAt atomic.Uint32
 	// lastSeq is the last change sequence seen per partition, 0 when unknown; owned by the
 	// change subscription. resetSequences asks it to forget them (after a reconnection).
 	lastSeq []int64
@@ -87,6 +89,9 @@ type Edge struct {
 	resetSequences atomic.Bool
 	serving        chan struct{}
 	subs           []*nats.Subscription
+	// changes is the change subscription, once made: a slow consumer on it distrusts the
+	// cache (onAsyncError).
+	changes atomic.Pointer[nats.Subscription]
 	// work admits the work on the cache outside requests, until close (work.go).
 	work    workGate
 	closeMu sync.Mutex

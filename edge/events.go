@@ -32,13 +32,15 @@ func (e *Edge) subscribe() error {
 		return fmt.Errorf("edge: subscribe peer fills: %w", err)
 	}
 	for _, s := range []*nats.Subscription{out, ch, fill} {
-		// Bursts of events must not be dropped for want of buffer: a dropped event costs a
-		// stale entry until the TTL.
+		// Bursts of events must not be dropped for want of buffer: a dropped event is a
+		// distrust of the whole cache (onAsyncError).
 		_ = s.SetPendingLimits(1<<20, 256<<20)
 	}
 	e.subs = append(e.subs, out, ch, fill)
+	e.changes.Store(ch)
 	e.nc.SetReconnectHandler(e.onReconnect)
 	e.nc.SetDisconnectErrHandler(e.onDisconnect)
+	e.nc.SetErrorHandler(e.onAsyncError)
 	// The subscriptions must be known to the server before the first write is published,
 	// or its outcome could go unheard.
 	return e.nc.Flush()
@@ -69,15 +71,22 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 	var l landing
 	for i := range msg.Outcomes {
 		out := &msg.Outcomes[i]
-		// A replayed outcome carries the document as the first write left it, which may be
-		// long superseded: it must not go into the cache.
-		if out.Problem == nil && !out.Replayed && out.Doc != nil && validDoc(out.Doc) {
-			key := docKey(out.Doc.Collection, out.Doc.ID)
-			e.cache.raiseFloor(key, out.Doc.Version, now)
-			e.cache.putDocumentLater(out.Doc, &l)
-			e.forgetFills(key)
-			e.cache.retireLists(out.Doc.Collection)
+		if out.Problem != nil || out.Doc == nil || !validDoc(out.Doc) {
+			continue
 		}
+		key := docKey(out.Doc.Collection, out.Doc.ID)
+		e.cache.raiseFloor(key, out.Doc.Version, now)
+		e.cache.heard(key, out.Doc.Version)
+		if out.Replayed {
+			// A replayed outcome carries the document as the first write left it, which may
+			// be long superseded: only its version is kept, which never lowers what the cache
+			// holds, and the writer's next read fetches at least that version.
+			e.cache.markVersionLater(out.Doc.Collection, out.Doc.ID, out.Doc.Version, &l)
+		} else {
+			e.cache.putDocumentLater(out.Doc, &l)
+		}
+		e.forgetFills(key)
+		e.cache.retireLists(out.Doc.Collection)
 	}
 	// In the cache before the writers are answered, so that their next reads are hits.
 	e.cache.settle(&l)
@@ -125,10 +134,18 @@ func (e *Edge) applyEvent(m *nats.Msg, h *wire.EventHead, l *landing) {
 	earlier := false
 	switch e.checkSequence(ev) {
 	case seqRepeated:
-		// Published twice (the outbox sweeper): this edge has had it already, and maybe later
-		// changes of the document. It is not installed: were its key no longer cached, it
-		// would come back older.
+		// Published twice (the outbox sweeper), or one of a gap the edge found, lost and sent
+		// again by the sweeper: later changes of the document may have come before it, so it
+		// is not installed (were its key no longer cached, it would come back older). Only its
+		// version is kept, when the cache holds none as high: it never lowers what the cache
+		// holds, and makes the next read of a document the gap hid fetch it, even where a
+		// fill since the gap copied an owner edge that had not yet found the gap itself.
 		e.metrics.events.WithLabelValues("repeated").Inc()
+		key := docKey(ev.Collection, ev.ID)
+		e.cache.heard(key, ev.Version)
+		if !e.cache.has(key, ev.Version) {
+			e.cache.markVersionLater(ev.Collection, ev.ID, ev.Version, l)
+		}
 		return
 	case seqEarlier:
 		// Older than the first event since the edge started or reconnected: maybe never had
@@ -136,6 +153,7 @@ func (e *Edge) applyEvent(m *nats.Msg, h *wire.EventHead, l *landing) {
 		// never lowers what the cache holds and makes the next read fetch the document.
 		earlier = true
 	}
+	e.cache.heard(docKey(ev.Collection, ev.ID), ev.Version)
 	e.metrics.eventDelay.Observe(max(time.Since(ev.UpdatedAt), 0).Seconds())
 	// A document installed already (this edge's own write, a fill that raced the event) is
 	// not decoded again.
@@ -209,10 +227,30 @@ func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
 	return seqNew
 }
 
+// onAsyncError hears what NATS reports outside a call. A slow consumer on the change
+// subscription has dropped change events that the edge will never have: the cache is
+// distrusted at once, rather than when the next event of the same partition shows the gap,
+// which for a quiet partition may be never. Dropped outcomes leave their writers to time
+// out and ask GET /v1/writes/{id}; dropped peer fills leave the askers to read the core.
+func (e *Edge) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && sub == e.changes.Load() {
+		e.metrics.events.WithLabelValues("dropped").Inc()
+		e.log.Warn("change events dropped by a slow consumer; distrusting the cache", "err", err)
+		e.cache.distrust()
+		return
+	}
+	subject := ""
+	if sub != nil {
+		subject = sub.Subject
+	}
+	e.log.Warn("NATS reported an error", "subject", subject, "err", err)
+}
+
 // onDisconnect marks the cache's answers stale until NATS is back: changes may be made that
 // the edge cannot hear of.
 func (e *Edge) onDisconnect(_ *nats.Conn, err error) {
 	e.log.Warn("lost NATS; serving the cache marked stale until it is back", "err", err)
+	e.disconnectedAt.Store(e.cache.now.Load())
 	e.disconnected.Store(true)
 }
 
@@ -220,7 +258,13 @@ func (e *Edge) onDisconnect(_ *nats.Conn, err error) {
 func (e *Edge) onReconnect(*nats.Conn) {
 	// Distrusted before the edge stops marking its answers stale: in between, hits (and the
 	// fills it answers other edges) would pass off entries of before the outage as current.
-	e.cache.distrust()
+	// What was cached is stale from the moment NATS was lost, for stale-while-revalidate's
+	// window too, not from now.
+	at := e.cache.now.Load()
+	if e.disconnected.Load() {
+		at = e.disconnectedAt.Load()
+	}
+	e.cache.distrustSince(at)
 	e.disconnected.Store(false)
 	e.log.Warn("reconnected to NATS; change events may have been missed, distrusting the cache")
 	e.resetSequences.Store(true)
@@ -239,7 +283,15 @@ func validEvent(ev *wire.ChangeEvent) bool {
 		ev.Doc.Deleted == ev.Deleted && validDoc(ev.Doc)
 }
 
+// validDoc reports whether d is a document the edge can cache and render: a 200 whose body
+// is an error would otherwise be served for the TTL.
 func validDoc(d *wire.Document) bool {
 	return wire.ValidCollection(d.Collection) && wire.ValidName(d.ID) && d.Version >= 1 &&
-		(d.Deleted || len(d.Data) == 0 || wire.Valid(d.Data))
+		(d.Deleted || len(d.Data) == 0 || wire.Valid(d.Data)) && renderableTime(d.CreatedAt) && renderableTime(d.UpdatedAt)
+}
+
+// renderableTime reports whether t has an RFC 3339 form: a year of four digits.
+func renderableTime(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }

@@ -294,20 +294,34 @@ func FuzzIfNoneMatch(f *testing.F) {
 // FuzzPeerFill: a peer fill's reply comes from another edge; whatever it holds, it decodes
 // into an entry the cache can serve as it is, a problem, or an error.
 func FuzzPeerFill(f *testing.F) {
-	f.Add("3", "200", false, []byte(`{"id":"x"}`))
-	f.Add("0", "404", false, []byte(``))
-	f.Add("", "503", false, problem.New(problem.Unavailable, "no core").JSON())
-	f.Add("", "503", true, []byte(nil))
-	f.Add("-1", "200", false, []byte(`{}`))
-	f.Add("9", "200", false, []byte(`{`))
-	f.Fuzz(func(t *testing.T, version, status string, busy bool, body []byte) {
+	f.Add("3", "200", "", false, []byte(`{"id":"x"}`))
+	f.Add("3", "200", "12", false, []byte(`{"id":"x"}`))
+	f.Add("3", "200", "-1", false, []byte(`{"id":"x"}`))
+	f.Add("0", "404", "99999999999", false, []byte(``))
+	f.Add("", "503", "", false, problem.New(problem.Unavailable, "no core").JSON())
+	f.Add("", "503", "", true, []byte(nil))
+	f.Add("-1", "200", "", false, []byte(`{}`))
+	f.Add("9", "200", "", false, []byte(`{`))
+	f.Fuzz(func(t *testing.T, version, status, age string, busy bool, body []byte) {
 		h := nats.Header{}
 		h.Set(hdrPeerVersion, version)
 		h.Set(hdrPeerStatus, status)
+		if age != "" {
+			h.Set(hdrPeerAge, age)
+		}
 		if busy {
 			h.Set(hdrPeerBusy, "1")
 		}
-		ent, err := decodePeerFill(h, body)
+		ent, gotAge, err := decodePeerFill(h, body)
+		if err == nil {
+			want, perr := strconv.ParseUint(age, 10, 32)
+			if age == "" {
+				want, perr = 0, nil
+			}
+			if perr != nil || uint64(gotAge) != want || gotAge > maxPeerAge {
+				t.Fatalf("age %q decoded as %d", age, gotAge)
+			}
+		}
 		var p *problem.Problem
 		switch {
 		case errors.As(err, &p):

@@ -259,19 +259,33 @@ func TestSequenceGapDistrustsCache(t *testing.T) {
 }
 
 // TestReplayedOutcomeNotCached: the outcome of a replayed Idempotency-Key carries the
-// document as the first write left it; caching it could serve a superseded version.
+// document as the first write left it; caching it could serve a superseded version. Only its
+// version is kept (a marker, and the writer's floor), which never lowers what is cached.
 func TestReplayedOutcomeNotCached(t *testing.T) {
 	e := newTestEdge(t)
 	now := time.Now().UTC()
 	old := &wire.Document{Collection: "c", ID: "r", Version: 1, CreatedAt: now, UpdatedAt: now, Data: json.RawMessage(`{"v":1}`)}
-	data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 201, Doc: old, Replayed: true}}})
-	e.onOutcomes(&nats.Msg{Data: data})
-	e.cache.flush()
-	if _, ok := e.cache.get([]byte("c/r")); ok {
-		t.Fatal("a replayed outcome went into the cache")
+	replay := func(d *wire.Document) {
+		t.Helper()
+		data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 201, Doc: d, Replayed: true}}})
+		e.onOutcomes(&nats.Msg{Data: data})
+		e.cache.flush()
 	}
-	if f := e.cache.floor("c/r", time.Now()); f != 0 {
-		t.Fatalf("a replayed outcome raised the floor to %d", f)
+	replay(old)
+	if ent, ok := e.cache.get([]byte("c/r")); ok && !ent.stale {
+		t.Fatalf("a replayed outcome's document went into the cache: %+v", ent)
+	}
+	if f := e.cache.floor("c/r", time.Now()); f != 1 {
+		t.Fatalf("a replayed outcome of version 1 left the floor at %d", f)
+	}
+	// Never lower than what the cache holds.
+	newer := *old
+	newer.Version = 3
+	e.cache.putDocument(&newer)
+	e.cache.flush()
+	replay(old)
+	if ent, ok := e.cache.current("c/r"); !ok || ent.version != 3 {
+		t.Fatalf("after a replay of version 1, the cache holds %+v (%v), want version 3", ent, ok)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -33,7 +34,18 @@ const (
 	hdrPeerOwner   = "Perch-Owner"
 	// hdrPeerBusy marks the refusal of an owner that answers as many fills as it may.
 	hdrPeerBusy = "Perch-Busy"
+	// hdrPeerAge is the age in seconds of an answer from the owner's cache (docCache.age):
+	// the asker serves its copy for what is left of the TTL, no longer than the owner would.
+	hdrPeerAge = "Perch-Age"
+	// hdrPeerDistrusted, on a request, is how many seconds ago the asker last distrusted its
+	// cache (a gap in the change events, a reconnection): the owner may have missed the same
+	// changes without knowing it yet, so it answers from its cache only with an entry it
+	// stored since, and reads the core otherwise.
+	hdrPeerDistrusted = "Perch-Distrusted"
 )
+
+// maxPeerAge bounds the age a peer fill's reply may give: more than any TTL.
+const maxPeerAge = math.MaxUint32 / 2
 
 // MembersChanged implements gossip.Watcher: it rebuilds the ring of the edge's region.
 func (e *Edge) MembersChanged() { e.rebuildRing() }
@@ -112,7 +124,7 @@ var errOwnerBusy = errors.New("the owner edge is busy")
 // fillFromPeer asks owner for key's answer. A problem the owner answers with (the core is
 // unavailable to it too) comes back as *problem.Problem; any other error means the owner
 // could not be asked or did not answer usefully, and the caller goes to the core.
-func (e *Edge) fillFromPeer(rc context.Context, owner gossip.Member, key string) (*entry, error) {
+func (e *Edge) fillFromPeer(rc context.Context, owner gossip.Member, key string) (*entry, uint32, error) {
 	out := &nats.Msg{Subject: wire.PeerFillSubject(owner.ID), Data: []byte(key)}
 	if e.tracer != nil && trace.SpanFromContext(rc).IsRecording() {
 		var span trace.Span
@@ -121,18 +133,40 @@ func (e *Edge) fillFromPeer(rc context.Context, owner gossip.Member, key string)
 		defer span.End()
 		out.Header = telemetry.Inject(rc, nil)
 	}
+	if d, ok := e.cache.sinceDistrust(); ok {
+		if out.Header == nil {
+			out.Header = nats.Header{}
+		}
+		out.Header.Set(hdrPeerDistrusted, strconv.FormatUint(uint64(d), 10))
+	}
 	ctx, cancel := context.WithTimeout(rc, e.cfg.ReadTimeout)
 	defer cancel()
 	msg, err := e.nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	return decodePeerFill(msg.Header, msg.Data)
 }
 
 // decodePeerFill makes the entry of a peer fill's reply: its headers' version and status and
-// its body, a document (200), nothing (404) or a problem (any other status).
-func decodePeerFill(h nats.Header, body []byte) (*entry, error) {
+// its body, a document (200), nothing (404) or a problem (any other status); and the age of
+// the owner's entry (0 when the owner read it from the core for this fill).
+func decodePeerFill(h nats.Header, body []byte) (*entry, uint32, error) {
+	ent, err := decodePeerEntry(h, body)
+	if err != nil {
+		return nil, 0, err
+	}
+	var age uint64
+	if a := h.Get(hdrPeerAge); a != "" {
+		if age, err = strconv.ParseUint(a, 10, 32); err != nil || age > maxPeerAge {
+			return nil, 0, fmt.Errorf("peer fill: bad age %q", a)
+		}
+	}
+	return ent, uint32(age), nil
+}
+
+// decodePeerEntry is decodePeerFill's entry.
+func decodePeerEntry(h nats.Header, body []byte) (*entry, error) {
 	if h.Get(hdrPeerBusy) != "" {
 		return nil, errOwnerBusy
 	}
@@ -212,8 +246,20 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 		return
 	}
 	key := string(m.Data)
+	// An asker that has distrusted its cache takes only what this edge has stored since, with
+	// a second on each side for the two clocks' whole seconds and the request's way here.
+	maxAge := int64(math.MaxInt64)
+	if d := m.Header.Get(hdrPeerDistrusted); d != "" {
+		n, err := strconv.ParseUint(d, 10, 32)
+		if err != nil {
+			// Nothing cached is taken then: the core is right whatever the asker meant.
+			e.log.Warn("malformed peer fill request", "header", hdrPeerDistrusted, "value", d)
+			n = 0
+		}
+		maxAge = int64(n) - 2
+	}
 	prior, ok := e.cache.get(m.Data)
-	if ok && e.cache.valid(prior) && !e.disconnected.Load() {
+	if ok && e.cache.valid(prior) && !e.disconnected.Load() && int64(e.cache.age(prior)) <= maxAge {
 		e.metrics.peerServed("hit").Inc()
 		e.replyPeerEntry(m, prior)
 		return
@@ -231,7 +277,7 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 			defer span.End()
 		}
 	}
-	ent, perr := e.fillFromCore(rc, key, string(collection), string(id), least)
+	ent, perr := e.fillFromCoreFresh(rc, key, string(collection), string(id), least, maxAge)
 	if perr != nil {
 		e.metrics.peerServed("error").Inc()
 		e.replyPeerProblem(m, perr)
@@ -245,6 +291,9 @@ func (e *Edge) replyPeerEntry(m *nats.Msg, ent *entry) {
 	r := &nats.Msg{Header: nats.Header{}, Data: ent.bytes()}
 	r.Header.Set(hdrPeerVersion, strconv.FormatInt(ent.version, 10))
 	r.Header.Set(hdrPeerStatus, strconv.Itoa(int(ent.status)))
+	if age := e.cache.age(ent); age > 0 {
+		r.Header.Set(hdrPeerAge, strconv.FormatUint(uint64(age), 10))
+	}
 	if o := ent.owner(); o != "" {
 		r.Header.Set(hdrPeerOwner, o)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -200,7 +201,10 @@ func (e *Edge) cached(key string) (*entry, bool) {
 // fill is one fill of a document key, run under the key's singleflight (fills).
 func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry) (any, error) {
 	// A fill that raced one of this edge's writes may read the version before it; the
-	// write's floor sends it back to the core, which has committed the write.
+	// write's floor sends it back to the core, which has committed the write. So does a
+	// change heard of while it reads (pending).
+	pending := e.cache.beginFill(key)
+	defer e.cache.endFill(key, pending)
 	least := e.cache.floor(key, time.Now())
 	if prior != nil {
 		least = max(least, prior.version)
@@ -210,13 +214,17 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 	}
 	if owner, ok := e.remoteOwner(key); ok {
 		epoch := e.cache.epoch.Load()
-		ent, err := e.fillFromPeer(rc, owner, key)
+		ent, age, err := e.fillFromPeer(rc, owner, key)
 		var p *problem.Problem
+		if err == nil && ent.version >= least {
+			var stored bool
+			if least, stored = e.cache.fillDocument(key, ent, epoch, age, pending); stored {
+				e.metrics.fills(fillPeer).Inc()
+				return ent, nil
+			}
+			// Older than a change heard of meanwhile: the core has that change.
+		}
 		switch {
-		case err == nil && ent.version >= least:
-			e.metrics.fills(fillPeer).Inc()
-			e.cache.fill(key, ent, epoch)
-			return ent, nil
 		case errors.As(err, &p):
 			// The owner could not reach the core either.
 			e.metrics.fillErrors.Inc()
@@ -241,11 +249,27 @@ func (e *Edge) fill(rc context.Context, key, collection, id string, prior *entry
 // misses of keys it owns and the fills other edges ask of it share one core read. An answer
 // older than least (the floor of a write, a version the edge has heard of) is read again.
 func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, least int64) (*entry, *problem.Problem) {
+	return e.fillFromCoreFresh(rc, key, collection, id, least, math.MaxInt64)
+}
+
+// coreFill is the result of a core fill that its singleflight shares: the entry, and the
+// highest version heard of while it read, which the entry may be older than (then it was not
+// stored).
+type coreFill struct {
+	ent   *entry
+	least int64
+}
+
+// fillFromCoreFresh is fillFromCore of an entry at most maxAge seconds old (docCache.age):
+// a cached one that is older is read again (a negative maxAge takes none).
+func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string, least, maxAge int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
-			if ent, ok := e.cached(key); ok && ent.version >= least {
-				return ent, nil
+			if ent, ok := e.cached(key); ok && ent.version >= least && int64(e.cache.age(ent)) <= maxAge {
+				return coreFill{ent: ent}, nil
 			}
+			pending := e.cache.beginFill(key)
+			defer e.cache.endFill(key, pending)
 			e.metrics.fills(fillCore).Inc()
 			epoch := e.cache.epoch.Load()
 			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
@@ -258,18 +282,23 @@ func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, leas
 				return nil, perr
 			case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
 				return nil, problem.New(problem.Internal, "the core answered for another document")
+			case !validDoc(resp.Doc):
+				e.metrics.fillErrors.Inc()
+				e.log.ErrorContext(rc, "the core answered a document the edge cannot render", "collection", collection, "id", id)
+				return nil, problem.New(problem.Internal, "the core answered a document that cannot be rendered")
 			default:
 				ent = documentEntry(resp.Doc)
 			}
-			e.cache.fill(key, ent, epoch)
-			return ent, nil
+			heard, _ := e.cache.fillDocument(key, ent, epoch, 0, pending)
+			return coreFill{ent: ent, least: heard}, nil
 		})
 		if err != nil {
 			return nil, asProblem(err)
 		}
-		ent := v.(*entry)
-		if ent.version >= least || attempt >= 3 {
-			return ent, nil
+		f := v.(coreFill)
+		least = max(least, f.least)
+		if f.ent.version >= least && int64(e.cache.age(f.ent)) <= maxAge || attempt >= 3 {
+			return f.ent, nil
 		}
 		e.coreFills.Forget(key)
 	}

@@ -1,0 +1,242 @@
+package edge
+
+import (
+	"encoding/json"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/perchhq/perch/internal/natsembed"
+	"github.com/perchhq/perch/internal/natstest"
+	"github.com/perchhq/perch/internal/wire"
+)
+
+// slowFirstRead answers the core's reads on ns: the first with version first, once release
+// is closed (it has been asked when asked is), every later one at once with version later.
+// It returns how many reads it has had.
+func slowFirstRead(t *testing.T, ns *natsembed.Server, first, later int64) (asked, release chan struct{}, reads *atomic.Int32) {
+	t.Helper()
+	core := natstest.Connect(t, ns.URL())
+	asked, release, reads = make(chan struct{}), make(chan struct{}), new(atomic.Int32)
+	if _, err := core.Subscribe(wire.ReadSubject, func(m *nats.Msg) {
+		var req wire.ReadRequest
+		_ = json.Unmarshal(m.Data, &req)
+		v := later
+		if reads.Add(1) == 1 {
+			close(asked)
+			<-release
+			v = first
+		}
+		data, _ := json.Marshal(wire.ReadResponse{Doc: docVersion(req.ID, v)})
+		_ = m.Respond(data)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return asked, release, reads
+}
+
+// raceFill starts a miss of notes/d on e whose core read answers version 4 once change has
+// run and the change's own entry has left the cache (refused by ristretto's admission, or
+// evicted: the fault the test injects), and returns how the next read is answered and how
+// many reads the core had.
+func raceFill(t *testing.T, change func(e *Edge)) (status int, tag, cacheStatus string, reads int32) {
+	t.Helper()
+	ns := natstest.Start(t)
+	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), nil)
+	asked, release, n := slowFirstRead(t, ns, 4, 5)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		served(e, "d")
+	}()
+	<-asked
+	change(e)
+	e.cache.flush()
+	e.cache.c.Del("notes/d")
+	e.cache.c.Wait()
+	close(release)
+	<-done
+	e.cache.flush()
+	status, tag, cacheStatus = served(e, "d")
+	return status, tag, cacheStatus, n.Load()
+}
+
+// TestFillOlderThanOwnWriteNotStored: a fill that began before this edge's write committed
+// reads the version before it. When the write's own entry has not stayed in the cache, the
+// fill must not store that older version: it reads again, and the writer reads its write.
+func TestFillOlderThanOwnWriteNotStored(t *testing.T) {
+	status, tag, cs, reads := raceFill(t, func(e *Edge) {
+		data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 200, Doc: docVersion("d", 5)}}})
+		e.onOutcomes(&nats.Msg{Data: data})
+	})
+	if status != 200 || tag != `"5"` || reads != 2 {
+		t.Fatalf("the writer's read after its write of version 5: %d %s %q, %d core reads; want version 5 after a second read",
+			status, tag, cs, reads)
+	}
+}
+
+// TestFillOlderThanChangeNotStored: the same with another edge's write, heard of as a change
+// event while the fill reads: there is no floor, only what the fill heard.
+func TestFillOlderThanChangeNotStored(t *testing.T) {
+	status, tag, cs, reads := raceFill(t, func(e *Edge) {
+		deliverTo(t, e)(eventOf(docVersion("d", 5), 1, true))
+	})
+	if status != 200 || tag != `"5"` || reads != 2 {
+		t.Fatalf("the read after the event of version 5: %d %s %q, %d core reads; want version 5 after a second read",
+			status, tag, cs, reads)
+	}
+}
+
+// TestGapNotRefilledFromLaggingOwner: edge a finds a gap (seq 10, version 5 of the document,
+// lost) and distrusts its cache. Its owner b has not reached the gap, and still trusts
+// version 4: a's fill must not copy it, and b reads the core instead. And when the lost
+// event comes again (the outbox sweeper), it is not dropped as one a had already.
+func TestGapNotRefilledFromLaggingOwner(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, nil)
+	reads := answerAsCore(t, ns, 5)
+	for _, e := range []*Edge{a, b} {
+		e.cache.putDocument(docVersion(id, 4))
+		e.cache.flush()
+	}
+	deliver := deliverTo(t, a)
+	deliver(eventOf(docVersion("other", 1), 9, true))
+	deliver(eventOf(docVersion("other", 2), 11, true))
+	if st, tag, cs := served(a, id); st != 200 || tag != `"5"` {
+		t.Fatalf("a's read after the gap: %d %s %q, want version 5 (b read the core)", st, tag, cs)
+	}
+	if got := <-reads; got != id {
+		t.Fatalf("the core read %q", got)
+	}
+
+	// The lost event, republished, reaches an edge that filled from the lagging owner anyway
+	// (here: a's entry put back to version 4 by hand).
+	a.cache.c.Del(docKey("notes", id))
+	a.cache.c.Wait()
+	a.cache.putDocument(docVersion(id, 4))
+	a.cache.flush()
+	deliver(eventOf(docVersion(id, 5), 10, true))
+	if st, tag, cs := served(a, id); tag == `"4"` {
+		t.Fatalf("a's read after seq 10 came again: %d %s %q; version 4 still served", st, tag, cs)
+	}
+	if n := testCounter(t, a.metrics.events.WithLabelValues("repeated")); n != 1 {
+		t.Fatalf("%v repeated events, want 1", n)
+	}
+}
+
+// TestOwnerFillKeepsAge: an entry copied from the owner's cache is served for what is left
+// of the TTL of the owner's, not a TTL of its own: a version whose change event was lost is
+// served no longer than the TTL after it was read from the core.
+func TestOwnerFillKeepsAge(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, func(c *Config) { c.CacheTTL = 10 * time.Second })
+	answerAsCore(t, ns, 5)
+	b.cache.putDocument(docVersion(id, 4)) // its event of version 5 lost
+	b.cache.flush()
+	b.cache.advance(b.cache.now.Load() + 7)
+	if _, tag, cs := served(a, id); tag != `"4"` {
+		t.Fatalf("a's fill: %s %q, want b's version 4", tag, cs)
+	}
+	ent, ok := a.cache.current(docKey("notes", id))
+	if !ok || a.cache.age(ent) != 7 {
+		t.Fatalf("a's copy %+v (%v): want it 7 s old", ent, ok)
+	}
+	a.cache.advance(a.cache.now.Load() + 4) // 11 s after b read version 4
+	if _, ok := a.cache.current(docKey("notes", id)); ok {
+		t.Fatal("a's copy is trusted 11 s after b read it from the core, with a TTL of 10 s")
+	}
+}
+
+// TestReplayedOutcomeSeenByWriter: a write retried through this edge with its
+// Idempotency-Key (the first attempt went through another edge) is answered with the
+// replayed document, version 5, while this edge holds version 4 (the change event is still on
+// its way). The writer's next read must not be a hit on version 4.
+func TestReplayedOutcomeSeenByWriter(t *testing.T) {
+	ns := natstest.Start(t)
+	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), nil)
+	answerAsCore(t, ns, 5)
+	e.cache.putDocument(docVersion("r", 4))
+	e.cache.flush()
+	data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: "w", Status: 200, Doc: docVersion("r", 5), Replayed: true}}})
+	e.onOutcomes(&nats.Msg{Data: data})
+	e.cache.flush()
+	if st, tag, cs := served(e, "r"); st != 200 || tag != `"5"` {
+		t.Fatalf("after a replayed answer of version 5: %d %s %q, want version 5", st, tag, cs)
+	}
+}
+
+// TestSlowConsumerDistrustsTheCache: change events that the NATS client drops for want of
+// buffer (a slow consumer) are events the edge will never have, on partitions that may stay
+// quiet: the cache is distrusted at once, not when a later event shows the gap.
+func TestSlowConsumerDistrustsTheCache(t *testing.T) {
+	ns := natstest.Start(t)
+	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), nil)
+	if err := e.subscribe(); err != nil {
+		t.Fatal(err)
+	}
+	ch := e.changes.Load()
+	if err := ch.SetPendingLimits(1, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	epoch := e.cache.epoch.Load()
+	pub := natstest.Connect(t, ns.URL())
+	// One partition's events in order, far more at once than one pending message allows.
+	for i := range 2000 {
+		ev := eventOf(docVersion("burst", int64(i+1)), int64(i+1), true)
+		data, _ := json.Marshal(ev)
+		if err := pub.Publish(wire.ChangeSubject(ev.Collection), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, _ := ch.Dropped(); n > 0 && e.cache.epoch.Load() > epoch {
+			break
+		}
+		if time.Now().After(deadline) {
+			n, _ := ch.Dropped()
+			t.Fatalf("%d events dropped; epoch %d, was %d", n, e.cache.epoch.Load(), epoch)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := testCounter(t, e.metrics.events.WithLabelValues("dropped")); n < 1 {
+		t.Fatalf("dropped events counted %v times", n)
+	}
+}
+
+// TestStaleWindowCountsFromTheOutage: after a reconnection, what was cached counts as stale
+// from the moment NATS was lost: an outage longer than a collection's
+// stale-while-revalidate window leaves nothing to serve stale, though the entries were
+// trusted until the outage began.
+func TestStaleWindowCountsFromTheOutage(t *testing.T) {
+	e := newTestEdgeOn(t, natstest.Connect(t, natstest.Start(t).URL()), func(c *Config) {
+		c.CacheControl = map[string]string{"bench": "max-age=0, stale-while-revalidate=30"}
+	})
+	cacheDocument(t, e, "doc", 100)
+	e.onDisconnect(nil, nil)
+	e.cache.advance(e.cache.now.Load() + 120) // a two-minute outage
+	e.onReconnect(nil)
+	ctx := getRequest("/v1/collections/bench/docs/doc")
+	e.dispatch(ctx, "")
+	if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs == "perch; hit; detail=stale" {
+		t.Fatalf("after a 120 s outage, with a window of 30 s: %d %q", ctx.Response.StatusCode(), cs)
+	}
+	// A short outage leaves the entry within the window.
+	cacheDocument(t, e, "doc", 100)
+	e.onDisconnect(nil, nil)
+	e.cache.advance(e.cache.now.Load() + 5)
+	e.onReconnect(nil)
+	ctx = getRequest("/v1/collections/bench/docs/doc")
+	e.dispatch(ctx, "")
+	if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs != "perch; hit; detail=stale" {
+		t.Fatalf("after a 5 s outage, with a window of 30 s: %d %q", ctx.Response.StatusCode(), cs)
+	}
+}
