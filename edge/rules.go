@@ -9,6 +9,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/perchhq/perch/internal/wire"
+	"github.com/perchhq/perch/internal/yamlsafe"
 )
 
 // Access is who may read or write a collection's documents (DESIGN §3).
@@ -122,7 +123,7 @@ func (r *Rules) Validate() error {
 func ParseRules(data []byte) (*Rules, error) {
 	r := &Rules{Default: DefaultRules().Default}
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := yaml.UnmarshalWithOptions(data, r, yaml.Strict()); err != nil {
+		if err := yamlsafe.Unmarshal(data, r, yaml.Strict()); err != nil {
 			return nil, fmt.Errorf("rules file: %w", err)
 		}
 	}

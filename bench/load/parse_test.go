@@ -135,6 +135,7 @@ func FuzzParseScenario(f *testing.F) {
 	f.Add([]byte(scenarioYAML))
 	f.Add([]byte(`{"name":"mine","mix":[{"kind":"sync","weight":1}]}`))
 	f.Add([]byte("base: read-hot\ndocs: 5\n"))
+	f.Add([]byte("name: x\nmix: !x 0")) // a tag where a list is expected: goccy/go-yaml panics on it
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := load.ParseScenario(data)
 		if err != nil {

@@ -1,7 +1,6 @@
 package load
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -12,6 +11,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/perchhq/perch/internal/yamlsafe"
 )
 
 // Kind is a kind of request a scenario sends. Each kind is also an endpoint of the report:
@@ -165,7 +166,7 @@ func ParseScenario(data []byte) (*Scenario, error) {
 		}
 	}
 	var f scenarioFile
-	if err := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField()).Decode(&f); err != nil {
+	if err := yamlsafe.Unmarshal(data, &f, yaml.DisallowUnknownField()); err != nil {
 		return nil, fmt.Errorf("scenario file: %w", err)
 	}
 	s := f.Scenario

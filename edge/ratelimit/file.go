@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/perchhq/perch/internal/yamlsafe"
 )
 
 // file is the YAML form of a limits file (README.md, "File format").
@@ -82,7 +84,7 @@ func ParseFile(data []byte) ([]Policy, error) {
 		return nil, nil
 	}
 	var f file
-	if err := yaml.UnmarshalWithOptions(data, &f, yaml.Strict()); err != nil {
+	if err := yamlsafe.Unmarshal(data, &f, yaml.Strict()); err != nil {
 		return nil, fmt.Errorf("limits file: %w", err)
 	}
 	ps := make([]Policy, 0, len(f.Limits))

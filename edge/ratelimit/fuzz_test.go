@@ -68,6 +68,7 @@ func FuzzParseFile(f *testing.F) {
 		"limits:\n  - scope: ip\n    rate: 10/s\n    group: writes\n  - key:6000/m\n",
 		`{"limits": ["user:1/s"]}`,
 		"limits: [{scope: ip, rate: 50/s, brust: 3}]",
+		"limits: !x 0", // a tag where a list is expected: goccy/go-yaml panics on it
 		"",
 	} {
 		f.Add([]byte(s))
