@@ -219,6 +219,11 @@ func parsePHC(s string) (phc, error) {
 	if rest != "" {
 		return h, fmt.Errorf("%w: unexpected parameters", ErrBadHash)
 	}
+	// Go's base64 decoders skip CR and LF, even strict ones: a string with them in its salt or
+	// hash would decode to the same bytes without being the canonical form.
+	if strings.ContainsAny(fields[1], "\r\n") || strings.ContainsAny(fields[2], "\r\n") {
+		return h, fmt.Errorf("%w: line break in the salt or hash", ErrBadHash)
+	}
 	// Check the lengths before decoding, so that nothing is allocated for a hostile one.
 	if b64PHC.DecodedLen(len(fields[1])) > maxSaltLen || b64PHC.DecodedLen(len(fields[2])) > maxKeyLen {
 		return h, fmt.Errorf("%w: salt or hash too long", ErrBadHash)
