@@ -92,6 +92,11 @@ type Edge struct {
 	// changes is the change subscription, once made: a slow consumer on it distrusts the
 	// cache (onAsyncError).
 	changes atomic.Pointer[nats.Subscription]
+	// changesStarted counts the change messages onChange has begun. redistrustAt, when not 0,
+	// is the count by which every message queued before a slow consumer dropped some has
+	// been applied; the cache is distrusted again then (onAsyncError).
+	changesStarted atomic.Uint64
+	redistrustAt   atomic.Uint64
 	// work admits the work on the cache outside requests, until close (work.go).
 	work    workGate
 	closeMu sync.Mutex

@@ -102,6 +102,7 @@ func (e *Edge) onChange(m *nats.Msg) {
 		return
 	}
 	defer e.work.leave()
+	defer e.redistrustAfterDrop(m, e.changesStarted.Add(1))
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
 		clear(e.firstSeq)
@@ -116,6 +117,31 @@ func (e *Edge) onChange(m *nats.Msg) {
 		e.applyEvent(m, &evs[i], &l)
 	}
 	e.cache.settleAsync(&l)
+}
+
+// redistrustAfterDrop distrusts the cache once more when the change message m, the nth,
+// was the last queued before a slow consumer dropped some (onAsyncError): the messages
+// queued before the drop are applied after the distrust it caused, and what they install
+// would be trusted, though a dropped event may have changed the same document since. The
+// messages are known all applied when n reaches the count onAsyncError set, or sooner when
+// nothing else waits behind m (its queue counts m until onChange returns).
+func (e *Edge) redistrustAfterDrop(m *nats.Msg, n uint64) {
+	for {
+		at := e.redistrustAt.Load()
+		if at == 0 {
+			return
+		}
+		if n < at {
+			if pending, _, err := m.Sub.Pending(); err == nil && pending > 1 {
+				return
+			}
+		}
+		if e.redistrustAt.CompareAndSwap(at, 0) {
+			e.log.Warn("change events queued before a drop applied; distrusting the cache again")
+			e.cache.distrust()
+			return
+		}
+	}
 }
 
 func (e *Edge) badEvents(m *nats.Msg, err error) {
@@ -230,12 +256,26 @@ func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
 // onAsyncError hears what NATS reports outside a call. A slow consumer on the change
 // subscription has dropped change events that the edge will never have: the cache is
 // distrusted at once, rather than when the next event of the same partition shows the gap,
-// which for a quiet partition may be never. Dropped outcomes leave their writers to time
+// which for a quiet partition may be never, and again once the messages queued before the
+// drop are applied (redistrustAfterDrop). Dropped outcomes leave their writers to time
 // out and ask GET /v1/writes/{id}; dropped peer fills leave the askers to read the core.
 func (e *Edge) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && sub == e.changes.Load() {
 		e.metrics.events.WithLabelValues("dropped").Inc()
 		e.log.Warn("change events dropped by a slow consumer; distrusting the cache", "err", err)
+		// Counted before the queue, which counts a message onChange is applying: a message
+		// counted in both only sets the mark one later than need be, and the emptying of
+		// the queue still ends it (redistrustAfterDrop).
+		started := e.changesStarted.Load()
+		if queued, _, perr := sub.Pending(); perr == nil {
+			at := started + uint64(max(queued, 0))
+			for {
+				cur := e.redistrustAt.Load()
+				if at == 0 || cur >= at || e.redistrustAt.CompareAndSwap(cur, at) {
+					break
+				}
+			}
+		}
 		e.cache.distrust()
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -287,6 +288,51 @@ func FuzzIfNoneMatch(f *testing.F) {
 			if _, ok := ent.matchETag([]byte(string(ent.tag(d))+", "+h), cd); !ok {
 				t.Fatalf("%s followed by %q does not match", ent.tag(d), h)
 			}
+		}
+	})
+}
+
+// FuzzPeerMaxAge: the headers of a peer fill request, which another edge sends, give an age
+// no greater than either asks for, and a malformed one takes nothing cached.
+func FuzzPeerMaxAge(f *testing.F) {
+	f.Add("", "")
+	f.Add("29", "")
+	f.Add("29", "0")
+	f.Add("", "1")
+	f.Add("0", "5")
+	f.Add("-1", "")
+	f.Add("4294967296", "")
+	f.Add("1e3", "x")
+	f.Fuzz(func(t *testing.T, maxAge, distrusted string) {
+		h := nats.Header{}
+		if maxAge != "" {
+			h.Set(hdrPeerMaxAge, maxAge)
+		}
+		if distrusted != "" {
+			h.Set(hdrPeerDistrusted, distrusted)
+		}
+		got, err := peerMaxAge(h)
+		want := int64(math.MaxInt64)
+		valid := true
+		for _, c := range []struct {
+			v     string
+			slack int64
+		}{{maxAge, 0}, {distrusted, 2}} {
+			if c.v == "" {
+				continue
+			}
+			n, perr := strconv.ParseUint(c.v, 10, 32)
+			if perr != nil {
+				valid = false
+				break
+			}
+			want = min(want, int64(n)-c.slack)
+		}
+		switch {
+		case !valid && (err == nil || got >= 0):
+			t.Fatalf("%q, %q: %d, %v; want an error and nothing cached", maxAge, distrusted, got, err)
+		case valid && (err != nil || got != want):
+			t.Fatalf("%q, %q: %d, %v; want %d", maxAge, distrusted, got, err, want)
 		}
 	})
 }

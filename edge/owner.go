@@ -42,6 +42,11 @@ const (
 	// changes without knowing it yet, so it answers from its cache only with an entry it
 	// stored since, and reads the core otherwise.
 	hdrPeerDistrusted = "Perch-Distrusted"
+	// hdrPeerMaxAge, on a request, is the oldest answer in seconds that the asker can keep
+	// for at least a second (its TTL less one): an owner whose entry is older, its own TTL
+	// being longer, reads the core, rather than hand over a copy the asker would store
+	// expired and ask for again at its next read.
+	hdrPeerMaxAge = "Perch-Max-Age"
 )
 
 // maxPeerAge bounds the age a peer fill's reply may give: more than any TTL.
@@ -133,10 +138,11 @@ func (e *Edge) fillFromPeer(rc context.Context, owner gossip.Member, key string)
 		defer span.End()
 		out.Header = telemetry.Inject(rc, nil)
 	}
+	if out.Header == nil {
+		out.Header = nats.Header{}
+	}
+	out.Header.Set(hdrPeerMaxAge, strconv.FormatUint(uint64(e.cache.ttl-1), 10))
 	if d, ok := e.cache.sinceDistrust(); ok {
-		if out.Header == nil {
-			out.Header = nats.Header{}
-		}
 		out.Header.Set(hdrPeerDistrusted, strconv.FormatUint(uint64(d), 10))
 	}
 	ctx, cancel := context.WithTimeout(rc, e.cfg.ReadTimeout)
@@ -246,17 +252,10 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 		return
 	}
 	key := string(m.Data)
-	// An asker that has distrusted its cache takes only what this edge has stored since, with
-	// a second on each side for the two clocks' whole seconds and the request's way here.
-	maxAge := int64(math.MaxInt64)
-	if d := m.Header.Get(hdrPeerDistrusted); d != "" {
-		n, err := strconv.ParseUint(d, 10, 32)
-		if err != nil {
-			// Nothing cached is taken then: the core is right whatever the asker meant.
-			e.log.Warn("malformed peer fill request", "header", hdrPeerDistrusted, "value", d)
-			n = 0
-		}
-		maxAge = int64(n) - 2
+	maxAge, err := peerMaxAge(m.Header)
+	if err != nil {
+		// Nothing cached is taken then: the core is right whatever the asker meant.
+		e.log.Warn("malformed peer fill request", "err", err)
 	}
 	prior, ok := e.cache.get(m.Data)
 	if ok && e.cache.valid(prior) && !e.disconnected.Load() && int64(e.cache.age(prior)) <= maxAge {
@@ -285,6 +284,31 @@ func (e *Edge) answerPeerFill(m *nats.Msg) {
 	}
 	e.metrics.peerServed("fill").Inc()
 	e.replyPeerEntry(m, ent)
+}
+
+// peerMaxAge returns how many seconds old an answer from the owner's cache may be for a peer
+// fill request with headers h (math.MaxInt64: any; negative: none, only a read from the
+// core). An asker takes no answer older than its TTL lets it keep (hdrPeerMaxAge); one that
+// has distrusted its cache takes only what the owner stored since, with a second on each side
+// for the two clocks' whole seconds and the request's way here (hdrPeerDistrusted). A
+// malformed header takes none cached, and is returned as the error.
+func peerMaxAge(h nats.Header) (int64, error) {
+	maxAge := int64(math.MaxInt64)
+	for _, f := range [...]struct {
+		name  string
+		slack int64
+	}{{hdrPeerMaxAge, 0}, {hdrPeerDistrusted, 2}} {
+		v := h.Get(f.name)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return -1, fmt.Errorf("header %s: %q is not a number of seconds", f.name, v)
+		}
+		maxAge = min(maxAge, int64(n)-f.slack)
+	}
+	return maxAge, nil
 }
 
 func (e *Edge) replyPeerEntry(m *nats.Msg, ent *entry) {

@@ -110,6 +110,10 @@ func TestGapNotRefilledFromLaggingOwner(t *testing.T) {
 	if st, tag, cs := served(a, id); st != 200 || tag != `"5"` {
 		t.Fatalf("a's read after the gap: %d %s %q, want version 5 (b read the core)", st, tag, cs)
 	}
+	// Once: b takes what it has just read from the core, however soon after the distrust.
+	if n := len(reads); n != 1 {
+		t.Fatalf("the core read %d times for one fill, want 1", n)
+	}
 	if got := <-reads; got != id {
 		t.Fatalf("the core read %q", got)
 	}
@@ -149,6 +153,49 @@ func TestOwnerFillKeepsAge(t *testing.T) {
 	a.cache.advance(a.cache.now.Load() + 4) // 11 s after b read version 4
 	if _, ok := a.cache.current(docKey("notes", id)); ok {
 		t.Fatal("a's copy is trusted 11 s after b read it from the core, with a TTL of 10 s")
+	}
+}
+
+// TestOwnerCopyOlderThanTheAskersTTL: an owner whose TTL is longer than the asker's holds
+// entries older than the asker may keep. For such an asker it reads the core, rather than
+// hand over a copy the asker would store expired and ask for again at every read.
+func TestOwnerCopyOlderThanTheAskersTTL(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, func(c *Config) {
+		c.CacheTTL = time.Minute
+		if c.ID == "test-a" {
+			c.CacheTTL = 10 * time.Second
+		}
+	})
+	reads := answerAsCore(t, ns, 5)
+	key := docKey("notes", id)
+	b.cache.putDocument(docVersion(id, 4))
+	b.cache.flush()
+	b.cache.advance(b.cache.now.Load() + 20)
+	if _, tag, cs := served(a, id); tag != `"5"` {
+		t.Fatalf("a's fill: %s %q, want version 5 read from the core by b", tag, cs)
+	}
+	if n := len(reads); n != 1 {
+		t.Fatalf("the core read %d times, want 1", n)
+	}
+	if ent, ok := a.cache.current(key); !ok || a.cache.age(ent) != 0 {
+		t.Fatalf("a's copy %+v (%v): want it stored, fresh", ent, ok)
+	}
+	if ent, ok := b.cache.current(key); !ok || ent.version != 5 {
+		t.Fatalf("b's entry %+v (%v): want the version it read", ent, ok)
+	}
+	if _, _, cs := served(a, id); cs != "perch; hit" {
+		t.Fatalf("a's next read: %q, want a hit", cs)
+	}
+	// An entry young enough for a is copied as it is.
+	b.cache.advance(b.cache.now.Load() + 5)
+	a.cache.c.Del(key)
+	a.cache.c.Wait()
+	if _, tag, cs := served(a, id); tag != `"5"` || len(reads) != 1 {
+		t.Fatalf("a's fill of b's 5 s old entry: %s %q, %d core reads, want b's copy", tag, cs, len(reads))
+	}
+	if ent, ok := a.cache.current(key); !ok || a.cache.age(ent) != 5 {
+		t.Fatalf("a's copy %+v (%v): want it 5 s old", ent, ok)
 	}
 }
 
@@ -209,6 +256,86 @@ func TestSlowConsumerDistrustsTheCache(t *testing.T) {
 	}
 	if n := testCounter(t, e.metrics.events.WithLabelValues("dropped")); n < 1 {
 		t.Fatalf("dropped events counted %v times", n)
+	}
+}
+
+// TestEventsQueuedBeforeADropStayDistrusted: a slow consumer drops version 2 of b, while
+// the message of version 1, published before it, waits in the queue. Version 1 is applied
+// after the drop distrusted the cache, and would be served as current (the partition is
+// quiet: no later event shows the gap) had the cache not been distrusted again once the queue
+// of the drop's time was applied.
+func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
+	ns := natstest.Start(t)
+	nc := natstest.Connect(t, ns.URL())
+	e := newTestEdgeOn(t, nc, nil)
+	// The edge's change subscription (subscribe), its handler held at the first message.
+	release := make(chan struct{})
+	var held atomic.Bool
+	ch, err := nc.Subscribe(wire.ChangeSubjectPrefix+">", func(m *nats.Msg) {
+		if held.CompareAndSwap(false, true) {
+			<-release
+		}
+		e.onChange(m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.SetPendingLimits(2, 1<<20); err != nil { // the held message and one more
+		t.Fatal(err)
+	}
+	e.changes.Store(ch)
+	nc.SetErrorHandler(e.onAsyncError)
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	pub := natstest.Connect(t, ns.URL())
+	publish := func(ev wire.ChangeEvent) {
+		t.Helper()
+		data, _ := json.Marshal(ev)
+		if err := pub.Publish(wire.ChangeSubject(ev.Collection), data); err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(eventOf(docVersion("a", 1), 1, true))
+	for !held.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	publish(eventOf(docVersion("b", 1), 2, true)) // queued
+	epoch := e.cache.epoch.Load()
+	publish(eventOf(docVersion("b", 2), 3, true)) // dropped
+	deadline := time.Now().Add(10 * time.Second)
+	for e.cache.epoch.Load() == epoch {
+		if time.Now().After(deadline) {
+			n, _ := ch.Dropped()
+			t.Fatalf("%d dropped; the cache was not distrusted", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for {
+		if n, _ := ch.Delivered(); n == 2 {
+			if q, _, _ := ch.Pending(); q == 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued message was not applied")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.cache.flush()
+	ent, ok := e.cache.get([]byte(docKey("notes", "b")))
+	if !ok || ent.version != 1 {
+		t.Fatalf("b's entry %+v (%v): want version 1, the queued event's", ent, ok)
+	}
+	if e.cache.valid(ent) {
+		t.Fatal("version 1 of b, queued before version 2 was dropped, is trusted")
+	}
+	if n := e.cache.epoch.Load() - epoch; n != 2 {
+		t.Fatalf("the cache was distrusted %d times, want 2: at the drop, and once the queue was applied", n)
 	}
 }
 

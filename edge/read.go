@@ -252,16 +252,19 @@ func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, leas
 	return e.fillFromCoreFresh(rc, key, collection, id, least, math.MaxInt64)
 }
 
-// coreFill is the result of a core fill that its singleflight shares: the entry, and the
+// coreFill is the result of a core fill that its singleflight shares: the entry, the
 // highest version heard of while it read, which the entry may be older than (then it was not
-// stored).
+// stored), and whether the entry was read from the core for this fill rather than found in
+// the cache.
 type coreFill struct {
 	ent   *entry
 	least int64
+	fresh bool
 }
 
 // fillFromCoreFresh is fillFromCore of an entry at most maxAge seconds old (docCache.age):
-// a cached one that is older is read again (a negative maxAge takes none).
+// a cached one that is older is read again (a negative maxAge takes none cached). What the
+// fill reads from the core is taken whatever maxAge: its age is that of the read.
 func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string, least, maxAge int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
@@ -290,14 +293,14 @@ func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string,
 				ent = documentEntry(resp.Doc)
 			}
 			heard, _ := e.cache.fillDocument(key, ent, epoch, 0, pending)
-			return coreFill{ent: ent, least: heard}, nil
+			return coreFill{ent: ent, least: heard, fresh: true}, nil
 		})
 		if err != nil {
 			return nil, asProblem(err)
 		}
 		f := v.(coreFill)
 		least = max(least, f.least)
-		if f.ent.version >= least && int64(e.cache.age(f.ent)) <= maxAge || attempt >= 3 {
+		if f.ent.version >= least && (f.fresh || int64(e.cache.age(f.ent)) <= maxAge) || attempt >= 3 {
 			return f.ent, nil
 		}
 		e.coreFills.Forget(key)

@@ -83,10 +83,10 @@ func ownerPair(t *testing.T, ns *natsembed.Server, configure func(*Config)) (a, 
 	}
 	with := func(edgeID string) func(*Config) {
 		return func(c *Config) {
+			c.ID = edgeID
 			if configure != nil {
 				configure(c)
 			}
-			c.ID = edgeID
 		}
 	}
 	a, b = newTestEdgeOn(t, nc, with("test-a")), newTestEdgeOn(t, nc, with("test-b"))
