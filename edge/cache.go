@@ -447,9 +447,10 @@ type landing struct {
 	ents []*entry
 }
 
-// setLater is set for a run of sets: an entry that did not land at once joins l, for settle.
-func (dc *docCache) setLater(key string, e *entry, l *landing) {
-	dc.stamp(e, dc.epoch.Load(), 0)
+// setLater is setIn for a run of sets: an entry that did not land at once joins l, for
+// settle.
+func (dc *docCache) setLater(key string, e *entry, epoch uint32, l *landing) {
+	dc.stamp(e, epoch, 0)
 	if !dc.trySet(key, e) {
 		l.keys, l.ents = append(l.keys, key), append(l.ents, e)
 	}
@@ -648,9 +649,10 @@ func (dc *docCache) putDocument(d *wire.Document) {
 	dc.set(docKey(d.Collection, d.ID), documentEntry(d))
 }
 
-// putDocumentLater is putDocument in a run of sets (setLater).
-func (dc *docCache) putDocumentLater(d *wire.Document, l *landing) {
-	dc.setLater(docKey(d.Collection, d.ID), documentEntry(d), l)
+// putDocumentLater is putDocument in a run of sets, of a document the edge had by epoch
+// (setLater).
+func (dc *docCache) putDocumentLater(d *wire.Document, epoch uint32, l *landing) {
+	dc.setLater(docKey(d.Collection, d.ID), documentEntry(d), epoch, l)
 }
 
 // markVersion records that version of a document exists without its body.
@@ -660,7 +662,7 @@ func (dc *docCache) markVersion(collection, id string, version int64) {
 
 // markVersionLater is markVersion in a run of sets (setLater).
 func (dc *docCache) markVersionLater(collection, id string, version int64, l *landing) {
-	dc.setLater(docKey(collection, id), &entry{version: version, stale: true}, l)
+	dc.setLater(docKey(collection, id), &entry{version: version, stale: true}, dc.epoch.Load(), l)
 }
 
 // documentEntry is the entry of a document version: its rendering, or a 404 for a

@@ -47,6 +47,9 @@ type Edge struct {
 	// this one share (owner.go).
 	fills     singleflight.Group
 	coreFills singleflight.Group
+	// coreFillReads counts the core reads coreFills have begun: a fill that joins one
+	// begun before it asked knows it by its number (fillFromCoreFresh).
+	coreFillReads atomic.Uint64
 	// ring is the hash ring of the region's edges; ringMu orders its rebuilds.
 	ring   atomic.Pointer[gossip.Ring]
 	ringMu sync.Mutex
@@ -92,11 +95,11 @@ type Edge struct {
 	// changes is the change subscription, once made: a slow consumer on it distrusts the
 	// cache (onAsyncError).
 	changes atomic.Pointer[nats.Subscription]
-	// changesStarted counts the change messages onChange has begun. redistrustAt, when not 0,
+	// changesStarted counts the change messages onChange has begun. dropDrain, when not 0,
 	// is the count by which every message queued before a slow consumer dropped some has
-	// been applied; the cache is distrusted again then (onAsyncError).
+	// been applied: until then their documents go in as version markers (onAsyncError).
 	changesStarted atomic.Uint64
-	redistrustAt   atomic.Uint64
+	dropDrain      atomic.Uint64
 	// work admits the work on the cache outside requests, until close (work.go).
 	work    workGate
 	closeMu sync.Mutex

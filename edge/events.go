@@ -83,7 +83,7 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 			// holds, and the writer's next read fetches at least that version.
 			e.cache.markVersionLater(out.Doc.Collection, out.Doc.ID, out.Doc.Version, &l)
 		} else {
-			e.cache.putDocumentLater(out.Doc, &l)
+			e.cache.putDocumentLater(out.Doc, e.cache.epoch.Load(), &l)
 		}
 		e.forgetFills(key)
 		e.cache.retireLists(out.Doc.Collection)
@@ -102,7 +102,7 @@ func (e *Edge) onChange(m *nats.Msg) {
 		return
 	}
 	defer e.work.leave()
-	defer e.redistrustAfterDrop(m, e.changesStarted.Add(1))
+	defer e.endDropDrain(m, e.changesStarted.Add(1))
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
 		clear(e.firstSeq)
@@ -119,15 +119,13 @@ func (e *Edge) onChange(m *nats.Msg) {
 	e.cache.settleAsync(&l)
 }
 
-// redistrustAfterDrop distrusts the cache once more when the change message m, the nth,
-// was the last queued before a slow consumer dropped some (onAsyncError): the messages
-// queued before the drop are applied after the distrust it caused, and what they install
-// would be trusted, though a dropped event may have changed the same document since. The
-// messages are known all applied when n reaches the count onAsyncError set, or sooner when
-// nothing else waits behind m (its queue counts m until onChange returns).
-func (e *Edge) redistrustAfterDrop(m *nats.Msg, n uint64) {
+// endDropDrain ends the drain of a slow consumer's queue (onAsyncError) when the change
+// message m, the nth, was the last queued before the drop: when n reaches the count
+// onAsyncError set, or sooner when nothing else waits behind m (its queue counts m until
+// onChange returns).
+func (e *Edge) endDropDrain(m *nats.Msg, n uint64) {
 	for {
-		at := e.redistrustAt.Load()
+		at := e.dropDrain.Load()
 		if at == 0 {
 			return
 		}
@@ -136,9 +134,8 @@ func (e *Edge) redistrustAfterDrop(m *nats.Msg, n uint64) {
 				return
 			}
 		}
-		if e.redistrustAt.CompareAndSwap(at, 0) {
-			e.log.Warn("change events queued before a drop applied; distrusting the cache again")
-			e.cache.distrust()
+		if e.dropDrain.CompareAndSwap(at, 0) {
+			e.log.Info("change events queued before a drop applied; their documents are fetched when read")
 			return
 		}
 	}
@@ -196,12 +193,22 @@ func (e *Edge) applyEvent(m *nats.Msg, h *wire.EventHead, l *landing) {
 			ev.Doc = nil
 		}
 	}
+	// The epoch before the drain: a drop reported meanwhile marks the drain before it
+	// distrusts the cache, so a document stamped with the epoch after is known queued before
+	// the drop, and not installed.
+	epoch := e.cache.epoch.Load()
+	drained := e.dropDrain.Load() == 0
 	switch {
 	case known:
 		e.metrics.events.WithLabelValues("known").Inc()
-	case ev.Doc != nil && !earlier:
+	case ev.Doc != nil && !earlier && drained:
 		e.metrics.events.WithLabelValues("document").Inc()
-		e.cache.putDocumentLater(ev.Doc, l)
+		e.cache.putDocumentLater(ev.Doc, epoch, l)
+	case ev.Doc != nil && !earlier:
+		// Queued before a drop: a dropped event may have changed the document since, and the
+		// drop's distrust came before this. Only its version is kept; the next read fetches it.
+		e.metrics.events.WithLabelValues("queued_before_drop").Inc()
+		e.cache.markVersionLater(ev.Collection, ev.ID, ev.Version, l)
 	default:
 		e.metrics.events.WithLabelValues("marker").Inc()
 		e.cache.markVersionLater(ev.Collection, ev.ID, ev.Version, l)
@@ -256,27 +263,35 @@ func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
 // onAsyncError hears what NATS reports outside a call. A slow consumer on the change
 // subscription has dropped change events that the edge will never have: the cache is
 // distrusted at once, rather than when the next event of the same partition shows the gap,
-// which for a quiet partition may be never, and again once the messages queued before the
-// drop are applied (redistrustAfterDrop). Dropped outcomes leave their writers to time
+// which for a quiet partition may be never. The messages queued before the drop are applied
+// after the distrust, though a dropped event may have changed their documents since: only
+// their versions are kept (applyEvent, endDropDrain). Dropped outcomes leave their writers to time
 // out and ask GET /v1/writes/{id}; dropped peer fills leave the askers to read the core.
 func (e *Edge) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil && sub == e.changes.Load() {
 		e.metrics.events.WithLabelValues("dropped").Inc()
 		e.log.Warn("change events dropped by a slow consumer; distrusting the cache", "err", err)
-		// Counted before the queue, which counts a message onChange is applying: a message
-		// counted in both only sets the mark one later than need be, and the emptying of
-		// the queue still ends it (redistrustAfterDrop).
-		started := e.changesStarted.Load()
-		if queued, _, perr := sub.Pending(); perr == nil {
-			at := started + uint64(max(queued, 0))
+		// The messages queued now came before the drop: until they are applied, their
+		// documents go in as version markers (applyEvent), and the drain ends at their count
+		// (endDropDrain). The queue is read first, the count of messages begun second, so
+		// that a message begun and ended in between is counted; one counted in both (it was
+		// being applied) only makes the mark one later, and the queue's emptying still ends
+		// the drain. With nothing queued, everything came before the distrust.
+		at := uint64(0)
+		if queued, _, perr := sub.Pending(); perr == nil && queued > 0 {
+			at = uint64(queued) + e.changesStarted.Load()
 			for {
-				cur := e.redistrustAt.Load()
-				if at == 0 || cur >= at || e.redistrustAt.CompareAndSwap(cur, at) {
+				cur := e.dropDrain.Load()
+				if cur >= at || e.dropDrain.CompareAndSwap(cur, at) {
 					break
 				}
 			}
 		}
 		e.cache.distrust()
+		if queued, _, perr := sub.Pending(); at != 0 && perr == nil && queued == 0 {
+			// Applied meanwhile, the last of them maybe before it saw the mark.
+			e.dropDrain.CompareAndSwap(at, 0)
+		}
 		return
 	}
 	subject := ""

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -130,6 +131,36 @@ func TestGapNotRefilledFromLaggingOwner(t *testing.T) {
 	}
 	if n := testCounter(t, a.metrics.events.WithLabelValues("repeated")); n != 1 {
 		t.Fatalf("%v repeated events, want 1", n)
+	}
+}
+
+// TestDistrustedAskerDoesNotJoinAnOlderRead: the owner's own miss has begun a core read when
+// an asker that has just distrusted its cache asks for the key. That read may be from before
+// the change the asker lost: the owner does not hand it over, however fresh, but reads again.
+func TestDistrustedAskerDoesNotJoinAnOlderRead(t *testing.T) {
+	ns := natstest.Start(t)
+	a, b, id := ownerPair(t, ns, nil)
+	asked, release, reads := slowFirstRead(t, ns, 4, 5)
+	var owners sync.WaitGroup
+	owners.Go(func() { served(b, id) })
+	<-asked
+	a.cache.distrust()
+	var tag, cs string
+	var asker sync.WaitGroup
+	asker.Go(func() { _, tag, cs = served(a, id) })
+	// b has taken a's request (its slot of peer fills) and joins its own read.
+	for len(b.peerFills) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	owners.Wait()
+	asker.Wait()
+	if tag != `"5"` {
+		t.Fatalf("a's fill: %s %q, want version 5, read for it", tag, cs)
+	}
+	if n := reads.Load(); n != 2 {
+		t.Fatalf("the core read %d times, want 2: b's own, and one for a", n)
 	}
 }
 
@@ -262,80 +293,133 @@ func TestSlowConsumerDistrustsTheCache(t *testing.T) {
 // TestEventsQueuedBeforeADropStayDistrusted: a slow consumer drops version 2 of b, while
 // the message of version 1, published before it, waits in the queue. Version 1 is applied
 // after the drop distrusted the cache, and would be served as current (the partition is
-// quiet: no later event shows the gap) had the cache not been distrusted again once the queue
-// of the drop's time was applied.
+// quiet: no later event shows the gap); only its version is kept. An event published after
+// the drop is installed. The change subscription's handler is held at the first message,
+// either before onChange counts it (the drain ends at the count of messages queued at the
+// drop) or inside it, while it applies the event (then counted twice, in onChange's count and
+// in the queue's: the queue's emptying ends the drain).
 func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
+	for _, inside := range []bool{false, true} {
+		t.Run(map[bool]string{false: "held before onChange", true: "held inside onChange"}[inside], func(t *testing.T) {
+			ns := natstest.Start(t)
+			nc := natstest.Connect(t, ns.URL())
+			e := newTestEdgeOn(t, nc, nil)
+			release := make(chan struct{})
+			var held atomic.Bool
+			var once sync.Once
+			unhold := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(unhold)
+			if inside {
+				// applyEvent takes pendingMu (heard) after onChange has counted the message.
+				e.cache.pendingMu.Lock()
+				go func() {
+					<-release
+					e.cache.pendingMu.Unlock()
+				}()
+			}
+			// The edge's change subscription (subscribe), held at the first message.
+			ch, err := nc.Subscribe(wire.ChangeSubjectPrefix+">", func(m *nats.Msg) {
+				if held.CompareAndSwap(false, true) && !inside {
+					<-release
+				}
+				e.onChange(m)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.SetPendingLimits(2, 1<<20); err != nil { // the held message and one more
+				t.Fatal(err)
+			}
+			e.changes.Store(ch)
+			nc.SetErrorHandler(e.onAsyncError)
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			pub := natstest.Connect(t, ns.URL())
+			publish := func(ev wire.ChangeEvent) {
+				t.Helper()
+				data, _ := json.Marshal(ev)
+				if err := pub.Publish(wire.ChangeSubject(ev.Collection), data); err != nil {
+					t.Fatal(err)
+				}
+				if err := pub.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			waitFor := func(what string, done func() bool) {
+				t.Helper()
+				for !done() {
+					if time.Now().After(deadline) {
+						t.Fatalf("waiting for %s", what)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			publish(eventOf(docVersion("a", 1), 1, true))
+			waitFor("the first message", func() bool { n, _ := ch.Delivered(); return n == 1 })
+			publish(eventOf(docVersion("b", 1), 2, true)) // queued
+			epoch := e.cache.epoch.Load()
+			publish(eventOf(docVersion("b", 2), 3, true)) // dropped
+			waitFor("the drop's distrust", func() bool { return e.cache.epoch.Load() != epoch })
+			c := eventOf(docVersion("c", 1), 1, true)
+			c.Partition = 2
+			if !inside {
+				// Behind b's version 1 when it is applied: only the count ends the drain.
+				if err := ch.SetPendingLimits(100, 1<<20); err != nil {
+					t.Fatal(err)
+				}
+				publish(c)
+			}
+			unhold()
+			want := int64(2)
+			if !inside {
+				want = 3
+			}
+			waitFor("the queue", func() bool {
+				n, _ := ch.Delivered()
+				q, _, _ := ch.Pending()
+				return n == want && q == 0
+			})
+			if inside {
+				publish(c) // after the drain
+				waitFor("c's event", func() bool { n, _ := ch.Delivered(); q, _, _ := ch.Pending(); return n == 3 && q == 0 })
+			}
+			e.cache.flush()
+			if ent, ok := e.cache.get([]byte(docKey("notes", "b"))); !ok || ent.version != 1 || e.cache.valid(ent) {
+				t.Fatalf("b's entry %+v (%v): want version 1 kept as a version only", ent, ok)
+			}
+			if ent, ok := e.cache.current(docKey("notes", "c")); !ok || ent.version != 1 {
+				t.Fatalf("c's entry %+v (%v): want version 1, published after the drop, installed", ent, ok)
+			}
+			if n := e.cache.epoch.Load() - epoch; n != 1 {
+				t.Fatalf("the cache was distrusted %d times, want once", n)
+			}
+			if n := testCounter(t, e.metrics.events.WithLabelValues("queued_before_drop")); n < 1 {
+				t.Fatalf("%v events counted as queued before the drop", n)
+			}
+		})
+	}
+}
+
+// TestDropWithNothingQueued: a drop reported once the queue is empty leaves nothing to
+// drain: the next event is installed.
+func TestDropWithNothingQueued(t *testing.T) {
 	ns := natstest.Start(t)
 	nc := natstest.Connect(t, ns.URL())
 	e := newTestEdgeOn(t, nc, nil)
-	// The edge's change subscription (subscribe), its handler held at the first message.
-	release := make(chan struct{})
-	var held atomic.Bool
-	ch, err := nc.Subscribe(wire.ChangeSubjectPrefix+">", func(m *nats.Msg) {
-		if held.CompareAndSwap(false, true) {
-			<-release
-		}
-		e.onChange(m)
-	})
-	if err != nil {
+	if err := e.subscribe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.SetPendingLimits(2, 1<<20); err != nil { // the held message and one more
-		t.Fatal(err)
-	}
-	e.changes.Store(ch)
-	nc.SetErrorHandler(e.onAsyncError)
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	pub := natstest.Connect(t, ns.URL())
-	publish := func(ev wire.ChangeEvent) {
-		t.Helper()
-		data, _ := json.Marshal(ev)
-		if err := pub.Publish(wire.ChangeSubject(ev.Collection), data); err != nil {
-			t.Fatal(err)
-		}
-		if err := pub.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	publish(eventOf(docVersion("a", 1), 1, true))
-	for !held.Load() {
-		time.Sleep(time.Millisecond)
-	}
-	publish(eventOf(docVersion("b", 1), 2, true)) // queued
+	ch := e.changes.Load()
 	epoch := e.cache.epoch.Load()
-	publish(eventOf(docVersion("b", 2), 3, true)) // dropped
-	deadline := time.Now().Add(10 * time.Second)
-	for e.cache.epoch.Load() == epoch {
-		if time.Now().After(deadline) {
-			n, _ := ch.Dropped()
-			t.Fatalf("%d dropped; the cache was not distrusted", n)
-		}
-		time.Sleep(time.Millisecond)
+	e.onAsyncError(nc, ch, nats.ErrSlowConsumer)
+	if e.cache.epoch.Load() != epoch+1 || e.dropDrain.Load() != 0 {
+		t.Fatalf("epoch %d (was %d), drain mark %d: want one distrust, nothing to drain", e.cache.epoch.Load(), epoch, e.dropDrain.Load())
 	}
-	close(release)
-	for {
-		if n, _ := ch.Delivered(); n == 2 {
-			if q, _, _ := ch.Pending(); q == 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the queued message was not applied")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	e.cache.flush()
-	ent, ok := e.cache.get([]byte(docKey("notes", "b")))
-	if !ok || ent.version != 1 {
-		t.Fatalf("b's entry %+v (%v): want version 1, the queued event's", ent, ok)
-	}
-	if e.cache.valid(ent) {
-		t.Fatal("version 1 of b, queued before version 2 was dropped, is trusted")
-	}
-	if n := e.cache.epoch.Load() - epoch; n != 2 {
-		t.Fatalf("the cache was distrusted %d times, want 2: at the drop, and once the queue was applied", n)
+	deliverTo(t, e)(eventOf(docVersion("d", 1), 1, true))
+	if ent, ok := e.cache.current(docKey("notes", "d")); !ok || ent.version != 1 {
+		t.Fatalf("d's entry %+v (%v): want the event's document installed", ent, ok)
 	}
 }
 

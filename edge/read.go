@@ -254,19 +254,21 @@ func (e *Edge) fillFromCore(rc context.Context, key, collection, id string, leas
 
 // coreFill is the result of a core fill that its singleflight shares: the entry, the
 // highest version heard of while it read, which the entry may be older than (then it was not
-// stored), and whether the entry was read from the core for this fill rather than found in
-// the cache.
+// stored), and the number of its core read (Edge.coreFillReads), 0 when the entry was found
+// in the cache.
 type coreFill struct {
 	ent   *entry
 	least int64
-	fresh bool
+	read  uint64
 }
 
 // fillFromCoreFresh is fillFromCore of an entry at most maxAge seconds old (docCache.age):
-// a cached one that is older is read again (a negative maxAge takes none cached). What the
-// fill reads from the core is taken whatever maxAge: its age is that of the read.
+// a cached one that is older is read again (a negative maxAge takes none cached). A core
+// read begun after the caller asked is taken whatever maxAge; one it joined that had begun
+// before may be older than what the caller needs, and is held to maxAge as the cache is.
 func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string, least, maxAge int64) (*entry, *problem.Problem) {
 	for attempt := 0; ; attempt++ {
+		asked := e.coreFillReads.Load()
 		v, err, _ := e.coreFills.Do(key, func() (any, error) {
 			if ent, ok := e.cached(key); ok && ent.version >= least && int64(e.cache.age(ent)) <= maxAge {
 				return coreFill{ent: ent}, nil
@@ -275,6 +277,7 @@ func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string,
 			defer e.cache.endFill(key, pending)
 			e.metrics.fills(fillCore).Inc()
 			epoch := e.cache.epoch.Load()
+			read := e.coreFillReads.Add(1)
 			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
 			var ent *entry
 			switch {
@@ -293,14 +296,14 @@ func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string,
 				ent = documentEntry(resp.Doc)
 			}
 			heard, _ := e.cache.fillDocument(key, ent, epoch, 0, pending)
-			return coreFill{ent: ent, least: heard, fresh: true}, nil
+			return coreFill{ent: ent, least: heard, read: read}, nil
 		})
 		if err != nil {
 			return nil, asProblem(err)
 		}
 		f := v.(coreFill)
 		least = max(least, f.least)
-		if f.ent.version >= least && (f.fresh || int64(e.cache.age(f.ent)) <= maxAge) || attempt >= 3 {
+		if f.ent.version >= least && (f.read > asked || int64(e.cache.age(f.ent)) <= maxAge) || attempt >= 3 {
 			return f.ent, nil
 		}
 		e.coreFills.Forget(key)
