@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -82,8 +83,14 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 			// be long superseded: only its version is kept, which never lowers what the cache
 			// holds, and the writer's next read fetches at least that version.
 			e.cache.markVersionLater(out.Doc.Collection, out.Doc.ID, out.Doc.Version, &l)
+		} else if epoch, ok := e.writes.epochOf(out.WriteID); ok {
+			// In the epoch the write was taken in: its change event comes on another
+			// subscription, and events lost meanwhile may be later than it.
+			e.cache.putDocumentLater(out.Doc, epoch, &l)
 		} else {
-			e.cache.putDocumentLater(out.Doc, e.cache.epoch.Load(), &l)
+			// Its writer no longer waits (it timed out, or the edge restarted): only the
+			// version is kept, which the floor already makes the next read fetch.
+			e.cache.markVersionLater(out.Doc.Collection, out.Doc.ID, out.Doc.Version, &l)
 		}
 		e.forgetFills(key)
 		e.cache.retireLists(out.Doc.Collection)
@@ -102,7 +109,8 @@ func (e *Edge) onChange(m *nats.Msg) {
 		return
 	}
 	defer e.work.leave()
-	defer e.endDropDrain(m, e.changesStarted.Add(1))
+	n := e.changesStarted.Add(1)
+	defer e.endDropDrain(m, n)
 	if e.resetSequences.Swap(false) {
 		clear(e.lastSeq)
 		clear(e.firstSeq)
@@ -114,7 +122,7 @@ func (e *Edge) onChange(m *nats.Msg) {
 	}
 	var l landing
 	for i := range evs {
-		e.applyEvent(m, &evs[i], &l)
+		e.applyEvent(m, n, &evs[i], &l)
 	}
 	e.cache.settleAsync(&l)
 }
@@ -141,6 +149,16 @@ func (e *Edge) endDropDrain(m *nats.Msg, n uint64) {
 	}
 }
 
+// raiseTo sets a to v unless it holds more.
+func raiseTo(a *atomic.Uint64, v uint64) {
+	for {
+		cur := a.Load()
+		if cur >= v || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
 func (e *Edge) badEvents(m *nats.Msg, err error) {
 	e.metrics.events.WithLabelValues("invalid").Inc()
 	e.log.Error("malformed change event", "subject", m.Subject, "bytes", len(m.Data), "err", err)
@@ -148,14 +166,15 @@ func (e *Edge) badEvents(m *nats.Msg, err error) {
 
 // applyEvent updates the cache: in place when the event carries the document, as a version
 // marker (the next read fetches) when the document was too large to carry.
-func (e *Edge) applyEvent(m *nats.Msg, h *wire.EventHead, l *landing) {
+// n is the count of the message m (changesStarted).
+func (e *Edge) applyEvent(m *nats.Msg, n uint64, h *wire.EventHead, l *landing) {
 	ev := &h.ChangeEvent
 	if !validEvent(ev) { // the header, before a gap can distrust the cache
 		e.badEvents(m, errors.New("invalid event"))
 		return
 	}
 	earlier := false
-	switch e.checkSequence(ev) {
+	switch e.checkSequence(ev, n) {
 	case seqRepeated:
 		// Published twice (the outbox sweeper), or one of a gap the edge found, lost and sent
 		// again by the sweeper: later changes of the document may have come before it, so it
@@ -238,8 +257,11 @@ const (
 // no longer be trusted; it is distrusted whole, since the lost changes could be of any
 // document. It reports where the event falls: an event at or before the last one is one
 // published twice (the outbox sweeper), had already if it is not before the first one seen.
-// Called from the change subscription only, one event at a time.
-func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
+// A gap in the nth message, one the edge had received when a slow consumer's drop was
+// reported (dropCovered), does not distrust the cache again: the events it lacks were
+// published before that message, so before the drop's distrust. Called from the change
+// subscription only, one event at a time.
+func (e *Edge) checkSequence(ev *wire.ChangeEvent, n uint64) seqOrder {
 	if ev.Partition < 0 || ev.Partition >= len(e.lastSeq) {
 		return seqNew
 	}
@@ -251,6 +273,9 @@ func (e *Edge) checkSequence(ev *wire.ChangeEvent) seqOrder {
 		return seqEarlier
 	case ev.Seq <= last:
 		return seqRepeated
+	case ev.Seq > last+1 && n <= e.dropCovered.Load():
+		e.metrics.events.WithLabelValues("gap_after_drop").Inc()
+		e.log.Debug("change events missed before a reported drop", "partition", ev.Partition, "after", last, "got", ev.Seq)
 	case ev.Seq > last+1:
 		e.log.Warn("change events missed; distrusting the cache", "partition", ev.Partition, "after", last, "got", ev.Seq)
 		e.metrics.events.WithLabelValues("gap").Inc()
@@ -273,19 +298,18 @@ func (e *Edge) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 		e.log.Warn("change events dropped by a slow consumer; distrusting the cache", "err", err)
 		// The messages queued now came before the drop: until they are applied, their
 		// documents go in as version markers (applyEvent), and the drain ends at their count
-		// (endDropDrain). The queue is read first, the count of messages begun second, so
-		// that a message begun and ended in between is counted; one counted in both (it was
-		// being applied) only makes the mark one later, and the queue's emptying still ends
-		// the drain. With nothing queued, everything came before the distrust.
+		// (endDropDrain); the gaps they show are this drop's (checkSequence). Of the two
+		// counts, the one of messages begun read before the queue is a bound below (the first
+		// queued may be one being applied), the one read after it a bound above (one begun in
+		// between is counted in both; the queue's emptying still ends the drain). With
+		// nothing queued, everything came before the distrust.
 		at := uint64(0)
+		before := e.changesStarted.Load()
 		if queued, _, perr := sub.Pending(); perr == nil && queued > 0 {
-			at = uint64(queued) + e.changesStarted.Load()
-			for {
-				cur := e.dropDrain.Load()
-				if cur >= at || e.dropDrain.CompareAndSwap(cur, at) {
-					break
-				}
-			}
+			at = e.changesStarted.Load() + uint64(queued)
+			raiseTo(&e.dropDrain, at)
+			// After the drain's mark: a message that sees this sees the mark.
+			raiseTo(&e.dropCovered, before+uint64(queued)-1)
 		}
 		e.cache.distrust()
 		if queued, _, perr := sub.Pending(); at != 0 && perr == nil && queued == 0 {

@@ -152,7 +152,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(.00025, 2, 14),
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), repeated (published again, or one of a gap: only its version is kept), dropped (a slow consumer dropped some: the cache is distrusted; counted once per report, not per event), queued_before_drop (applied after such a drop: only its version is kept), invalid.",
+			Name: "perch_edge_change_events_total", Help: "Change events received, by what they did to the cache: document (installed), known (the cache had that version already), marker (too large to carry: the next read fetches), gap (events were missed: the cache is distrusted), gap_after_drop (the gap of a reported drop: distrusted already), repeated (published again, or one of a gap: only its version is kept), dropped (a slow consumer dropped some: the cache is distrusted; counted once per report, not per event), queued_before_drop (applied after such a drop: only its version is kept), invalid.",
 		}, []string{"result"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "perch_edge_tokens_refused_total", Help: "Requests whose access token was refused (401 invalid_token), by reason: malformed, expired, not_yet_valid, revoked, unknown_key, bad_signature, bad_algorithm, wrong_issuer, wrong_audience.",

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,40 @@ func TestDistrustedAskerDoesNotJoinAnOlderRead(t *testing.T) {
 	}
 }
 
+// TestDistrustedAskersShareTheNextRead: eight distrusted askers join a core read the owner
+// began before they asked, and turn it down; they share one read after it, not one each (a
+// region's edges all ask so after a distrust of the whole region).
+func TestDistrustedAskersShareTheNextRead(t *testing.T) {
+	ns := natstest.Start(t)
+	_, b, id := ownerPair(t, ns, nil)
+	asked, release, reads := slowFirstRead(t, ns, 4, 5)
+	var wg sync.WaitGroup
+	wg.Go(func() { served(b, id) })
+	<-asked
+	versions := make([]int64, 8)
+	for i := range versions {
+		wg.Go(func() {
+			ent, p := b.fillFromCoreFresh(context.Background(), docKey("notes", id), "notes", id, 0, -1)
+			if p != nil {
+				t.Errorf("asker %d: %v", i, p)
+				return
+			}
+			versions[i] = ent.version
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // for the askers to join b's read
+	close(release)
+	wg.Wait()
+	for i, v := range versions {
+		if v != 5 {
+			t.Errorf("asker %d got version %d, want 5", i, v)
+		}
+	}
+	if n := reads.Load(); n != 2 {
+		t.Fatalf("the core read %d times, want 2: b's own, and one the askers share", n)
+	}
+}
+
 // TestOwnerFillKeepsAge: an entry copied from the owner's cache is served for what is left
 // of the TTL of the owner's, not a TTL of its own: a version whose change event was lost is
 // served no longer than the TTL after it was read from the core.
@@ -248,6 +283,40 @@ func TestReplayedOutcomeSeenByWriter(t *testing.T) {
 	}
 }
 
+// TestOutcomeAfterADistrustIsNotTrusted: the outcome of a write taken before the cache was
+// distrusted (change events lost meanwhile, which may be later than the write) installs its
+// document in the write's epoch, distrusted: only its version is kept. The outcome of a write
+// taken since is a hit, and one whose writer no longer waits keeps only its version.
+func TestOutcomeAfterADistrustIsNotTrusted(t *testing.T) {
+	ns := natstest.Start(t)
+	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), nil)
+	wait := func(writeID string) {
+		e.writes.mu.Lock()
+		e.writes.waiting[writeID] = &pending{cmd: wire.Command{WriteID: writeID}, outcome: make(chan wire.Outcome, 1), epoch: e.cache.epoch.Load()}
+		e.writes.mu.Unlock()
+	}
+	outcome := func(writeID string, d *wire.Document) {
+		data, _ := json.Marshal(wire.Outcomes{Batch: "b", Outcomes: []wire.Outcome{{WriteID: writeID, Status: 200, Doc: d}}})
+		e.onOutcomes(&nats.Msg{Data: data})
+		e.cache.flush()
+	}
+	wait("before")
+	e.cache.distrust()
+	wait("since")
+	outcome("before", docVersion("x", 3))
+	outcome("since", docVersion("y", 3))
+	outcome("gone", docVersion("z", 3))
+	for _, c := range []struct {
+		id      string
+		trusted bool
+	}{{"x", false}, {"y", true}, {"z", false}} {
+		ent, ok := e.cache.get([]byte(docKey("notes", c.id)))
+		if !ok || ent.version != 3 || e.cache.valid(ent) != c.trusted {
+			t.Errorf("%s's entry %+v (%v): want version 3, trusted %v", c.id, ent, ok, c.trusted)
+		}
+	}
+}
+
 // TestSlowConsumerDistrustsTheCache: change events that the NATS client drops for want of
 // buffer (a slow consumer) are events the edge will never have, on partitions that may stay
 // quiet: the cache is distrusted at once, not when a later event shows the gap.
@@ -297,7 +366,9 @@ func TestSlowConsumerDistrustsTheCache(t *testing.T) {
 // the drop is installed. The change subscription's handler is held at the first message,
 // either before onChange counts it (the drain ends at the count of messages queued at the
 // drop) or inside it, while it applies the event (then counted twice, in onChange's count and
-// in the queue's: the queue's emptying ends the drain).
+// in the queue's: the queue's emptying ends the drain). Held inside, an event of the same
+// partition is received before the drop is reported: the gap it shows is the drop's, and
+// does not distrust the cache again.
 func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
 	for _, inside := range []bool{false, true} {
 		t.Run(map[bool]string{false: "held before onChange", true: "held inside onChange"}[inside], func(t *testing.T) {
@@ -331,7 +402,15 @@ func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.changes.Store(ch)
-			nc.SetErrorHandler(e.onAsyncError)
+			// The drop's report, held too when inside, till a later event is queued.
+			report := make(chan struct{})
+			if !inside {
+				close(report)
+			}
+			nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+				<-report
+				e.onAsyncError(c, sub, err)
+			})
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
@@ -361,6 +440,17 @@ func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
 			publish(eventOf(docVersion("b", 1), 2, true)) // queued
 			epoch := e.cache.epoch.Load()
 			publish(eventOf(docVersion("b", 2), 3, true)) // dropped
+			if inside {
+				// Received before the drop is reported: the gap it shows is the drop's, which
+				// distrusts the cache already.
+				waitFor("the drop", func() bool { n, _ := ch.Dropped(); return n == 1 })
+				if err := ch.SetPendingLimits(100, 1<<20); err != nil {
+					t.Fatal(err)
+				}
+				publish(eventOf(docVersion("g", 1), 4, true))
+				waitFor("g's event in the queue", func() bool { q, _, _ := ch.Pending(); return q == 3 })
+				close(report)
+			}
 			waitFor("the drop's distrust", func() bool { return e.cache.epoch.Load() != epoch })
 			c := eventOf(docVersion("c", 1), 1, true)
 			c.Partition = 2
@@ -372,10 +462,7 @@ func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
 				publish(c)
 			}
 			unhold()
-			want := int64(2)
-			if !inside {
-				want = 3
-			}
+			want := int64(3)
 			waitFor("the queue", func() bool {
 				n, _ := ch.Delivered()
 				q, _, _ := ch.Pending()
@@ -383,7 +470,13 @@ func TestEventsQueuedBeforeADropStayDistrusted(t *testing.T) {
 			})
 			if inside {
 				publish(c) // after the drain
-				waitFor("c's event", func() bool { n, _ := ch.Delivered(); q, _, _ := ch.Pending(); return n == 3 && q == 0 })
+				waitFor("c's event", func() bool { n, _ := ch.Delivered(); q, _, _ := ch.Pending(); return n == 4 && q == 0 })
+				if n := testCounter(t, e.metrics.events.WithLabelValues("gap_after_drop")); n != 1 {
+					t.Fatalf("%v gaps counted as the drop's, want 1", n)
+				}
+				if ent, ok := e.cache.current(docKey("notes", "g")); ok {
+					t.Fatalf("g's entry %+v, received before the drop was reported, is trusted", ent)
+				}
 			}
 			e.cache.flush()
 			if ent, ok := e.cache.get([]byte(docKey("notes", "b"))); !ok || ent.version != 1 || e.cache.valid(ent) {

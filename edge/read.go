@@ -266,38 +266,49 @@ type coreFill struct {
 // a cached one that is older is read again (a negative maxAge takes none cached). A core
 // read begun after the caller asked is taken whatever maxAge; one it joined that had begun
 // before may be older than what the caller needs, and is held to maxAge as the cache is.
+//
+// A caller that turns a result down asks again; by then the read it turned down has left the
+// singleflight, so the callers that turned it down share the next one. The fourth time, it
+// fills alone rather than hand over what it turned down.
 func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string, least, maxAge int64) (*entry, *problem.Problem) {
+	asked := e.coreFillReads.Load()
+	fill := func() (any, error) {
+		if ent, ok := e.cached(key); ok && ent.version >= least && int64(e.cache.age(ent)) <= maxAge {
+			return coreFill{ent: ent}, nil
+		}
+		pending := e.cache.beginFill(key)
+		defer e.cache.endFill(key, pending)
+		e.metrics.fills(fillCore).Inc()
+		epoch := e.cache.epoch.Load()
+		read := e.coreFillReads.Add(1)
+		resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
+		var ent *entry
+		switch {
+		case perr != nil && perr.Code == problem.NotFound:
+			ent = answerEntry(0, fasthttp.StatusNotFound, nil, "")
+		case perr != nil:
+			e.metrics.fillErrors.Inc()
+			return nil, perr
+		case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
+			return nil, problem.New(problem.Internal, "the core answered for another document")
+		case !validDoc(resp.Doc):
+			e.metrics.fillErrors.Inc()
+			e.log.ErrorContext(rc, "the core answered a document the edge cannot render", "collection", collection, "id", id)
+			return nil, problem.New(problem.Internal, "the core answered a document that cannot be rendered")
+		default:
+			ent = documentEntry(resp.Doc)
+		}
+		heard, _ := e.cache.fillDocument(key, ent, epoch, 0, pending)
+		return coreFill{ent: ent, least: heard, read: read}, nil
+	}
 	for attempt := 0; ; attempt++ {
-		asked := e.coreFillReads.Load()
-		v, err, _ := e.coreFills.Do(key, func() (any, error) {
-			if ent, ok := e.cached(key); ok && ent.version >= least && int64(e.cache.age(ent)) <= maxAge {
-				return coreFill{ent: ent}, nil
-			}
-			pending := e.cache.beginFill(key)
-			defer e.cache.endFill(key, pending)
-			e.metrics.fills(fillCore).Inc()
-			epoch := e.cache.epoch.Load()
-			read := e.coreFillReads.Add(1)
-			resp, perr := e.read(rc, &wire.ReadRequest{Kind: wire.ReadGet, Collection: collection, ID: id})
-			var ent *entry
-			switch {
-			case perr != nil && perr.Code == problem.NotFound:
-				ent = answerEntry(0, fasthttp.StatusNotFound, nil, "")
-			case perr != nil:
-				e.metrics.fillErrors.Inc()
-				return nil, perr
-			case resp.Doc == nil || resp.Doc.Collection != collection || resp.Doc.ID != id:
-				return nil, problem.New(problem.Internal, "the core answered for another document")
-			case !validDoc(resp.Doc):
-				e.metrics.fillErrors.Inc()
-				e.log.ErrorContext(rc, "the core answered a document the edge cannot render", "collection", collection, "id", id)
-				return nil, problem.New(problem.Internal, "the core answered a document that cannot be rendered")
-			default:
-				ent = documentEntry(resp.Doc)
-			}
-			heard, _ := e.cache.fillDocument(key, ent, epoch, 0, pending)
-			return coreFill{ent: ent, least: heard, read: read}, nil
-		})
+		var v any
+		var err error
+		if attempt < 3 {
+			v, err, _ = e.coreFills.Do(key, fill)
+		} else {
+			v, err = fill()
+		}
 		if err != nil {
 			return nil, asProblem(err)
 		}
@@ -306,7 +317,6 @@ func (e *Edge) fillFromCoreFresh(rc context.Context, key, collection, id string,
 		if f.ent.version >= least && (f.read > asked || int64(e.cache.age(f.ent)) <= maxAge) || attempt >= 3 {
 			return f.ent, nil
 		}
-		e.coreFills.Forget(key)
 	}
 }
 

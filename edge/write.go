@@ -359,6 +359,10 @@ type pending struct {
 	durable chan error
 	// outcome receives the core's outcome; buffered so that delivery never blocks.
 	outcome chan wire.Outcome
+	// epoch is the cache's epoch when the write was taken: its outcome's document is stamped
+	// with it (onOutcomes), so that a distrust while the write was under way (change events
+	// lost that may be later than it) leaves that document distrusted too, as a fill's.
+	epoch uint32
 }
 
 // writer gathers write commands into batches per partition and publishes them, and routes the
@@ -436,7 +440,7 @@ func (w *writer) submit(rc context.Context, cmd wire.Command) (*pending, *wire.C
 		return nil, nil, problem.Newf(problem.TooLarge, "the write takes %d bytes encoded, more than the %d a write batch carries", len(enc), w.e.cfg.BatchBytes)
 	}
 	pd := &pending{cmd: cmd, enc: enc, created: time.Now(), trace: trace.SpanContextFromContext(rc),
-		durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1)}
+		durable: make(chan error, 1), outcome: make(chan wire.Outcome, 1), epoch: w.e.cache.epoch.Load()}
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -505,6 +509,16 @@ func (w *writer) deliver(out wire.Outcome) {
 	if pd != nil {
 		pd.outcome <- out
 	}
+}
+
+// epochOf returns the epoch of the write writeID (pending.epoch), if it waits here.
+func (w *writer) epochOf(writeID string) (uint32, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if pd := w.waiting[writeID]; pd != nil {
+		return pd.epoch, true
+	}
+	return 0, false
 }
 
 func (w *writer) forget(writeID string) {
