@@ -98,8 +98,9 @@ type Edge struct {
 	// changesStarted counts the change messages onChange has begun. dropDrain, when not 0,
 	// is the count by which every message queued before a slow consumer dropped some has
 	// been applied: until then their documents go in as version markers (onAsyncError).
-	// dropCovered is the count of the last message the edge had received when a drop was
-	// reported: the gaps it and those before show are the drop's (checkSequence).
+	// dropCovered is a lower bound of the count of the last message the edge had received
+	// when a drop was reported (it leaves out the last one queued when none was being
+	// applied): the gaps it and those before show are the drop's (checkSequence).
 	changesStarted atomic.Uint64
 	dropDrain      atomic.Uint64
 	dropCovered    atomic.Uint64

@@ -286,7 +286,7 @@ func TestReplayedOutcomeSeenByWriter(t *testing.T) {
 // TestOutcomeAfterADistrustIsNotTrusted: the outcome of a write taken before the cache was
 // distrusted (change events lost meanwhile, which may be later than the write) installs its
 // document in the write's epoch, distrusted: only its version is kept. The outcome of a write
-// taken since is a hit, and one whose writer no longer waits keeps only its version.
+// taken since is a hit, and one of a write the edge no longer tracks keeps only its version.
 func TestOutcomeAfterADistrustIsNotTrusted(t *testing.T) {
 	ns := natstest.Start(t)
 	e := newTestEdgeOn(t, natstest.Connect(t, ns.URL()), nil)
