@@ -89,7 +89,8 @@ func (e *Edge) onOutcomes(m *nats.Msg) {
 			e.cache.putDocumentLater(out.Doc, epoch, &l)
 		} else {
 			// A write this edge no longer tracks (expired after WriteTimeout and 10 more
-			// minutes, or the edge restarted): only the version is kept, which the floor already makes the next read fetch.
+			// minutes, or the edge restarted): only the version is kept, which the floor
+			// already makes the next read fetch.
 			e.cache.markVersionLater(out.Doc.Collection, out.Doc.ID, out.Doc.Version, &l)
 		}
 		e.forgetFills(key)
